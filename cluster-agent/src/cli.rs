@@ -1,0 +1,177 @@
+//! The command line: one subcommand per role, plus `local` and `gen-data`.
+
+use crate::config::{Config, Role};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code for bad configuration or flags (sysexits' EX_USAGE).
+const EX_USAGE: u8 = 64;
+/// Exit code for a failure while running.
+const EX_SOFTWARE: u8 = 70;
+
+/// Flotilla cluster agent.
+#[derive(Debug, Parser)]
+#[command(name = "cluster-agent", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a JobManager shard: plans SQL, hands plans to TaskManagers.
+    Jobmanager(RoleArgs),
+    /// Run a TaskManager: executes plan stages and serves results.
+    Taskmanager(RoleArgs),
+    /// Run the HTTP gateway (the same code as the `gateway` binary).
+    Gateway(RoleArgs),
+    /// Start a gateway, 2 shards and 2 TaskManagers on loopback, with TPC-H sample data.
+    Local(crate::local::LocalArgs),
+    /// Generate TPC-H data as Parquet.
+    GenData(GenDataArgs),
+}
+
+/// Flags shared by the long-running roles.
+#[derive(Debug, Args)]
+struct RoleArgs {
+    /// TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address of the main service (gRPC for agents, HTTP for the gateway); overrides the file.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address of the HTTP admin service (agents only); overrides the file.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Any config value, as `section.field=value`; repeatable, applied last.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct GenDataArgs {
+    /// TPC-H scale factor (1 = about 1 GB of CSV, 6 million lineitems).
+    #[arg(long, default_value_t = 0.1)]
+    scale: f64,
+    /// Output directory; one sub-directory per table.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs the command line; `env` is the process environment (passed in for tests).
+pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> ExitCode {
+    match cli.command {
+        Command::Jobmanager(args) => run_agent(Role::JobManager, args, &env).await,
+        Command::Taskmanager(args) => run_agent(Role::TaskManager, args, &env).await,
+        Command::Gateway(args) => run_gateway(args, &env).await,
+        Command::Local(args) => exit(crate::local::run_local(args).await),
+        Command::GenData(args) => {
+            let result = tokio::task::spawn_blocking(move || {
+                crate::gendata::generate(args.scale, &args.out, &|line| eprintln!("{line}"))
+                    .map(|()| eprintln!("TPC-H scale {} written to {}", args.scale, args.out.display()))
+            })
+            .await;
+            exit(result.map_err(anyhow::Error::from).and_then(|inner| inner))
+        }
+    }
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EX_SOFTWARE)
+        }
+    }
+}
+
+fn overrides(args: &RoleArgs, section: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    for item in &args.set {
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got `{item}`"))?;
+        pairs.push((key.trim().to_string(), value.trim().to_string()));
+    }
+    if let Some(listen) = args.listen {
+        let key = if section == "gateway" { "http.listen".to_string() } else { format!("{section}.listen") };
+        pairs.push((key, format!("\"{listen}\"")));
+    }
+    if let Some(admin) = args.admin_listen {
+        pairs.push((format!("{section}.admin_listen"), format!("\"{admin}\"")));
+    }
+    Ok(pairs)
+}
+
+async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode {
+    let config: Config = match overrides(&args, role.as_str())
+        .and_then(|pairs| gateway::load_layered(args.config.as_deref(), env, "AGENT", &pairs))
+    {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    gateway::init_tracing(&config.log);
+    let registry = prometheus::Registry::new();
+    let started = match role {
+        Role::JobManager => crate::jobmanager::start_jobmanager(config, registry).await,
+        Role::TaskManager => crate::taskmanager::start_taskmanager(config, registry).await,
+    };
+    let handle = match started {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("error: cannot start {}: {error:#}", role.as_str());
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    println!("{}", handle.listening_line(role));
+    tracing::info!(role = role.as_str(), grpc = %handle.grpc_addr, admin = %handle.admin_addr, "listening");
+    wait_for_signal().await;
+    tracing::info!(role = role.as_str(), "stopping");
+    exit(handle.shutdown().await)
+}
+
+async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode {
+    let config: gateway::Config = match overrides(&args, "gateway")
+        .and_then(|pairs| gateway::load_layered(args.config.as_deref(), env, "GATEWAY", &pairs))
+    {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    gateway::init_tracing(&config.log);
+    let registry = prometheus::Registry::new();
+    let handle = match gateway::start_gateway(config, registry).await {
+        Ok(handle) => handle,
+        Err(error) => {
+            eprintln!("error: cannot start gateway: {error:#}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    println!("{}", handle.listening_line());
+    wait_for_signal().await;
+    exit(handle.shutdown().await)
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}

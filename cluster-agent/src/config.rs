@@ -1,0 +1,136 @@
+//! The cluster agent's one `Config`: one section per role, plus the catalog and logging.
+//!
+//! Loaded with `gateway::load_layered`: defaults → `--config` file → `AGENT_*` env → flags.
+
+use crate::catalog::CatalogConfig;
+use gateway::LogConfig;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// What a cluster-agent process runs as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A JobManager shard: plans SQL and hands it to a TaskManager.
+    JobManager,
+    /// A TaskManager: runs plan stages and serves results.
+    TaskManager,
+}
+
+impl Role {
+    /// Returns the role's name as used in logs, metrics and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JobManager => "jobmanager",
+            Self::TaskManager => "taskmanager",
+        }
+    }
+}
+
+/// Everything a cluster-agent process can be configured with.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Identity of this process.
+    pub node: NodeConfig,
+    /// Used when the role is `jobmanager`.
+    pub jobmanager: JobManagerConfig,
+    /// Used when the role is `taskmanager`.
+    pub taskmanager: TaskManagerConfig,
+    /// The tables queries may name; every process reads the same catalog.
+    pub catalog: CatalogConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Identity of this process.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// A name for logs and `/v1/state`; defaults to `<role>-<pid>`.
+    pub id: Option<String>,
+}
+
+/// A JobManager shard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobManagerConfig {
+    /// Address of the Flight (gRPC) service the gateways call. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Address of the HTTP admin service (`/metrics`, `/healthz`, `/v1/state`).
+    pub admin_listen: SocketAddr,
+    /// TaskManager Flight URLs (`http://host:port`); static membership until gossip arrives.
+    pub taskmanagers: Vec<String>,
+    /// How often each TaskManager's reachability is probed, in milliseconds.
+    pub probe_interval_ms: u64,
+    /// How long the hand-over of a plan to a TaskManager may take, in milliseconds.
+    pub handover_timeout_ms: u64,
+    /// DataFusion `target_partitions` per stage; 0 means the number of cores.
+    pub target_partitions: usize,
+    /// DataFusion batch size, in rows.
+    pub batch_size: usize,
+}
+
+impl Default for JobManagerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            taskmanagers: Vec::new(),
+            probe_interval_ms: 1000,
+            handover_timeout_ms: 5000,
+            target_partitions: 0,
+            batch_size: 8192,
+        }
+    }
+}
+
+/// A TaskManager.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskManagerConfig {
+    /// Address of the gRPC service (datafusion-distributed worker + Flight results).
+    pub listen: SocketAddr,
+    /// Address of the HTTP admin service (`/metrics`, `/healthz`, `/v1/state`).
+    pub admin_listen: SocketAddr,
+    /// Task slots this TaskManager offers (reported now; enforced by slot leases later).
+    pub slots: usize,
+    /// Limit of the DataFusion memory pool, in MiB; queries over it fail or spill.
+    pub memory_limit_mb: u64,
+    /// How long a handed-over plan waits for its `DoGet` before it is dropped, in seconds.
+    pub ticket_ttl_secs: u64,
+    /// At most this many handed-over plans wait for their `DoGet` at once.
+    pub max_pending_tickets: usize,
+}
+
+impl Default for TaskManagerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            slots: 4,
+            memory_limit_mb: 2048,
+            ticket_ttl_secs: 60,
+            max_pending_tickets: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Returns a config for in-process tests: ephemeral ports everywhere.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn for_test() -> Self {
+        let mut config = Self::default();
+        config.jobmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.taskmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config
+    }
+
+    /// Returns this node's id for `role`.
+    pub fn node_id(&self, role: Role) -> String {
+        self.node
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", role.as_str(), std::process::id()))
+    }
+}

@@ -1,0 +1,129 @@
+//! Errors of the cluster agent and their stable codes.
+
+use datafusion::error::DataFusionError;
+use flotilla_protocol::{ErrorBody, ErrorCode};
+
+/// Everything a shard or TaskManager can answer a request with, other than success.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The request itself is malformed (bad command, bad ticket bytes).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The SQL does not parse.
+    #[error("{0}")]
+    SqlSyntax(String),
+    /// The SQL names something that does not exist or does not type-check.
+    #[error("{0}")]
+    SqlPlanning(String),
+    /// The statement is not a read-only query.
+    #[error("only read-only queries are allowed, got {0}")]
+    NotAllowed(String),
+    /// No TaskManager could take the query.
+    #[error("no taskmanager available: {0}")]
+    NoTaskManager(String),
+    /// A result ticket is unknown, expired or already fetched.
+    #[error("ticket {0} is unknown, expired or already fetched")]
+    TicketNotFound(String),
+    /// DataFusion failed while planning or running.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+    /// A bug or unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AgentError {
+    /// Returns the stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::SqlSyntax(_) => ErrorCode::SqlSyntax,
+            Self::SqlPlanning(_) => ErrorCode::SqlPlanning,
+            Self::NotAllowed(_) => ErrorCode::NotAllowed,
+            Self::NoTaskManager(_) => ErrorCode::Unavailable,
+            Self::TicketNotFound(_) => ErrorCode::TicketNotFound,
+            Self::DataFusion(error) => datafusion_code(error),
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Classifies an error raised while turning SQL into a plan: what is not a resource or
+    /// internal failure is the user's SQL.
+    pub fn from_planning(error: DataFusionError) -> Self {
+        match datafusion_code(&error) {
+            ErrorCode::SqlSyntax => Self::SqlSyntax(root_message(&error)),
+            ErrorCode::SqlPlanning | ErrorCode::Execution => Self::SqlPlanning(root_message(&error)),
+            _ => Self::DataFusion(error),
+        }
+    }
+
+    /// Returns the error as the body sent over the wire.
+    pub fn to_body(&self) -> ErrorBody {
+        let message = match self {
+            Self::DataFusion(error) => root_message(error),
+            other => other.to_string(),
+        };
+        ErrorBody::new(self.code(), message)
+    }
+}
+
+impl From<AgentError> for tonic::Status {
+    fn from(error: AgentError) -> Self {
+        error.to_body().into()
+    }
+}
+
+/// Maps a DataFusion error (looking through context and sharing wrappers) to a code.
+pub fn datafusion_code(error: &DataFusionError) -> ErrorCode {
+    match root(error) {
+        DataFusionError::SQL(..) => ErrorCode::SqlSyntax,
+        DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_) => ErrorCode::SqlPlanning,
+        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourcesExhausted,
+        DataFusionError::Internal(_) => ErrorCode::Internal,
+        _ => ErrorCode::Execution,
+    }
+}
+
+fn root(error: &DataFusionError) -> &DataFusionError {
+    match error {
+        DataFusionError::Context(_, inner) => root(inner),
+        DataFusionError::Shared(inner) => root(inner),
+        DataFusionError::Diagnostic(_, inner) => root(inner),
+        other => other,
+    }
+}
+
+/// Returns the innermost message, without DataFusion's "Error during planning:" style prefixes
+/// repeated by every wrapper, and without backtraces.
+pub fn root_message(error: &DataFusionError) -> String {
+    let message = root(error).to_string();
+    message.split("\n\nbacktrace").next().unwrap_or_default().trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_look_through_wrappers() {
+        let inner = DataFusionError::Plan("table 'x' not found".into());
+        let wrapped = DataFusionError::Context("while planning".into(), Box::new(inner));
+        assert_eq!(datafusion_code(&wrapped), ErrorCode::SqlPlanning);
+        let shared = DataFusionError::Shared(std::sync::Arc::new(
+            DataFusionError::ResourcesExhausted("pool".into()),
+        ));
+        assert_eq!(datafusion_code(&shared), ErrorCode::ResourcesExhausted);
+        assert!(root_message(&wrapped).contains("table 'x' not found"));
+    }
+
+    #[test]
+    fn status_carries_code_and_message() {
+        let status = tonic::Status::from(AgentError::NotAllowed("CREATE TABLE".into()));
+        let body = ErrorBody::from(&status);
+        assert_eq!(body.code, ErrorCode::NotAllowed);
+        assert!(body.message.contains("CREATE TABLE"));
+    }
+}

@@ -1,0 +1,41 @@
+//! The shard → TaskManager hand-over: a planned query, given to the TaskManager that will run
+//! its head stage, which keeps it under a ticket until the gateway's `DoGet` fetches it.
+//!
+//! ```text
+//!  gateway ──GetFlightInfo(sql)──▶ shard ──DoAction("flotilla.handover", plan)──▶ head TM
+//!     ▲                              │◀────────────── ticket ─────────────────────┘
+//!     └──── FlightInfo(ticket, TM) ──┘
+//!  gateway ──DoGet(ticket)──▶ head TM: execute, stream Arrow back
+//! ```
+
+/// The Flight action type of a hand-over.
+pub const HANDOVER_ACTION: &str = "flotilla.handover";
+
+/// A planned query, encoded by the shard.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HandoverRequest {
+    /// The gateway's query id.
+    #[prost(string, tag = "1")]
+    pub query_id: String,
+    /// The physical plan, encoded with `codec::encode_plan`.
+    #[prost(bytes = "vec", tag = "2")]
+    pub plan: Vec<u8>,
+    /// The planning session's options (`datafusion.*`, `distributed.*`), so the head runs the
+    /// plan with the settings it was planned with.
+    #[prost(map = "string, string", tag = "3")]
+    pub options: std::collections::HashMap<String, String>,
+    /// TaskManager URLs the query's other stages may run on.
+    #[prost(string, repeated, tag = "4")]
+    pub worker_urls: Vec<String>,
+    /// The receiving TaskManager's own URL as the shard knows it.
+    #[prost(string, tag = "5")]
+    pub head_url: String,
+}
+
+/// The answer to a hand-over.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HandoverResponse {
+    /// Opaque bytes the gateway presents in `DoGet`.
+    #[prost(bytes = "vec", tag = "1")]
+    pub ticket: Vec<u8>,
+}

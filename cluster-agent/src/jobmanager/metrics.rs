@@ -1,0 +1,60 @@
+//! Prometheus metrics of a JobManager shard.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// The shard's metric families, registered in the process registry.
+#[derive(Clone, Debug)]
+pub struct JobManagerMetrics {
+    /// Queries planned and handed over.
+    pub queries_planned: IntCounter,
+    /// Queries refused, by error code.
+    pub queries_failed: IntCounterVec,
+    /// Time from command to hand-over, in seconds.
+    pub planning_seconds: Histogram,
+    /// Queries being planned now.
+    pub in_flight: IntGauge,
+    /// Bytes of every gRPC response message this shard sent (FlightInfo answers). Result data
+    /// never passes through a shard, so this stays tiny whatever the result sizes.
+    pub response_bytes: IntCounter,
+    /// Hand-overs a TaskManager failed, retried on another.
+    pub handover_retries: IntCounter,
+}
+
+impl JobManagerMetrics {
+    /// Creates the families and registers them in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            queries_planned: IntCounter::new(
+                "flotilla_jobmanager_queries_planned_total",
+                "Queries planned and handed over to a TaskManager",
+            )?,
+            queries_failed: IntCounterVec::new(
+                Opts::new("flotilla_jobmanager_queries_failed_total", "Queries refused, by error code"),
+                &["code"],
+            )?,
+            planning_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "flotilla_jobmanager_planning_seconds",
+                    "Time from query command to hand-over",
+                )
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            )?,
+            in_flight: IntGauge::new("flotilla_jobmanager_in_flight", "Queries being planned now")?,
+            response_bytes: IntCounter::new(
+                "flotilla_jobmanager_response_bytes_total",
+                "Bytes of gRPC response messages sent (never result data)",
+            )?,
+            handover_retries: IntCounter::new(
+                "flotilla_jobmanager_handover_retries_total",
+                "Hand-overs retried on another TaskManager after a failure",
+            )?,
+        };
+        registry.register(Box::new(metrics.queries_planned.clone()))?;
+        registry.register(Box::new(metrics.queries_failed.clone()))?;
+        registry.register(Box::new(metrics.planning_seconds.clone()))?;
+        registry.register(Box::new(metrics.in_flight.clone()))?;
+        registry.register(Box::new(metrics.response_bytes.clone()))?;
+        registry.register(Box::new(metrics.handover_retries.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,9 @@
+//! The JobManager role: a shard. It plans SQL with DataFusion, hands the plan to a TaskManager,
+//! and answers with where the result can be fetched. It never touches a result row.
+
+mod metrics;
+mod planner;
+mod service;
+
+pub use metrics::JobManagerMetrics;
+pub use service::{JobManager, start_jobmanager};

@@ -1,0 +1,26 @@
+//! Flotilla's cluster agent: one binary that runs a JobManager shard, a TaskManager, the
+//! gateway, or a whole local federation of them as separate processes.
+
+#![forbid(unsafe_code)]
+
+mod catalog;
+mod cli;
+mod codec;
+mod config;
+mod error;
+mod gendata;
+mod handover;
+mod jobmanager;
+mod local;
+mod node;
+mod taskmanager;
+
+pub use catalog::{CatalogConfig, TableConfig, TableFormat};
+pub use cli::{Cli, run};
+pub use codec::{FlotillaCodec, decode_plan, encode_plan};
+pub use config::{Config, JobManagerConfig, NodeConfig, Role, TaskManagerConfig};
+pub use error::AgentError;
+pub use gendata::{TPCH_TABLES, generate as generate_tpch, is_generated as is_tpch_generated};
+pub use jobmanager::{JobManager, JobManagerMetrics, start_jobmanager};
+pub use node::NodeHandle;
+pub use taskmanager::{TaskManager, TaskManagerMetrics, start_taskmanager};

@@ -1,0 +1,251 @@
+//! `cluster-agent local`: a whole federation on loopback, as separate OS processes.
+//!
+//! ```text
+//!   cluster-agent local
+//!     ├─ gen-data (first run only)       data/tpch-sf0.1/<table>/part-N.parquet
+//!     ├─ taskmanager × 2  ─┐
+//!     ├─ jobmanager × 2  ──┤ each: <data-dir>/local/<name>.toml, logs in <data-dir>/local/logs/
+//!     └─ gateway ──────────┘ http://127.0.0.1:8080
+//! ```
+//! Children are started with ephemeral internal ports, report them on a `LISTENING` line, and are
+//! stopped with SIGTERM (then SIGKILL after 10 s) when `local` gets Ctrl-C or SIGTERM.
+
+use crate::catalog::CatalogConfig;
+use crate::config::{Config, Role};
+use anyhow::Context as _;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The main job `local` runs once the federation is up.
+const MAIN_JOB: &str = include_str!("../../sql-samples/tpch/q01.sql");
+
+/// Flags of `cluster-agent local`.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Where the TPC-H data lives (generated on first run); default `data/tpch-sf<scale>`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TPC-H scale factor of the sample data.
+    #[arg(long, default_value_t = 0.1)]
+    scale: f64,
+    /// The gateway's HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// Slots per TaskManager.
+    #[arg(long, default_value_t = 4)]
+    slots: usize,
+    /// Run the main job, print its result, then stop everything (instead of serving until
+    /// Ctrl-C).
+    #[arg(long)]
+    once: bool,
+}
+
+/// One child process and what it reported.
+struct Node {
+    name: String,
+    child: Child,
+    addresses: BTreeMap<String, String>,
+}
+
+impl Node {
+    fn address(&self, key: &str) -> anyhow::Result<&str> {
+        self.addresses
+            .get(key)
+            .map(String::as_str)
+            .with_context(|| format!("{} did not report its {key} address", self.name))
+    }
+}
+
+/// Runs the federation until Ctrl-C / SIGTERM (or, with `--once`, until the main job ran).
+pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("data/tpch-sf{}", args.scale)));
+    ensure_data(&data_dir, args.scale).await?;
+    let data_dir = data_dir.canonicalize()?;
+    let run_dir = data_dir.join("local");
+    std::fs::create_dir_all(run_dir.join("logs"))?;
+    let executable = std::env::current_exe().context("locating the cluster-agent executable")?;
+    let catalog = CatalogConfig::tpch(&data_dir);
+
+    let mut nodes: Vec<Node> = Vec::new();
+    let result = async {
+        let mut taskmanagers = Vec::new();
+        for index in 1..=2 {
+            let mut config = Config::default();
+            config.node.id = Some(format!("tm-{index}"));
+            config.taskmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            config.taskmanager.slots = args.slots;
+            config.catalog = catalog.clone();
+            let node = start(&executable, Role::TaskManager.as_str(), &format!("tm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
+            taskmanagers.push(format!("http://{}", node.address("grpc")?));
+            nodes.push(node);
+        }
+        let mut shards = Vec::new();
+        for index in 1..=2 {
+            let mut config = Config::default();
+            config.node.id = Some(format!("jm-{index}"));
+            config.jobmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            config.jobmanager.taskmanagers = taskmanagers.clone();
+            config.catalog = catalog.clone();
+            let node = start(&executable, Role::JobManager.as_str(), &format!("jm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
+            shards.push(format!("http://{}", node.address("grpc")?));
+            nodes.push(node);
+        }
+        let mut config = gateway::Config::default();
+        config.http.listen = args.http;
+        config.shards.addresses = shards.clone();
+        config.taskmanagers.addresses = taskmanagers.clone();
+        let node = start(&executable, "gateway", "gateway", &toml::to_string(&config)?, &run_dir).await?;
+        let url = format!("http://{}", node.address("http")?);
+        nodes.push(node);
+
+        println!();
+        println!("Flotilla local federation is up:");
+        println!("  gateway       {url}");
+        println!("  shards        {}", shards.join(", "));
+        println!("  taskmanagers  {}", taskmanagers.join(", "));
+        println!("  data          {} (TPC-H scale {})", data_dir.display(), args.scale);
+        println!("  configs/logs  {}", run_dir.display());
+        println!();
+        println!("Try:");
+        println!("  curl -sS {url}/v1/query -H 'accept: application/json' -H 'content-type: text/plain' \\");
+        println!("       --data-binary 'SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey ORDER BY n_name LIMIT 5'");
+        println!();
+        run_main_job(&url).await?;
+        anyhow::Ok(())
+    }
+    .await;
+
+    if result.is_ok() && !args.once {
+        println!("Serving; press Ctrl-C to stop.");
+        tokio::select! {
+            _ = crate::cli::wait_for_signal() => {}
+            exited = first_exit(&mut nodes) => eprintln!("{exited}; stopping the federation"),
+        }
+    }
+    stop_all(&mut nodes).await;
+    result
+}
+
+async fn ensure_data(data_dir: &Path, scale: f64) -> anyhow::Result<()> {
+    if crate::gendata::is_generated(data_dir, scale) {
+        return Ok(());
+    }
+    println!("Generating TPC-H scale {scale} into {} (first run only)...", data_dir.display());
+    let started = Instant::now();
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        crate::gendata::generate(scale, &dir, &|line| println!("  {line}"))
+    })
+    .await??;
+    println!("Generated in {:.1} s.", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Starts one child with its config written to `<run_dir>/<name>.toml` and waits for its
+/// `LISTENING` line.
+async fn start(executable: &Path, role: &str, name: &str, config: &str, run_dir: &Path) -> anyhow::Result<Node> {
+    let config_path = run_dir.join(format!("{name}.toml"));
+    std::fs::write(&config_path, config)?;
+    let log_path = run_dir.join("logs").join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = Command::new(executable)
+        .arg(role)
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("LISTENING ") {
+                return anyhow::Ok(line);
+            }
+        }
+        anyhow::bail!("{name} exited before it was listening; see {}", log_path.display())
+    })
+    .await
+    .with_context(|| format!("{name} did not start within 120 s; see {}", log_path.display()))??;
+    gateway::spawn_instrumented(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addresses = parse_listening(&line);
+    Ok(Node { name: name.to_string(), child, addresses })
+}
+
+/// Parses `LISTENING key=value key=value`.
+pub(crate) fn parse_listening(line: &str) -> BTreeMap<String, String> {
+    line.split_whitespace()
+        .skip(1)
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Runs TPC-H Q1 through the gateway with the Rust client and prints the result.
+async fn run_main_job(url: &str) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let client = flotilla_client::Client::new(url)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = Instant::now();
+        match client.query(MAIN_JOB).await {
+            Ok(stream) => {
+                let query_id = stream.query_id().to_string();
+                let batches: Vec<_> = stream.try_collect().await?;
+                let elapsed = started.elapsed();
+                println!("Main job: TPC-H Q1 (sql-samples/tpch/q01.sql), query {query_id}, {:.1} ms:", elapsed.as_secs_f64() * 1000.0);
+                println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&batches)?);
+                return Ok(());
+            }
+            Err(error) if error.code() == Some(flotilla_protocol::ErrorCode::Unavailable) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+async fn first_exit(nodes: &mut [Node]) -> String {
+    loop {
+        for node in nodes.iter_mut() {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                return format!("{} exited ({status})", node.name);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops children in reverse start order: SIGTERM, then SIGKILL after 10 s.
+async fn stop_all(nodes: &mut Vec<Node>) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for node in nodes.iter().rev() {
+        if let Some(pid) = node.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    for node in nodes.iter_mut().rev() {
+        match tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("{} did not stop within 10 s; killing it", node.name);
+                let _ = node.child.kill().await;
+            }
+        }
+    }
+    nodes.clear();
+    println!("Federation stopped.");
+}

@@ -1,0 +1,70 @@
+//! Prometheus metrics of a TaskManager.
+
+use prometheus::{IntCounter, IntGauge, Registry};
+
+/// The TaskManager's metric families, registered in the process registry.
+#[derive(Clone, Debug)]
+pub struct TaskManagerMetrics {
+    /// Bytes of Arrow Flight data sent to result readers.
+    pub flight_bytes_sent: IntCounter,
+    /// Plans handed over by shards.
+    pub handovers: IntCounter,
+    /// Result tickets served.
+    pub tickets_served: IntCounter,
+    /// Handed-over plans dropped because nobody fetched them in time.
+    pub tickets_expired: IntCounter,
+    /// Results being streamed now.
+    pub results_streaming: IntGauge,
+    /// Slots offered.
+    pub slots: IntGauge,
+    /// Bytes reserved in the DataFusion memory pool (updated on scrape).
+    pub memory_used: IntGauge,
+    /// Limit of the DataFusion memory pool.
+    pub memory_limit: IntGauge,
+}
+
+impl TaskManagerMetrics {
+    /// Creates the families and registers them in `registry`.
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            flight_bytes_sent: IntCounter::new(
+                "flotilla_taskmanager_flight_bytes_sent_total",
+                "Bytes of Arrow Flight result data sent to readers",
+            )?,
+            handovers: IntCounter::new(
+                "flotilla_taskmanager_handovers_total",
+                "Query plans handed over by shards",
+            )?,
+            tickets_served: IntCounter::new(
+                "flotilla_taskmanager_tickets_served_total",
+                "Result tickets fetched with DoGet",
+            )?,
+            tickets_expired: IntCounter::new(
+                "flotilla_taskmanager_tickets_expired_total",
+                "Handed-over plans dropped unfetched after their TTL",
+            )?,
+            results_streaming: IntGauge::new(
+                "flotilla_taskmanager_results_streaming",
+                "Results being streamed to readers now",
+            )?,
+            slots: IntGauge::new("flotilla_taskmanager_slots", "Task slots offered")?,
+            memory_used: IntGauge::new(
+                "flotilla_taskmanager_memory_used_bytes",
+                "Bytes reserved in the DataFusion memory pool",
+            )?,
+            memory_limit: IntGauge::new(
+                "flotilla_taskmanager_memory_limit_bytes",
+                "Limit of the DataFusion memory pool",
+            )?,
+        };
+        registry.register(Box::new(metrics.flight_bytes_sent.clone()))?;
+        registry.register(Box::new(metrics.handovers.clone()))?;
+        registry.register(Box::new(metrics.tickets_served.clone()))?;
+        registry.register(Box::new(metrics.tickets_expired.clone()))?;
+        registry.register(Box::new(metrics.results_streaming.clone()))?;
+        registry.register(Box::new(metrics.slots.clone()))?;
+        registry.register(Box::new(metrics.memory_used.clone()))?;
+        registry.register(Box::new(metrics.memory_limit.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,9 @@
+//! The TaskManager role: runs plan stages for any shard (the datafusion-distributed worker) and,
+//! for the queries it heads, keeps the handed-over plan under a ticket and streams the result.
+
+mod metrics;
+mod service;
+mod tickets;
+
+pub use metrics::TaskManagerMetrics;
+pub use service::{TaskManager, start_taskmanager};

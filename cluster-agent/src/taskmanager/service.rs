@@ -1,0 +1,352 @@
+//! The TaskManager's gRPC services: the datafusion-distributed worker for plan stages, and a
+//! Flight service for hand-overs (`DoAction`) and results (`DoGet`), on one port.
+
+use super::metrics::TaskManagerMetrics;
+use super::tickets::{PendingQuery, TicketStore};
+use crate::codec::{FlotillaCodec, decode_plan};
+use crate::config::{Config, Role};
+use crate::error::AgentError;
+use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
+use crate::node::{NodeHandle, serve_node};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use async_trait::async_trait;
+use datafusion::common::DataFusionError;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::prelude::SessionConfig;
+use datafusion_distributed::{
+    DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
+    WorkerSessionBuilder,
+};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use prometheus::Registry;
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status, Streaming};
+use url::Url;
+
+/// A TaskManager: its worker, its memory pool and the plans it heads.
+#[derive(Clone)]
+pub struct TaskManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    runtime: Arc<RuntimeEnv>,
+    worker: Worker,
+    /// A session with every built-in function; cloned for each handed-over query.
+    base_state: SessionState,
+    tickets: TicketStore,
+    metrics: TaskManagerMetrics,
+    slots: usize,
+}
+
+/// Starts a TaskManager on the configured addresses and returns its handle.
+pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Result<NodeHandle> {
+    let section = &config.taskmanager;
+    let metrics = TaskManagerMetrics::new(&registry)?;
+    let memory_limit = usize::try_from(section.memory_limit_mb.saturating_mul(1024 * 1024))?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(memory_limit, 1.0)
+        .build_arc()?;
+    metrics.slots.set(i64::try_from(section.slots)?);
+    metrics.memory_limit.set(i64::try_from(memory_limit)?);
+    let worker = Worker::from_session_builder(WorkerSessions).with_runtime_env(Arc::clone(&runtime));
+    let base_state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_runtime_env(Arc::clone(&runtime))
+        .build();
+    let taskmanager = TaskManager {
+        inner: Arc::new(Inner {
+            node_id: config.node_id(Role::TaskManager),
+            runtime,
+            worker: worker.clone(),
+            base_state,
+            tickets: TicketStore::new(
+                Duration::from_secs(section.ticket_ttl_secs),
+                section.max_pending_tickets,
+            ),
+            metrics,
+            slots: section.slots,
+        }),
+    };
+    let router = tonic::transport::Server::builder()
+        .add_service(worker.into_worker_server())
+        .add_service(
+            FlightServiceServer::new(taskmanager.clone())
+                .max_decoding_message_size(256 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024),
+        );
+    let state_view = taskmanager.clone();
+    let metrics_view = taskmanager.clone();
+    serve_node(
+        Role::TaskManager,
+        section.listen,
+        section.admin_listen,
+        router,
+        registry,
+        Arc::new(move || state_view.state_json()),
+        Arc::new(move || metrics_view.refresh_gauges()),
+    )
+    .await
+}
+
+// === impl TaskManager ===
+
+impl TaskManager {
+    fn state_json(&self) -> serde_json::Value {
+        let inner = &self.inner;
+        serde_json::json!({
+            "role": Role::TaskManager.as_str(),
+            "id": inner.node_id,
+            "slots": inner.slots,
+            "pending_tickets": inner.tickets.len(),
+            "results_streaming": inner.metrics.results_streaming.get(),
+            "memory_used_bytes": inner.runtime.memory_pool.reserved(),
+            "memory_limit_bytes": inner.metrics.memory_limit.get(),
+            "flight_bytes_sent": inner.metrics.flight_bytes_sent.get(),
+        })
+    }
+
+    fn refresh_gauges(&self) {
+        let used = i64::try_from(self.inner.runtime.memory_pool.reserved()).unwrap_or(i64::MAX);
+        self.inner.metrics.memory_used.set(used);
+    }
+
+    /// Decodes a handed-over plan and keeps it under a fresh ticket.
+    fn accept_handover(&self, request: HandoverRequest) -> Result<HandoverResponse, AgentError> {
+        let inner = &self.inner;
+        let head_url = Url::parse(&request.head_url)
+            .map_err(|error| AgentError::BadRequest(format!("head url: {error}")))?;
+        let worker_urls = request
+            .worker_urls
+            .iter()
+            .map(|url| Url::parse(url))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| AgentError::BadRequest(format!("worker url: {error}")))?;
+
+        let mut state = inner.base_state.clone();
+        {
+            let config = state.config_mut();
+            let builder_config = std::mem::take(config);
+            *config = head_session_config(builder_config, worker_urls, &inner.worker, head_url);
+            let options = config.options_mut();
+            for (key, value) in &request.options {
+                if let Err(error) = options.set(key, value) {
+                    tracing::debug!(%key, %error, "planning option not applied on the head");
+                }
+            }
+        }
+        let task_ctx = state.task_ctx();
+        let plan = decode_plan(&request.plan, &task_ctx)?;
+        let ticket = format!("{}.{}", request.query_id, uuid::Uuid::new_v4().simple());
+        let pending = PendingQuery::new(request.query_id.clone(), plan, task_ctx);
+        match inner.tickets.insert(ticket.clone(), pending) {
+            Ok(expired) => {
+                inner.metrics.tickets_expired.inc_by(expired as u64);
+                inner.metrics.handovers.inc();
+                Ok(HandoverResponse { ticket: ticket.into_bytes() })
+            }
+            Err(_) => Err(AgentError::NoTaskManager(format!(
+                "taskmanager {} holds too many unfetched results",
+                inner.node_id
+            ))),
+        }
+    }
+}
+
+/// Builds the head's session config: the planner's event handlers, the workers the shard chose,
+/// this TaskManager as the local worker (single-task stages run in-process), and the codec.
+fn head_session_config(
+    base: SessionConfig,
+    worker_urls: Vec<Url>,
+    worker: &Worker,
+    head_url: Url,
+) -> SessionConfig {
+    let builder = SessionStateBuilder::new()
+        .with_config(base)
+        .with_distributed_planner()
+        .with_distributed_worker_resolver(FixedWorkers(worker_urls))
+        .with_distributed_local_worker_context(worker.to_local_worker_context(head_url))
+        .with_distributed_user_codec(FlotillaCodec);
+    let state = builder.build();
+    state.config().clone()
+}
+
+/// The TaskManagers a shard chose for one query.
+struct FixedWorkers(Vec<Url>);
+
+impl WorkerResolver for FixedWorkers {
+    fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Sessions of the stages other TaskManagers send here: stock, plus Flotilla's codec.
+#[derive(Clone, Copy, Debug)]
+struct WorkerSessions;
+
+#[async_trait]
+impl WorkerSessionBuilder for WorkerSessions {
+    async fn build_session_state(
+        &self,
+        ctx: WorkerQueryContext,
+    ) -> Result<SessionState, DataFusionError> {
+        Ok(ctx.builder.with_distributed_user_codec(FlotillaCodec).build())
+    }
+}
+
+fn flight_error_to_status(error: FlightError) -> Status {
+    match error {
+        FlightError::ExternalError(external) => match external.downcast::<DataFusionError>() {
+            Ok(datafusion) => AgentError::DataFusion(*datafusion).into(),
+            Err(other) => AgentError::Internal(other.to_string()).into(),
+        },
+        FlightError::Tonic(status) => *status,
+        other => AgentError::Internal(other.to_string()).into(),
+    }
+}
+
+/// Decrements the streaming gauge when a result stream ends or is dropped.
+struct StreamingGuard(prometheus::IntGauge);
+
+impl Drop for StreamingGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+// === impl FlightService for TaskManager ===
+
+type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
+
+#[async_trait]
+impl FlightService for TaskManager {
+    type HandshakeStream = FlightStream<HandshakeResponse>;
+    type ListFlightsStream = FlightStream<FlightInfo>;
+    type DoGetStream = FlightStream<FlightData>;
+    type DoPutStream = FlightStream<PutResult>;
+    type DoActionStream = FlightStream<arrow_flight::Result>;
+    type ListActionsStream = FlightStream<ActionType>;
+    type DoExchangeStream = FlightStream<FlightData>;
+
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let ticket = String::from_utf8(request.into_inner().ticket.to_vec())
+            .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
+        let pending = self
+            .inner
+            .tickets
+            .take(&ticket)
+            .ok_or_else(|| AgentError::TicketNotFound(ticket.clone()))?;
+        let span = tracing::info_span!("result", query_id = %pending.query_id);
+        let stream = span
+            .in_scope(|| datafusion::physical_plan::execute_stream(pending.plan, pending.task_ctx))
+            .map_err(AgentError::DataFusion)?;
+        let metrics = self.inner.metrics.clone();
+        metrics.tickets_served.inc();
+        metrics.results_streaming.inc();
+        let guard = StreamingGuard(metrics.results_streaming.clone());
+        let bytes_sent = metrics.flight_bytes_sent.clone();
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(stream.schema())
+            .build(stream.map_err(|error| FlightError::ExternalError(Box::new(error))))
+            .map(move |item| {
+                let _keep = &guard;
+                match item {
+                    Ok(data) => {
+                        bytes_sent.inc_by((data.data_header.len() + data.data_body.len()) as u64);
+                        Ok(data)
+                    }
+                    Err(error) => Err(flight_error_to_status(error)),
+                }
+            });
+        drop(span);
+        Ok(Response::new(flight.boxed()))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != HANDOVER_ACTION {
+            return Err(Status::unimplemented(format!("unknown action {}", action.r#type)));
+        }
+        let handover = HandoverRequest::decode(action.body)
+            .map_err(|error| AgentError::BadRequest(format!("hand-over: {error}")))?;
+        let span = tracing::info_span!("handover", query_id = %handover.query_id);
+        let response = span.in_scope(|| self.accept_handover(handover))?;
+        tracing::debug!(parent: &span, "plan handed over");
+        let result = arrow_flight::Result { body: response.encode_to_vec().into() };
+        Ok(Response::new(futures::stream::iter([Ok(result)]).boxed()))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let action = ActionType {
+            r#type: HANDOVER_ACTION.to_string(),
+            description: "keep a planned query under a ticket for DoGet".to_string(),
+        };
+        Ok(Response::new(futures::stream::iter([Ok(action)]).boxed()))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("a taskmanager plans nothing; ask a jobmanager"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema"))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("do_put"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange"))
+    }
+}

@@ -1,0 +1,115 @@
+//! The gateway's errors and their stable codes.
+
+use flotilla_protocol::{ErrorBody, ErrorCode};
+
+/// Boxed errors crossing tower layers; classified at the HTTP edge.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything a query can fail with at the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is over the configured limit.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The request's content type is not SQL text or JSON.
+    #[error("unsupported content type `{0}`: send SQL as text/plain or JSON {{\"sql\": ...}}")]
+    UnsupportedMediaType(String),
+    /// No acceptable result format.
+    #[error("cannot produce any of `{0}`: use application/vnd.apache.arrow.stream, application/json, application/x-ndjson or text/csv")]
+    NotAcceptable(String),
+    /// No route for the path.
+    #[error("no such endpoint: {method} {path}")]
+    NotFound {
+        /// The method.
+        method: String,
+        /// The path.
+        path: String,
+    },
+    /// No shard is up.
+    #[error("no shard available: {0}")]
+    NoShard(String),
+    /// A shard failed at the transport level before answering: another may be tried.
+    #[error("shard {shard} failed: {message}")]
+    ShardUnavailable {
+        /// The shard's address.
+        shard: String,
+        /// What failed.
+        message: String,
+    },
+    /// A TaskManager failed before the first result message: the query may be re-run.
+    #[error("taskmanager {taskmanager} failed before the result started: {message}")]
+    TaskManagerUnavailable {
+        /// The TaskManager's address.
+        taskmanager: String,
+        /// What failed.
+        message: String,
+    },
+    /// The query produced no first result message in time.
+    #[error("no result within {0} ms")]
+    Timeout(u64),
+    /// An error reported by a shard or TaskManager, with its code.
+    #[error("{}", .0.message)]
+    Remote(ErrorBody),
+    /// A bug or unexpected state.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// Returns the stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Self::NotAcceptable(_) => ErrorCode::NotAcceptable,
+            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::NoShard(_) | Self::ShardUnavailable { .. } | Self::TaskManagerUnavailable { .. } => {
+                ErrorCode::Unavailable
+            }
+            Self::Timeout(_) => ErrorCode::Timeout,
+            Self::Remote(body) => body.code,
+            Self::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Says whether running the query through another shard may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::ShardUnavailable { .. } | Self::TaskManagerUnavailable { .. } => true,
+            Self::Remote(body) => body.code.is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// Classifies a boxed error from the tower stack by walking its source chain.
+    pub fn from_boxed(error: BoxError) -> Self {
+        match error.downcast::<GatewayError>() {
+            Ok(gateway) => *gateway,
+            Err(other) => {
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(other.as_ref());
+                while let Some(current) = source {
+                    if current.is::<tower::timeout::error::Elapsed>() {
+                        return Self::Timeout(0);
+                    }
+                    source = current.source();
+                }
+                Self::Internal(other.to_string())
+            }
+        }
+    }
+
+    /// Returns the error body sent to the client.
+    pub fn to_body(&self) -> ErrorBody {
+        match self {
+            Self::Remote(body) => ErrorBody::new(body.code, body.message.clone()),
+            other => ErrorBody::new(other.code(), other.to_string()),
+        }
+    }
+}

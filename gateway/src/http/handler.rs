@@ -1,0 +1,330 @@
+//! The [`Gateway`] HTTP service: routes paths, parses queries, answers errors as JSON.
+
+use super::formats;
+use crate::config::Config;
+use crate::error::{BoxError, GatewayError};
+use crate::membership::Membership;
+use crate::metrics::GatewayMetrics;
+use crate::query::QueryRequest;
+use crate::stack::QueryService;
+use bytes::Bytes;
+use flotilla_protocol::{
+    ErrorBody, MediaType, QUERY_ID_HEADER, QueryId, ROUTING_KEY_HEADER,
+};
+use futures::StreamExt;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use prometheus::{Encoder, Registry, TextEncoder};
+use std::sync::Arc;
+use std::time::Instant;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+/// Every response body: a fixed document or a streamed result.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Header naming the shard that planned the query (for operators and tests).
+const SHARD_HEADER: &str = "x-flotilla-shard";
+
+/// The gateway's request handler; cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    max_body_bytes: usize,
+    queries: QueryService,
+    shards: Arc<dyn Membership>,
+    taskmanagers: Arc<dyn Membership>,
+    metrics: GatewayMetrics,
+    registry: Registry,
+}
+
+impl Gateway {
+    /// Builds the handler around a query stack.
+    pub fn new(
+        config: &Config,
+        queries: QueryService,
+        shards: Arc<dyn Membership>,
+        taskmanagers: Arc<dyn Membership>,
+        metrics: GatewayMetrics,
+        registry: Registry,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                max_body_bytes: config.http.max_body_bytes,
+                queries,
+                shards,
+                taskmanagers,
+                metrics,
+                registry,
+            }),
+        }
+    }
+
+    /// Answers one HTTP request. Never fails: errors are JSON responses.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        match (method.clone(), path.as_str()) {
+            (Method::POST, "/v1/query") => self.query(request).await,
+            (Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n"),
+            (Method::GET, "/readyz") => self.ready(),
+            (Method::GET, "/v1/cluster") => self.cluster(),
+            (Method::GET, "/metrics") => self.metrics(),
+            (_, "/v1/query" | "/healthz" | "/readyz" | "/v1/cluster" | "/metrics") => error_response(
+                None,
+                &ErrorBody::new(flotilla_protocol::ErrorCode::BadRequest, format!("method {method} not allowed on {path}")),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            _ => {
+                let error = GatewayError::NotFound { method: method.to_string(), path };
+                error_response(None, &error.to_body(), error.code().http_status())
+            }
+        }
+    }
+
+    async fn query<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let query_id = QueryId::new();
+        let span = tracing::info_span!("query", query_id = %query_id);
+        let result = self.run_query(query_id, started, request).instrument(span.clone()).await;
+        match result {
+            Ok(response) => response,
+            Err(error) => {
+                let code = error.code();
+                self.inner.metrics.queries.with_label_values(&[code.as_str()]).inc();
+                tracing::info!(parent: &span, %code, error = %error, "query failed");
+                error_response(Some(query_id), &error.to_body(), code.http_status())
+            }
+        }
+    }
+
+    async fn run_query<B>(
+        &self,
+        query_id: QueryId,
+        started: Instant,
+        request: Request<B>,
+    ) -> Result<Response<ResponseBody>, GatewayError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let accept = header_text(&request, http::header::ACCEPT)?;
+        let media = MediaType::negotiate(accept.as_deref())
+            .ok_or_else(|| GatewayError::NotAcceptable(accept.clone().unwrap_or_default()))?;
+        let content_type = header_text(&request, CONTENT_TYPE)?;
+        let routing_key = header_text(&request, http::HeaderName::from_static(ROUTING_KEY_HEADER))?
+            .filter(|key| !key.is_empty());
+        let declared_length = header_text(&request, CONTENT_LENGTH)?
+            .and_then(|length| length.parse::<usize>().ok());
+        let limit = self.inner.max_body_bytes;
+        if declared_length.is_some_and(|length| length > limit) {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        let is_json = match content_type.as_deref().map(essence) {
+            None | Some("text/plain" | "application/sql" | "application/x-www-form-urlencoded") => false,
+            Some("application/json") => true,
+            Some(other) => return Err(GatewayError::UnsupportedMediaType(other.to_string())),
+        };
+        let body = Limited::new(request.into_body(), limit).collect().await.map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                GatewayError::PayloadTooLarge { limit }
+            } else {
+                GatewayError::BadRequest(format!("reading the request body: {error}"))
+            }
+        })?;
+        let sql = parse_sql(&body.to_bytes(), is_json)?;
+        tracing::debug!(sql_bytes = sql.len(), "query admitted");
+
+        let request = QueryRequest { query_id, sql, routing_key };
+        let result = self
+            .inner
+            .queries
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(GatewayError::from_boxed)?;
+        let metrics = self.inner.metrics.clone();
+        metrics.first_byte_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::info!(shard = %result.shard, taskmanager = %result.taskmanager, first_message_us = started.elapsed().as_micros() as u64, "result streaming");
+
+        let chunks = Tracked {
+            inner: formats::encode(media, result.messages),
+            outcome: Outcome { metrics: metrics.clone(), code: "cancelled" },
+            span: tracing::Span::current(),
+        };
+        let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
+        insert_header(headers, QUERY_ID_HEADER, &query_id.to_string());
+        insert_header(headers, SHARD_HEADER, &result.shard);
+        Ok(response)
+    }
+
+    fn ready(&self) -> Response<ResponseBody> {
+        let shards = self.inner.shards.healthy().len();
+        let taskmanagers_known = !self.inner.taskmanagers.members().is_empty();
+        let taskmanagers = self.inner.taskmanagers.healthy().len();
+        if shards > 0 && (taskmanagers > 0 || !taskmanagers_known) {
+            return json_response(
+                StatusCode::OK,
+                &serde_json::json!({"ready": true, "shards_up": shards, "taskmanagers_up": taskmanagers}),
+            );
+        }
+        let message = format!("not ready: {shards} shards and {taskmanagers} taskmanagers reachable");
+        error_response(
+            None,
+            &ErrorBody::new(flotilla_protocol::ErrorCode::Unavailable, message),
+            StatusCode::SERVICE_UNAVAILABLE,
+        )
+    }
+
+    fn cluster(&self) -> Response<ResponseBody> {
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "shards": self.inner.shards.members(),
+                "taskmanagers": self.inner.taskmanagers.members(),
+            }),
+        )
+    }
+
+    fn metrics(&self) -> Response<ResponseBody> {
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.inner.registry.gather(), &mut buffer) {
+            return text_response(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string());
+        }
+        let mut response = full(StatusCode::OK, Bytes::from(buffer));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        response
+    }
+}
+
+/// Records a query's outcome when its response body is done (or dropped by the client).
+struct Outcome {
+    metrics: GatewayMetrics,
+    code: &'static str,
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.metrics.queries.with_label_values(&[self.code]).inc();
+    }
+}
+
+/// The response body stream: counts bytes and records how the query ended.
+struct Tracked {
+    inner: formats::Chunks,
+    outcome: Outcome,
+    span: tracing::Span,
+}
+
+impl futures::Stream for Tracked {
+    type Item = Result<Frame<Bytes>, BoxError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.poll_next_unpin(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(chunk))) => {
+                self.outcome.metrics.bytes_streamed.inc_by(chunk.len() as u64);
+            }
+            std::task::Poll::Ready(Some(Err(error))) => {
+                self.outcome.code = "stream_aborted";
+                tracing::warn!(parent: &self.span, %error, "result failed after the first byte; aborting the response");
+            }
+            std::task::Poll::Ready(None) => self.outcome.code = "ok",
+            std::task::Poll::Pending => {}
+        }
+        polled.map(|item| item.map(|chunk| chunk.map(Frame::data)))
+    }
+}
+
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
+}
+
+fn header_text<B>(request: &Request<B>, name: impl http::header::AsHeaderName) -> Result<Option<String>, GatewayError> {
+    match request.headers().get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|text| Some(text.trim().to_ascii_lowercase()))
+            .map_err(|_| GatewayError::BadRequest("a header is not visible ASCII".into())),
+    }
+}
+
+/// Reads the SQL from a text or JSON body.
+fn parse_sql(body: &[u8], is_json: bool) -> Result<String, GatewayError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| GatewayError::BadRequest("the request body is not UTF-8".into()))?;
+    let sql = if is_json {
+        #[derive(serde::Deserialize)]
+        struct QueryBody {
+            sql: String,
+        }
+        serde_json::from_str::<QueryBody>(text)
+            .map_err(|error| GatewayError::BadRequest(format!("JSON body must be {{\"sql\": \"...\"}}: {error}")))?
+            .sql
+    } else {
+        text.to_string()
+    };
+    if sql.trim().is_empty() {
+        return Err(GatewayError::BadRequest("the request has no SQL".into()));
+    }
+    Ok(sql)
+}
+
+fn insert_header(headers: &mut http::HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(http::HeaderName::from_static(name), value);
+    }
+}
+
+fn full(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+fn text_response(status: StatusCode, text: &str) -> Response<ResponseBody> {
+    let mut response = full(status, Bytes::from(text.to_string()));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ResponseBody> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = full(status, Bytes::from(body));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn error_response(query_id: Option<QueryId>, error: &ErrorBody, status: StatusCode) -> Response<ResponseBody> {
+    let mut body = error.clone();
+    body.query_id = query_id;
+    let mut response = full(status, Bytes::from(body.to_json()));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(query_id) = query_id {
+        insert_header(response.headers_mut(), QUERY_ID_HEADER, &query_id.to_string());
+    }
+    response
+}

@@ -1,0 +1,32 @@
+//! Flotilla's gateway: takes SQL over HTTP, routes it to a JobManager shard, and streams the
+//! Arrow result from the TaskManager that holds it, never buffering a whole result.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod http;
+mod layered;
+mod membership;
+mod metrics;
+mod query;
+mod route;
+mod server;
+mod shard;
+mod stack;
+mod telemetry;
+
+pub use config::{
+    AdmissionConfig, Config, HttpConfig, RoutingConfig, ShardsConfig, TaskManagersConfig,
+};
+pub use error::{BoxError, GatewayError};
+pub use http::{Gateway, ResponseBody};
+pub use layered::load_layered;
+pub use membership::{Health, Member, Membership, StaticMembership};
+pub use metrics::GatewayMetrics;
+pub use query::{QueryRequest, QueryResult, Routed};
+pub use route::{Route, RouteLayer};
+pub use server::{GatewayHandle, start_gateway};
+pub use shard::ShardClient;
+pub use stack::{QueryService, query_stack};
+pub use telemetry::{LogConfig, LogFormat, init_tracing, spawn_instrumented};

@@ -1,0 +1,39 @@
+//! The `tower::Layer` that wraps a shard client in [`Route`].
+
+use super::ring::RingCache;
+use super::service::{Route, Shared};
+use crate::config::RoutingConfig;
+use crate::membership::Membership;
+use crate::metrics::GatewayMetrics;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tower::Layer;
+
+/// Adds shard routing to a service of [`crate::query::Routed`] queries.
+#[derive(Clone)]
+pub struct RouteLayer {
+    shared: Arc<Shared>,
+}
+
+impl RouteLayer {
+    /// Routes over `shards` with the given policy, recording decisions in `metrics`.
+    pub fn new(shards: Arc<dyn Membership>, config: RoutingConfig, metrics: GatewayMetrics) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                shards,
+                ring: RingCache::new(config.virtual_nodes),
+                in_flight: Mutex::new(HashMap::new()),
+                config,
+                metrics,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Route<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Route::new(inner, Arc::clone(&self.shared))
+    }
+}

@@ -1,0 +1,97 @@
+//! Starts the gateway: binds the listener, builds the stack, serves HTTP/1.1 and HTTP/2.
+
+use crate::config::Config;
+use crate::http::Gateway;
+use crate::membership::{Membership, StaticMembership};
+use crate::metrics::GatewayMetrics;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// A running gateway: where it listens, and how to stop it.
+pub struct GatewayHandle {
+    /// The bound HTTP address.
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    /// Returns the line a parent process or test reads to learn the bound address.
+    pub fn listening_line(&self) -> String {
+        format!("LISTENING role=gateway http={}", self.addr)
+    }
+
+    /// Stops accepting and waits (at most 30 s) for open responses to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await?;
+        Ok(())
+    }
+}
+
+/// Starts a gateway with `config`, registering its metrics in `registry`.
+pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result<GatewayHandle> {
+    if config.shards.addresses.is_empty() {
+        anyhow::bail!("shards.addresses is empty: the gateway needs at least one JobManager shard");
+    }
+    let probe_interval = Duration::from_millis(config.shards.probe_interval_ms.max(10));
+    let shards = StaticMembership::new(config.shards.addresses.clone());
+    shards.spawn_prober(probe_interval);
+    let taskmanagers = StaticMembership::new(config.taskmanagers.addresses.clone());
+    taskmanagers.spawn_prober(probe_interval);
+    let shards: Arc<dyn Membership> = shards;
+    let taskmanagers: Arc<dyn Membership> = taskmanagers;
+    let metrics = GatewayMetrics::new(&registry)?;
+    let queries = crate::stack::query_stack(&config, Arc::clone(&shards), metrics.clone());
+    let gateway = Gateway::new(&config, queries, shards, taskmanagers, metrics, registry);
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.http.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, stopped) = watch::channel(false);
+    let task = crate::spawn_instrumented(serve(listener, gateway, stopped));
+    tracing::info!(%addr, "gateway listening");
+    Ok(GatewayHandle { addr, shutdown, task })
+}
+
+async fn serve(listener: TcpListener, gateway: Gateway, mut stopped: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|stop| *stop) => break,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, std::convert::Infallible>(gateway.handle(request).await) }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        crate::spawn_instrumented(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!("open responses did not finish within 30 s");
+    }
+}

@@ -1,0 +1,142 @@
+//! The [`ShardClient`] service, the innermost service of the query stack.
+//!
+//! ```text
+//!  Routed ──GetFlightInfo(cmd)──▶ shard ──▶ FlightInfo { ticket, TaskManager location }
+//!         ──DoGet(ticket)───────▶ TaskManager ──▶ schema message (awaited here), batches...
+//! ```
+
+use crate::error::{BoxError, GatewayError};
+use crate::query::{QueryResult, Routed};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightDescriptor, Ticket};
+use flotilla_protocol::{ErrorBody, QueryCommand};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tonic::transport::Channel;
+use tower::Service;
+use tracing::Instrument;
+
+/// Largest Flight message accepted from a TaskManager.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Runs one query attempt against the shard named in the [`Routed`] request.
+#[derive(Clone)]
+pub struct ShardClient {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    connect_timeout: Duration,
+    first_result_timeout: Duration,
+}
+
+impl ShardClient {
+    /// Creates a client that reuses one HTTP/2 connection per shard or TaskManager.
+    pub fn new(connect_timeout: Duration, first_result_timeout: Duration) -> Self {
+        Self { channels: Arc::default(), connect_timeout, first_result_timeout }
+    }
+
+    fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, GatewayError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|poison| poison.into_inner());
+        let channel = match channels.get(address) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = Channel::from_shared(address.to_string())
+                    .map_err(|error| GatewayError::Internal(format!("bad address {address}: {error}")))?
+                    .connect_timeout(self.connect_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(address.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    async fn attempt(self, routed: Routed) -> Result<QueryResult, GatewayError> {
+        let Routed { shard, request } = routed;
+        let command = QueryCommand { query_id: request.query_id, sql: request.sql };
+        let descriptor = FlightDescriptor::new_cmd(command.to_bytes());
+        let info = self
+            .client(&shard)?
+            .get_flight_info(descriptor)
+            .await
+            .map_err(|status| shard_error(&shard, &status))?
+            .into_inner();
+        let endpoint = info
+            .endpoint
+            .into_iter()
+            .next()
+            .ok_or_else(|| GatewayError::Internal(format!("shard {shard} named no endpoint")))?;
+        let ticket = endpoint
+            .ticket
+            .ok_or_else(|| GatewayError::Internal(format!("shard {shard} sent no ticket")))?;
+        let taskmanager = endpoint
+            .location
+            .into_iter()
+            .next()
+            .map(|location| location.uri)
+            .ok_or_else(|| GatewayError::Internal(format!("shard {shard} named no location")))?;
+
+        let span = tracing::info_span!("fetch", taskmanager = %taskmanager);
+        let mut messages = self
+            .client(&taskmanager)?
+            .do_get(Ticket { ticket: ticket.ticket })
+            .instrument(span.clone())
+            .await
+            .map_err(|status| taskmanager_error(&taskmanager, &status))?
+            .into_inner();
+        let first = messages
+            .message()
+            .instrument(span)
+            .await
+            .map_err(|status| taskmanager_error(&taskmanager, &status))?
+            .ok_or_else(|| GatewayError::Internal(format!("{taskmanager} sent an empty result")))?;
+        let messages = futures::stream::once(async move { Ok(first) }).chain(messages).boxed();
+        Ok(QueryResult { shard, taskmanager, messages })
+    }
+}
+
+/// A status with Flotilla details is the shard's answer; one without is a transport failure.
+fn shard_error(shard: &str, status: &tonic::Status) -> GatewayError {
+    if status.details().is_empty() {
+        GatewayError::ShardUnavailable { shard: shard.to_string(), message: status.message().to_string() }
+    } else {
+        GatewayError::Remote(ErrorBody::from(status))
+    }
+}
+
+fn taskmanager_error(taskmanager: &str, status: &tonic::Status) -> GatewayError {
+    if status.details().is_empty() {
+        GatewayError::TaskManagerUnavailable {
+            taskmanager: taskmanager.to_string(),
+            message: status.message().to_string(),
+        }
+    } else {
+        GatewayError::Remote(ErrorBody::from(status))
+    }
+}
+
+impl Service<Routed> for ShardClient {
+    type Response = QueryResult;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<QueryResult, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, routed: Routed) -> Self::Future {
+        let client = self.clone();
+        let timeout = self.first_result_timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, client.attempt(routed)).await {
+                Ok(result) => result.map_err(BoxError::from),
+                Err(_) => Err(GatewayError::Timeout(timeout.as_millis() as u64).into()),
+            }
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! The query path as one tower stack, outermost layer first.
+
+use crate::config::Config;
+use crate::error::BoxError;
+use crate::membership::Membership;
+use crate::metrics::GatewayMetrics;
+use crate::query::{QueryRequest, QueryResult};
+use crate::route::RouteLayer;
+use crate::shard::ShardClient;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+
+/// The query service the HTTP edge calls: admitted, routed, run on a shard.
+pub type QueryService = BoxCloneSyncService<QueryRequest, QueryResult, BoxError>;
+
+/// Builds the query stack. The `query` span is opened by the HTTP edge, which assigns the id.
+pub fn query_stack(
+    config: &Config,
+    shards: Arc<dyn Membership>,
+    metrics: GatewayMetrics,
+) -> QueryService {
+    let service = ServiceBuilder::new()
+        // 1. Admission: at most `max_in_flight` queries between admission and their first
+        //    result message; the rest wait here (tenant queues replace this later).
+        .concurrency_limit(config.admission.max_in_flight.max(1))
+        // 2. Route: consistent hash + bounded loads over healthy shards; failed attempts are
+        //    retried on the next shard before any byte reached the client.
+        .layer(RouteLayer::new(shards, config.routing.clone(), metrics))
+        // 3. One attempt: GetFlightInfo on the shard, DoGet on its TaskManager.
+        .service(ShardClient::new(
+            Duration::from_millis(config.shards.connect_timeout_ms),
+            Duration::from_millis(config.shards.first_result_timeout_ms),
+        ));
+    BoxCloneSyncService::new(service)
+}

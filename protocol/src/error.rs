@@ -1,0 +1,248 @@
+//! Stable error codes of the public API and their HTTP and gRPC forms.
+
+use crate::QueryId;
+use serde::{Deserialize, Serialize};
+
+/// A stable, machine-readable error code. The text form (`as_str`) is part of the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed: empty or non-UTF-8 body, bad JSON, bad header.
+    BadRequest,
+    /// The SQL text does not parse.
+    SqlSyntax,
+    /// The SQL parses but cannot be planned: unknown table or column, type error.
+    SqlPlanning,
+    /// The statement is not a read-only query (DDL, DML, `SET`, ...).
+    NotAllowed,
+    /// The request body is larger than the configured limit.
+    PayloadTooLarge,
+    /// The `Content-Type` of the request is not SQL text or JSON.
+    UnsupportedMediaType,
+    /// None of the formats in `Accept` can be produced.
+    NotAcceptable,
+    /// The path or method does not exist.
+    NotFound,
+    /// No shard or TaskManager could take the query.
+    Unavailable,
+    /// The query ran out of time.
+    #[serde(rename = "query_timeout")]
+    Timeout,
+    /// The query was cancelled.
+    Cancelled,
+    /// The query needs more memory than its TaskManager may give it.
+    ResourcesExhausted,
+    /// A result ticket is unknown or already used.
+    TicketNotFound,
+    /// The query failed while it ran.
+    #[serde(rename = "execution_error")]
+    Execution,
+    /// A bug or an unexpected state in Flotilla itself.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Returns the code's stable text form, as sent in error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::SqlSyntax => "sql_syntax",
+            Self::SqlPlanning => "sql_planning",
+            Self::NotAllowed => "not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::NotAcceptable => "not_acceptable",
+            Self::NotFound => "not_found",
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "query_timeout",
+            Self::Cancelled => "cancelled",
+            Self::ResourcesExhausted => "resources_exhausted",
+            Self::TicketNotFound => "ticket_not_found",
+            Self::Execution => "execution_error",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Parses the stable text form.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
+    /// Every code.
+    pub const ALL: [ErrorCode; 15] = [
+        Self::BadRequest,
+        Self::SqlSyntax,
+        Self::SqlPlanning,
+        Self::NotAllowed,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::NotAcceptable,
+        Self::NotFound,
+        Self::Unavailable,
+        Self::Timeout,
+        Self::Cancelled,
+        Self::ResourcesExhausted,
+        Self::TicketNotFound,
+        Self::Execution,
+        Self::Internal,
+    ];
+
+    /// Returns the HTTP status the gateway answers with.
+    pub fn http_status(self) -> http::StatusCode {
+        use http::StatusCode;
+        match self {
+            Self::BadRequest | Self::SqlSyntax | Self::SqlPlanning => StatusCode::BAD_REQUEST,
+            Self::NotAllowed => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Self::NotFound | Self::TicketNotFound => StatusCode::NOT_FOUND,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            Self::ResourcesExhausted => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Execution | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Says whether another shard may succeed where this error came from: the query never ran,
+    /// so running it elsewhere is safe and may work.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Unavailable)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// The body of every error response: `{"error": {...}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorEnvelope {
+    /// The error itself.
+    pub error: ErrorBody,
+}
+
+/// One error: a stable code, a human message and the query it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// The query the error belongs to, when one was assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_id: Option<QueryId>,
+}
+
+impl ErrorBody {
+    /// Builds an error body.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), query_id: None }
+    }
+
+    /// Attaches the query id.
+    pub fn with_query_id(mut self, query_id: QueryId) -> Self {
+        self.query_id = Some(query_id);
+        self
+    }
+
+    /// Encodes the `{"error": ...}` JSON document.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&ErrorEnvelope { error: self.clone() }).unwrap_or_default()
+    }
+}
+
+#[cfg(feature = "grpc")]
+mod grpc {
+    //! The gRPC form: the code maps to a `tonic::Code`, the body travels in the status details.
+
+    use super::{ErrorBody, ErrorCode};
+
+    impl ErrorCode {
+        /// Returns the gRPC code a shard or TaskManager answers with.
+        pub fn grpc_code(self) -> tonic::Code {
+            use tonic::Code;
+            match self {
+                Self::BadRequest | Self::SqlSyntax | Self::SqlPlanning => Code::InvalidArgument,
+                Self::NotAllowed => Code::PermissionDenied,
+                Self::PayloadTooLarge | Self::ResourcesExhausted => Code::ResourceExhausted,
+                Self::UnsupportedMediaType | Self::NotAcceptable => Code::InvalidArgument,
+                Self::NotFound | Self::TicketNotFound => Code::NotFound,
+                Self::Unavailable => Code::Unavailable,
+                Self::Timeout => Code::DeadlineExceeded,
+                Self::Cancelled => Code::Cancelled,
+                Self::Execution => Code::Aborted,
+                Self::Internal => Code::Internal,
+            }
+        }
+
+        /// Returns the code for a status that carries no Flotilla details (a transport failure
+        /// or a peer that is not Flotilla).
+        pub fn from_grpc_code(code: tonic::Code) -> Self {
+            use tonic::Code;
+            match code {
+                Code::Unavailable => Self::Unavailable,
+                Code::DeadlineExceeded => Self::Timeout,
+                Code::Cancelled => Self::Cancelled,
+                Code::NotFound => Self::NotFound,
+                Code::ResourceExhausted => Self::ResourcesExhausted,
+                Code::InvalidArgument => Self::BadRequest,
+                Code::PermissionDenied | Code::Unauthenticated => Self::NotAllowed,
+                Code::Aborted => Self::Execution,
+                _ => Self::Internal,
+            }
+        }
+    }
+
+    impl From<ErrorBody> for tonic::Status {
+        fn from(body: ErrorBody) -> Self {
+            let details = serde_json::to_vec(&body).unwrap_or_default();
+            tonic::Status::with_details(body.code.grpc_code(), body.message, details.into())
+        }
+    }
+
+    impl From<&tonic::Status> for ErrorBody {
+        fn from(status: &tonic::Status) -> Self {
+            serde_json::from_slice::<ErrorBody>(status.details()).unwrap_or_else(|_| {
+                ErrorBody::new(ErrorCode::from_grpc_code(status.code()), status.message())
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip_through_text() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()), "serde and as_str agree");
+        }
+    }
+
+    #[test]
+    fn envelope_has_the_documented_shape() {
+        let body = ErrorBody::new(ErrorCode::SqlSyntax, "bad").with_query_id(QueryId::new());
+        let value: serde_json::Value = serde_json::from_slice(&body.to_json()).unwrap();
+        assert_eq!(value["error"]["code"], "sql_syntax");
+        assert_eq!(value["error"]["message"], "bad");
+        assert!(value["error"]["query_id"].is_string());
+    }
+
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn status_details_carry_the_body() {
+        let body = ErrorBody::new(ErrorCode::SqlPlanning, "no such table: x");
+        let status = tonic::Status::from(body.clone());
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(ErrorBody::from(&status), body);
+        let foreign = tonic::Status::unavailable("connection refused");
+        assert_eq!(ErrorBody::from(&foreign).code, ErrorCode::Unavailable);
+    }
+}

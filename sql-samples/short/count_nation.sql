@@ -1,0 +1,2 @@
+-- Trivial: the smallest full path.
+SELECT count(*) FROM nation;
