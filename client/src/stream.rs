@@ -26,6 +26,7 @@ pub struct QueryStream {
     decoder: StreamDecoder,
     pending: arrow_buffer::Buffer,
     tail: Vec<u8>,
+    ready: Option<RecordBatch>,
     done: bool,
 }
 
@@ -45,6 +46,7 @@ impl QueryStream {
             decoder: StreamDecoder::new(),
             pending: arrow_buffer::Buffer::from_vec(Vec::<u8>::new()),
             tail: Vec::new(),
+            ready: None,
             done: false,
         };
         while stream.decoder.schema().is_none() {
@@ -52,8 +54,9 @@ impl QueryStream {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         stream.push(data);
+                        // The schema and the first batch may share a chunk: keep the batch.
                         if let Some(batch) = stream.decoder.decode(&mut stream.pending)? {
-                            return Err(Error::Truncated(format!("batch of {} rows before the schema", batch.num_rows())));
+                            stream.ready = Some(batch);
                         }
                     }
                 }
@@ -93,6 +96,9 @@ impl Stream for QueryStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
+            if let Some(batch) = this.ready.take() {
+                return Poll::Ready(Some(Ok(batch)));
+            }
             if this.done {
                 return Poll::Ready(None);
             }
