@@ -27,11 +27,17 @@ impl Client {
     /// Creates a client for the gateway at `url` (`http://host:port`).
     pub fn new(url: &str) -> Result<Self, Error> {
         let base = url.trim_end_matches('/').to_string();
-        let uri: http::Uri = base
-            .parse()
-            .map_err(|error: http::uri::InvalidUri| Error::InvalidUrl { url: url.into(), message: error.to_string() })?;
+        let uri: http::Uri =
+            base.parse()
+                .map_err(|error: http::uri::InvalidUri| Error::InvalidUrl {
+                    url: url.into(),
+                    message: error.to_string(),
+                })?;
         if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(Error::InvalidUrl { url: url.into(), message: "expected http://host:port".into() });
+            return Err(Error::InvalidUrl {
+                url: url.into(),
+                message: "expected http://host:port".into(),
+            });
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -45,7 +51,11 @@ impl Client {
     }
 
     /// Runs `sql` with options.
-    pub async fn query_with(&self, sql: &str, options: &QueryOptions) -> Result<QueryStream, Error> {
+    pub async fn query_with(
+        &self,
+        sql: &str,
+        options: &QueryOptions,
+    ) -> Result<QueryStream, Error> {
         let mut request = http::Request::post(format!("{}/v1/query", self.base))
             .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .header(http::header::ACCEPT, MediaType::ArrowStream.as_str());
@@ -81,7 +91,11 @@ impl Client {
                     query_id,
                 },
                 Err(_) => Error::Server {
-                    code: if status.is_server_error() { ErrorCode::Internal } else { ErrorCode::BadRequest },
+                    code: if status.is_server_error() {
+                        ErrorCode::Internal
+                    } else {
+                        ErrorCode::BadRequest
+                    },
                     message: String::from_utf8_lossy(&body).into_owned(),
                     status: status.as_u16(),
                     query_id,
@@ -99,7 +113,13 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(Client::new("http://127.0.0.1:8080/").is_ok());
-        assert!(matches!(Client::new("ftp://x"), Err(Error::InvalidUrl { .. })));
-        assert!(matches!(Client::new("not a url"), Err(Error::InvalidUrl { .. })));
+        assert!(matches!(
+            Client::new("ftp://x"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Client::new("not a url"),
+            Err(Error::InvalidUrl { .. })
+        ));
     }
 }

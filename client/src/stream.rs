@@ -32,7 +32,10 @@ pub struct QueryStream {
 
 impl std::fmt::Debug for QueryStream {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("QueryStream").field("query_id", &self.query_id).finish_non_exhaustive()
+        formatter
+            .debug_struct("QueryStream")
+            .field("query_id", &self.query_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,7 +64,11 @@ impl QueryStream {
                     }
                 }
                 Some(Err(error)) => return Err(Error::Transport(error.to_string())),
-                None => return Err(Error::Truncated("the response ended before the schema".into())),
+                None => {
+                    return Err(Error::Truncated(
+                        "the response ended before the schema".into(),
+                    ));
+                }
             }
         }
         stream.schema = stream.decoder.schema().unwrap_or(stream.schema);
@@ -121,7 +128,9 @@ impl Stream for QueryStream {
                 }
                 Poll::Ready(Some(Err(error))) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(Error::Transport(format!("result broken off: {error}")))));
+                    return Poll::Ready(Some(Err(Error::Transport(format!(
+                        "result broken off: {error}"
+                    )))));
                 }
                 Poll::Ready(None) => {
                     this.done = true;

@@ -70,8 +70,15 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> ExitCode {
         Command::Local(args) => exit(crate::local::run_local(args).await),
         Command::GenData(args) => {
             let result = tokio::task::spawn_blocking(move || {
-                crate::gendata::generate(args.scale, &args.out, &|line| eprintln!("{line}"))
-                    .map(|()| eprintln!("TPC-H scale {} written to {}", args.scale, args.out.display()))
+                crate::gendata::generate(args.scale, &args.out, &|line| eprintln!("{line}")).map(
+                    |()| {
+                        eprintln!(
+                            "TPC-H scale {} written to {}",
+                            args.scale,
+                            args.out.display()
+                        )
+                    },
+                )
             })
             .await;
             exit(result.map_err(anyhow::Error::from).and_then(|inner| inner))
@@ -98,7 +105,11 @@ fn overrides(args: &RoleArgs, section: &str) -> anyhow::Result<Vec<(String, Stri
         pairs.push((key.trim().to_string(), value.trim().to_string()));
     }
     if let Some(listen) = args.listen {
-        let key = if section == "gateway" { "http.listen".to_string() } else { format!("{section}.listen") };
+        let key = if section == "gateway" {
+            "http.listen".to_string()
+        } else {
+            format!("{section}.listen")
+        };
         pairs.push((key, format!("\"{listen}\"")));
     }
     if let Some(admin) = args.admin_listen {

@@ -43,6 +43,8 @@ struct FlotillaNodeProto {
     node: Option<FlotillaNode>,
 }
 
+// A wire type decoded once per plan node: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, PartialEq, prost::Oneof)]
 enum FlotillaNode {
     /// A `DistributedExec`; its one child travels as the node's input.
@@ -77,8 +79,9 @@ impl PhysicalExtensionCodec for FlotillaCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let proto = FlotillaNodeProto::decode(buf)
-            .map_err(|error| DataFusionError::Internal(format!("bad flotilla plan node: {error}")))?;
+        let proto = FlotillaNodeProto::decode(buf).map_err(|error| {
+            DataFusionError::Internal(format!("bad flotilla plan node: {error}"))
+        })?;
         match proto.node {
             Some(FlotillaNode::DistributedExec(_)) => {
                 let [input] = inputs else {
@@ -123,7 +126,10 @@ impl PhysicalExtensionCodec for FlotillaCodec {
                 .iter()
                 .map(|variant| proto_converter.execution_plan_to_proto(variant, &codec))
                 .collect::<Result<Vec<_>>>()?;
-            FlotillaNode::DistributedLeaf(DistributedLeafProto { original: Some(original), variants })
+            FlotillaNode::DistributedLeaf(DistributedLeafProto {
+                original: Some(original),
+                variants,
+            })
         } else {
             return Err(DataFusionError::Internal(format!(
                 "flotilla codec cannot encode {}",

@@ -52,7 +52,9 @@ impl AgentError {
     pub fn from_planning(error: DataFusionError) -> Self {
         match datafusion_code(&error) {
             ErrorCode::SqlSyntax => Self::SqlSyntax(root_message(&error)),
-            ErrorCode::SqlPlanning | ErrorCode::Execution => Self::SqlPlanning(root_message(&error)),
+            ErrorCode::SqlPlanning | ErrorCode::Execution => {
+                Self::SqlPlanning(root_message(&error))
+            }
             _ => Self::DataFusion(error),
         }
     }
@@ -100,7 +102,12 @@ fn root(error: &DataFusionError) -> &DataFusionError {
 /// repeated by every wrapper, and without backtraces.
 pub fn root_message(error: &DataFusionError) -> String {
     let message = root(error).to_string();
-    message.split("\n\nbacktrace").next().unwrap_or_default().trim().to_string()
+    message
+        .split("\n\nbacktrace")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]

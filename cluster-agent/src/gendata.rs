@@ -17,8 +17,9 @@ use tpchgen_arrow::{
 };
 
 /// The eight TPC-H tables, smallest first.
-pub const TPCH_TABLES: [&str; 8] =
-    ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"];
+pub const TPCH_TABLES: [&str; 8] = [
+    "region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem",
+];
 
 /// The file whose presence says a data directory is complete; it holds the scale factor.
 const MARKER: &str = "_FLOTILLA_TPCH";
@@ -56,14 +57,18 @@ pub fn generate(scale: f64, dir: &Path, progress: &(dyn Fn(&str) + Sync)) -> any
     let total = jobs.len();
     let done = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(total);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(total);
     std::thread::scope(|scope| -> anyhow::Result<()> {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| -> anyhow::Result<()> {
                     loop {
                         let index = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&(table, part, parts)) = jobs.get(index) else { return Ok(()) };
+                        let Some(&(table, part, parts)) = jobs.get(index) else {
+                            return Ok(());
+                        };
                         let path = dir.join(table).join(format!("part-{part}.parquet"));
                         write_part(table, scale, part, parts, &path)
                             .with_context(|| format!("generating {}", path.display()))?;
@@ -76,7 +81,9 @@ pub fn generate(scale: f64, dir: &Path, progress: &(dyn Fn(&str) + Sync)) -> any
             })
             .collect();
         for worker in workers {
-            worker.join().map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
+            worker
+                .join()
+                .map_err(|_| anyhow::anyhow!("a generator thread panicked"))??;
         }
         Ok(())
     })?;
@@ -97,22 +104,35 @@ fn part_count(table: &str, scale: f64) -> i32 {
 
 fn write_part(table: &str, scale: f64, part: i32, parts: i32, path: &Path) -> anyhow::Result<()> {
     match table {
-        "region" => write_reader(RegionArrow::new(RegionGenerator::new(scale, part, parts)), path),
-        "nation" => write_reader(NationArrow::new(NationGenerator::new(scale, part, parts)), path),
-        "supplier" => {
-            write_reader(SupplierArrow::new(SupplierGenerator::new(scale, part, parts)), path)
-        }
-        "customer" => {
-            write_reader(CustomerArrow::new(CustomerGenerator::new(scale, part, parts)), path)
-        }
+        "region" => write_reader(
+            RegionArrow::new(RegionGenerator::new(scale, part, parts)),
+            path,
+        ),
+        "nation" => write_reader(
+            NationArrow::new(NationGenerator::new(scale, part, parts)),
+            path,
+        ),
+        "supplier" => write_reader(
+            SupplierArrow::new(SupplierGenerator::new(scale, part, parts)),
+            path,
+        ),
+        "customer" => write_reader(
+            CustomerArrow::new(CustomerGenerator::new(scale, part, parts)),
+            path,
+        ),
         "part" => write_reader(PartArrow::new(PartGenerator::new(scale, part, parts)), path),
-        "partsupp" => {
-            write_reader(PartSuppArrow::new(PartSuppGenerator::new(scale, part, parts)), path)
-        }
-        "orders" => write_reader(OrderArrow::new(OrderGenerator::new(scale, part, parts)), path),
-        "lineitem" => {
-            write_reader(LineItemArrow::new(LineItemGenerator::new(scale, part, parts)), path)
-        }
+        "partsupp" => write_reader(
+            PartSuppArrow::new(PartSuppGenerator::new(scale, part, parts)),
+            path,
+        ),
+        "orders" => write_reader(
+            OrderArrow::new(OrderGenerator::new(scale, part, parts)),
+            path,
+        ),
+        "lineitem" => write_reader(
+            LineItemArrow::new(LineItemGenerator::new(scale, part, parts)),
+            path,
+        ),
         other => anyhow::bail!("unknown TPC-H table {other}"),
     }
 }
@@ -141,7 +161,10 @@ mod tests {
     fn generates_readable_tables_with_the_spec_row_counts() {
         let dir = tempfile::tempdir().unwrap();
         let lines = std::sync::Mutex::new(Vec::new());
-        generate(0.001, dir.path(), &|line| lines.lock().unwrap().push(line.to_string())).unwrap();
+        generate(0.001, dir.path(), &|line| {
+            lines.lock().unwrap().push(line.to_string())
+        })
+        .unwrap();
         assert!(is_generated(dir.path(), 0.001));
         assert!(!is_generated(dir.path(), 0.01));
         assert_eq!(lines.lock().unwrap().len(), 8, "one progress line per file");

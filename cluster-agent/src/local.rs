@@ -139,7 +139,10 @@ async fn ensure_data(data_dir: &Path, scale: f64) -> anyhow::Result<()> {
     if crate::gendata::is_generated(data_dir, scale) {
         return Ok(());
     }
-    println!("Generating TPC-H scale {scale} into {} (first run only)...", data_dir.display());
+    println!(
+        "Generating TPC-H scale {scale} into {} (first run only)...",
+        data_dir.display()
+    );
     let started = Instant::now();
     let dir = data_dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
@@ -152,7 +155,13 @@ async fn ensure_data(data_dir: &Path, scale: f64) -> anyhow::Result<()> {
 
 /// Starts one child with its config written to `<run_dir>/<name>.toml` and waits for its
 /// `LISTENING` line.
-async fn start(executable: &Path, role: &str, name: &str, config: &str, run_dir: &Path) -> anyhow::Result<Node> {
+async fn start(
+    executable: &Path,
+    role: &str,
+    name: &str,
+    config: &str,
+    run_dir: &Path,
+) -> anyhow::Result<Node> {
     let config_path = run_dir.join(format!("{name}.toml"));
     std::fs::write(&config_path, config)?;
     let log_path = run_dir.join("logs").join(format!("{name}.log"));
@@ -175,13 +184,25 @@ async fn start(executable: &Path, role: &str, name: &str, config: &str, run_dir:
                 return anyhow::Ok(line);
             }
         }
-        anyhow::bail!("{name} exited before it was listening; see {}", log_path.display())
+        anyhow::bail!(
+            "{name} exited before it was listening; see {}",
+            log_path.display()
+        )
     })
     .await
-    .with_context(|| format!("{name} did not start within 120 s; see {}", log_path.display()))??;
+    .with_context(|| {
+        format!(
+            "{name} did not start within 120 s; see {}",
+            log_path.display()
+        )
+    })??;
     gateway::spawn_instrumented(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let addresses = parse_listening(&line);
-    Ok(Node { name: name.to_string(), child, addresses })
+    Ok(Node {
+        name: name.to_string(),
+        child,
+        addresses,
+    })
 }
 
 /// Parses `LISTENING key=value key=value`.
@@ -205,11 +226,20 @@ async fn run_main_job(url: &str) -> anyhow::Result<()> {
                 let query_id = stream.query_id().to_string();
                 let batches: Vec<_> = stream.try_collect().await?;
                 let elapsed = started.elapsed();
-                println!("Main job: TPC-H Q1 (sql-samples/tpch/q01.sql), query {query_id}, {:.1} ms:", elapsed.as_secs_f64() * 1000.0);
-                println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&batches)?);
+                println!(
+                    "Main job: TPC-H Q1 (sql-samples/tpch/q01.sql), query {query_id}, {:.1} ms:",
+                    elapsed.as_secs_f64() * 1000.0
+                );
+                println!(
+                    "{}",
+                    datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+                );
                 return Ok(());
             }
-            Err(error) if error.code() == Some(flotilla_protocol::ErrorCode::Unavailable) && Instant::now() < deadline => {
+            Err(error)
+                if error.code() == Some(flotilla_protocol::ErrorCode::Unavailable)
+                    && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(error) => return Err(error.into()),

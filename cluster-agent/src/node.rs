@@ -58,7 +58,10 @@ pub(crate) async fn serve_node(
     refresh: RefreshGauges,
 ) -> anyhow::Result<NodeHandle> {
     let grpc_listener = TcpListener::bind(grpc_listen).await.map_err(|error| {
-        anyhow::anyhow!("cannot listen on {grpc_listen} for {}: {error}", role.as_str())
+        anyhow::anyhow!(
+            "cannot listen on {grpc_listen} for {}: {error}",
+            role.as_str()
+        )
     })?;
     let admin_listener = TcpListener::bind(admin_listen)
         .await
@@ -69,14 +72,17 @@ pub(crate) async fn serve_node(
 
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
     let mut grpc_stopped = stopped.clone();
-    let grpc_task = gateway::spawn_instrumented(router.serve_with_incoming_shutdown(
-        incoming,
-        async move {
+    let grpc_task =
+        gateway::spawn_instrumented(router.serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stopped.wait_for(|stop| *stop).await;
-        },
-    ));
+        }));
 
-    let admin = Arc::new(Admin { role, registry, state, refresh });
+    let admin = Arc::new(Admin {
+        role,
+        registry,
+        state,
+        refresh,
+    });
     gateway::spawn_instrumented(async move {
         loop {
             let accepted = tokio::select! {
@@ -91,12 +97,19 @@ pub(crate) async fn serve_node(
                     async move { Ok::<_, std::convert::Infallible>(admin.handle(&request)) }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
 
-    Ok(NodeHandle { grpc_addr, admin_addr, shutdown, grpc_task })
+    Ok(NodeHandle {
+        grpc_addr,
+        admin_addr,
+        shutdown,
+        grpc_task,
+    })
 }
 
 struct Admin {
@@ -108,15 +121,18 @@ struct Admin {
 
 impl Admin {
     fn handle(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let (status, content_type, body) = match (request.method().as_str(), request.uri().path())
-        {
+        let (status, content_type, body) = match (request.method().as_str(), request.uri().path()) {
             ("GET", "/healthz") => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
             ("GET", "/metrics") => {
                 (self.refresh)();
                 let mut buffer = Vec::new();
                 let encoder = TextEncoder::new();
                 match encoder.encode(&self.registry.gather(), &mut buffer) {
-                    Ok(()) => (StatusCode::OK, "text/plain; version=0.0.4", Bytes::from(buffer)),
+                    Ok(()) => (
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        Bytes::from(buffer),
+                    ),
                     Err(error) => (
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "text/plain",
@@ -130,12 +146,18 @@ impl Admin {
                 let body = serde_json::to_vec_pretty(&state).unwrap_or_default();
                 (StatusCode::OK, "application/json", Bytes::from(body))
             }
-            _ => (StatusCode::NOT_FOUND, "text/plain", Bytes::from_static(b"not found\n")),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                Bytes::from_static(b"not found\n"),
+            ),
         };
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
         if let Ok(value) = http::HeaderValue::from_str(content_type) {
-            response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
         }
         response
     }

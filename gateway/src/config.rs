@@ -37,7 +37,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)), max_body_bytes: 1024 * 1024 }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+        }
     }
 }
 
@@ -88,7 +91,11 @@ pub struct RoutingConfig {
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        Self { load_factor: 1.25, virtual_nodes: 64, max_attempts: 3 }
+        Self {
+            load_factor: 1.25,
+            virtual_nodes: 64,
+            max_attempts: 3,
+        }
     }
 }
 
@@ -102,7 +109,9 @@ pub struct AdmissionConfig {
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
-        Self { max_in_flight: 1024 }
+        Self {
+            max_in_flight: 1024,
+        }
     }
 }
 

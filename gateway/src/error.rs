@@ -21,7 +21,9 @@ pub enum GatewayError {
     #[error("unsupported content type `{0}`: send SQL as text/plain or JSON {{\"sql\": ...}}")]
     UnsupportedMediaType(String),
     /// No acceptable result format.
-    #[error("cannot produce any of `{0}`: use application/vnd.apache.arrow.stream, application/json, application/x-ndjson or text/csv")]
+    #[error(
+        "cannot produce any of `{0}`: use application/vnd.apache.arrow.stream, application/json, application/x-ndjson or text/csv"
+    )]
     NotAcceptable(String),
     /// No route for the path.
     #[error("no such endpoint: {method} {path}")]
@@ -70,9 +72,9 @@ impl GatewayError {
             Self::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             Self::NotAcceptable(_) => ErrorCode::NotAcceptable,
             Self::NotFound { .. } => ErrorCode::NotFound,
-            Self::NoShard(_) | Self::ShardUnavailable { .. } | Self::TaskManagerUnavailable { .. } => {
-                ErrorCode::Unavailable
-            }
+            Self::NoShard(_)
+            | Self::ShardUnavailable { .. }
+            | Self::TaskManagerUnavailable { .. } => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::Remote(body) => body.code,
             Self::Internal(_) => ErrorCode::Internal,

@@ -95,7 +95,11 @@ mod tests {
 
     impl Default for Http {
         fn default() -> Self {
-            Self { listen: "127.0.0.1:8080".into(), max_body_bytes: 10, peers: vec![] }
+            Self {
+                listen: "127.0.0.1:8080".into(),
+                max_body_bytes: 10,
+                peers: vec![],
+            }
         }
     }
 
@@ -107,7 +111,10 @@ mod tests {
         std::fs::write(&file, "name = \"file\"\n[http]\nmax_body_bytes = 20\n").unwrap();
         let env = BTreeMap::from([
             ("GATEWAY_HTTP__MAX_BODY_BYTES".to_string(), "30".to_string()),
-            ("GATEWAY_HTTP__PEERS".to_string(), "[\"a\", \"b\"]".to_string()),
+            (
+                "GATEWAY_HTTP__PEERS".to_string(),
+                "[\"a\", \"b\"]".to_string(),
+            ),
             ("OTHER_NAME".to_string(), "ignored".to_string()),
         ]);
         let flags = vec![("http.listen".to_string(), "127.0.0.1:0".to_string())];
@@ -123,8 +130,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_errors_not_panics() {
-        let env = BTreeMap::from([("GATEWAY_HTTP__MAX_BODY_BYTES".to_string(), "lots".to_string())]);
+        let env = BTreeMap::from([(
+            "GATEWAY_HTTP__MAX_BODY_BYTES".to_string(),
+            "lots".to_string(),
+        )]);
         let error = load_layered::<Sample>(None, &env, "GATEWAY", &[]).unwrap_err();
-        assert!(format!("{error:#}").contains("invalid configuration"), "{error:#}");
+        assert!(
+            format!("{error:#}").contains("invalid configuration"),
+            "{error:#}"
+        );
     }
 }

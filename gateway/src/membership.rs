@@ -58,9 +58,15 @@ impl StaticMembership {
     pub fn new(addresses: impl IntoIterator<Item = String>) -> Arc<Self> {
         let members = addresses
             .into_iter()
-            .map(|address| Member { address, health: Health::Up, last_error: None })
+            .map(|address| Member {
+                address,
+                health: Health::Up,
+                last_error: None,
+            })
             .collect();
-        Arc::new(Self { members: RwLock::new(members) })
+        Arc::new(Self {
+            members: RwLock::new(members),
+        })
     }
 
     /// Starts the background prober; it stops when the last `Arc` to the membership is gone.
@@ -71,16 +77,23 @@ impl StaticMembership {
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
-                let Some(membership) = weak.upgrade() else { return };
-                let addresses: Vec<String> =
-                    membership.members().into_iter().map(|member| member.address).collect();
+                let Some(membership) = weak.upgrade() else {
+                    return;
+                };
+                let addresses: Vec<String> = membership
+                    .members()
+                    .into_iter()
+                    .map(|member| member.address)
+                    .collect();
                 drop(membership);
                 let probes = addresses.into_iter().map(|address| async move {
                     let result = probe(&address, interval.min(Duration::from_secs(1))).await;
                     (address, result)
                 });
                 let results = futures::future::join_all(probes).await;
-                let Some(membership) = weak.upgrade() else { return };
+                let Some(membership) = weak.upgrade() else {
+                    return;
+                };
                 for (address, result) in results {
                     membership.set(&address, result.err());
                 }
@@ -89,9 +102,16 @@ impl StaticMembership {
     }
 
     fn set(&self, address: &str, error: Option<String>) {
-        let mut members = self.members.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut members = self
+            .members
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(member) = members.iter_mut().find(|member| member.address == address) {
-            let health = if error.is_some() { Health::Down } else { Health::Up };
+            let health = if error.is_some() {
+                Health::Down
+            } else {
+                Health::Up
+            };
             if member.health != health {
                 tracing::info!(%address, ?health, error = error.as_deref(), "member health changed");
             }
@@ -103,7 +123,10 @@ impl StaticMembership {
 
 impl Membership for StaticMembership {
     fn members(&self) -> Vec<Member> {
-        self.members.read().unwrap_or_else(|poison| poison.into_inner()).clone()
+        self.members
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
     }
 
     fn mark_down(&self, address: &str, reason: &str) {
@@ -141,7 +164,10 @@ mod tests {
         membership.spawn_prober(Duration::from_millis(20));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while membership.healthy() != vec![alive.clone()] {
-            assert!(tokio::time::Instant::now() < deadline, "prober never marked {closed} down");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "prober never marked {closed} down"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         membership.mark_down(&alive, "connection reset");

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the gateway.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// The gateway's metric families, registered in the process registry.
 #[derive(Clone, Debug)]
@@ -26,7 +28,10 @@ impl GatewayMetrics {
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
             queries: IntCounterVec::new(
-                Opts::new("flotilla_gateway_queries_total", "Queries by outcome code (ok on success)"),
+                Opts::new(
+                    "flotilla_gateway_queries_total",
+                    "Queries by outcome code (ok on success)",
+                ),
                 &["code"],
             )?,
             first_byte_seconds: Histogram::with_opts(
@@ -34,18 +39,26 @@ impl GatewayMetrics {
                     "flotilla_gateway_first_byte_seconds",
                     "Time from request to the first result byte",
                 )
-                .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
+                .buckets(vec![
+                    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                ]),
             )?,
             bytes_streamed: IntCounter::new(
                 "flotilla_gateway_bytes_streamed_total",
                 "Result bytes streamed to clients",
             )?,
             shard_queries: IntCounterVec::new(
-                Opts::new("flotilla_gateway_shard_queries_total", "Queries routed to each shard"),
+                Opts::new(
+                    "flotilla_gateway_shard_queries_total",
+                    "Queries routed to each shard",
+                ),
                 &["shard"],
             )?,
             shard_in_flight: IntGaugeVec::new(
-                Opts::new("flotilla_gateway_shard_in_flight", "Queries being routed to each shard"),
+                Opts::new(
+                    "flotilla_gateway_shard_in_flight",
+                    "Queries being routed to each shard",
+                ),
                 &["shard"],
             )?,
             routing_decisions: IntCounterVec::new(

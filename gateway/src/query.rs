@@ -21,7 +21,12 @@ impl QueryRequest {
     pub fn ring_key(&self) -> String {
         match &self.routing_key {
             Some(key) => key.clone(),
-            None => self.sql.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase(),
+            None => self
+                .sql
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase(),
         }
     }
 }

@@ -57,7 +57,11 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
     let (shutdown, stopped) = watch::channel(false);
     let task = crate::spawn_instrumented(serve(listener, gateway, stopped));
     tracing::info!(%addr, "gateway listening");
-    Ok(GatewayHandle { addr, shutdown, task })
+    Ok(GatewayHandle {
+        addr,
+        shutdown,
+        task,
+    })
 }
 
 async fn serve(listener: TcpListener, gateway: Gateway, mut stopped: watch::Receiver<bool>) {
@@ -82,7 +86,9 @@ async fn serve(listener: TcpListener, gateway: Gateway, mut stopped: watch::Rece
             async move { Ok::<_, std::convert::Infallible>(gateway.handle(request).await) }
         });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let connection = graceful.watch(connection);
         crate::spawn_instrumented(async move {
             if let Err(error) = connection.await {
@@ -91,7 +97,10 @@ async fn serve(listener: TcpListener, gateway: Gateway, mut stopped: watch::Rece
         });
     }
     drop(listener);
-    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("open responses did not finish within 30 s");
     }
 }

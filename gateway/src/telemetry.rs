@@ -16,7 +16,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info".to_string() }
+        Self {
+            format: LogFormat::Text,
+            filter: "info".to_string(),
+        }
     }
 }
 
@@ -40,7 +43,11 @@ pub fn init_tracing(config: &LogConfig) {
         .with_target(false);
     let result = match config.format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
     };
     if let Err(error) = result {
         eprintln!("tracing was already initialised: {error}");

@@ -140,7 +140,11 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// Builds an error body.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), query_id: None }
+        Self {
+            code,
+            message: message.into(),
+            query_id: None,
+        }
     }
 
     /// Attaches the query id.
@@ -151,7 +155,10 @@ impl ErrorBody {
 
     /// Encodes the `{"error": ...}` JSON document.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&ErrorEnvelope { error: self.clone() }).unwrap_or_default()
+        serde_json::to_vec(&ErrorEnvelope {
+            error: self.clone(),
+        })
+        .unwrap_or_default()
     }
 }
 
@@ -222,7 +229,11 @@ mod tests {
         for code in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
             let json = serde_json::to_string(&code).unwrap();
-            assert_eq!(json, format!("\"{}\"", code.as_str()), "serde and as_str agree");
+            assert_eq!(
+                json,
+                format!("\"{}\"", code.as_str()),
+                "serde and as_str agree"
+            );
         }
     }
 

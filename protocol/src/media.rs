@@ -73,13 +73,22 @@ mod tests {
     #[test]
     fn negotiates_by_order_and_quality() {
         assert_eq!(MediaType::negotiate(None), Some(MediaType::ArrowStream));
-        assert_eq!(MediaType::negotiate(Some("*/*")), Some(MediaType::ArrowStream));
-        assert_eq!(MediaType::negotiate(Some("application/json")), Some(MediaType::Json));
+        assert_eq!(
+            MediaType::negotiate(Some("*/*")),
+            Some(MediaType::ArrowStream)
+        );
+        assert_eq!(
+            MediaType::negotiate(Some("application/json")),
+            Some(MediaType::Json)
+        );
         assert_eq!(
             MediaType::negotiate(Some("text/csv;q=0.5, application/x-ndjson")),
             Some(MediaType::NdJson)
         );
-        assert_eq!(MediaType::negotiate(Some("image/png, text/csv")), Some(MediaType::Csv));
+        assert_eq!(
+            MediaType::negotiate(Some("image/png, text/csv")),
+            Some(MediaType::Csv)
+        );
         assert_eq!(MediaType::negotiate(Some("image/png")), None);
         assert_eq!(MediaType::negotiate(Some("application/json;q=0")), None);
     }

@@ -29,7 +29,10 @@ impl JobManagerMetrics {
                 "Queries planned and handed over to a TaskManager",
             )?,
             queries_failed: IntCounterVec::new(
-                Opts::new("flotilla_jobmanager_queries_failed_total", "Queries refused, by error code"),
+                Opts::new(
+                    "flotilla_jobmanager_queries_failed_total",
+                    "Queries refused, by error code",
+                ),
                 &["code"],
             )?,
             planning_seconds: Histogram::with_opts(
@@ -37,7 +40,9 @@ impl JobManagerMetrics {
                     "flotilla_jobmanager_planning_seconds",
                     "Time from query command to hand-over",
                 )
-                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+                .buckets(vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ]),
             )?,
             in_flight: IntGauge::new("flotilla_jobmanager_in_flight", "Queries being planned now")?,
             response_bytes: IntCounter::new(

@@ -101,7 +101,7 @@ fn ensure_read_only(statement: &Statement) -> Result<(), AgentError> {
 fn statement_kind(text: &str) -> String {
     text.split_whitespace()
         .take_while(|word| word.chars().all(|c| c.is_ascii_alphabetic()))
-        .take(3)
+        .take(2)
         .collect::<Vec<_>>()
         .join(" ")
         .to_uppercase()
@@ -147,13 +147,18 @@ mod tests {
             "SET datafusion.execution.batch_size = 1",
         ] {
             let error = classify(sql).unwrap_err();
-            assert_eq!(error.code(), flotilla_protocol::ErrorCode::NotAllowed, "{sql}");
+            assert_eq!(
+                error.code(),
+                flotilla_protocol::ErrorCode::NotAllowed,
+                "{sql}"
+            );
         }
     }
 
     #[test]
     fn statement_kind_keeps_keywords_only() {
-        assert_eq!(statement_kind("insert into t values (1)"), "INSERT INTO T");
-        assert_eq!(statement_kind("DROP TABLE secret_name"), "DROP TABLE SECRET_NAME");
+        assert_eq!(statement_kind("insert into t values (1)"), "INSERT INTO");
+        assert_eq!(statement_kind("DROP TABLE secret_name"), "DROP TABLE");
+        assert_eq!(statement_kind("SET x = 1"), "SET X");
     }
 }

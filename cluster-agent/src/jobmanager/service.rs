@@ -10,8 +10,8 @@ use crate::node::{NodeHandle, serve_node};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint,
-    FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use async_trait::async_trait;
 use flotilla_protocol::{ErrorBody, ErrorCode, QueryCommand};
@@ -95,7 +95,11 @@ impl JobManager {
     }
 
     fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, AgentError> {
-        let mut clients = self.inner.clients.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut clients = self
+            .inner
+            .clients
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
@@ -115,7 +119,9 @@ impl JobManager {
     async fn plan_and_hand_over(&self, command: &QueryCommand) -> Result<FlightInfo, AgentError> {
         let workers = self.inner.taskmanagers.healthy();
         if workers.is_empty() {
-            return Err(AgentError::NoTaskManager("every taskmanager is down".into()));
+            return Err(AgentError::NoTaskManager(
+                "every taskmanager is down".into(),
+            ));
         }
         let PlannedQuery { plan, options } = self.inner.planner.plan(&command.sql).await?;
         let start = self.inner.next_head.fetch_add(1, Ordering::Relaxed);
@@ -163,8 +169,9 @@ impl JobManager {
             .await
             .map_err(|status| ErrorBody::from(&status))?
             .ok_or_else(|| ErrorBody::new(ErrorCode::Internal, "empty hand-over answer"))?;
-        let response = HandoverResponse::decode(result.body)
-            .map_err(|error| ErrorBody::new(ErrorCode::Internal, format!("hand-over answer: {error}")))?;
+        let response = HandoverResponse::decode(result.body).map_err(|error| {
+            ErrorBody::new(ErrorCode::Internal, format!("hand-over answer: {error}"))
+        })?;
         Ok(response.ticket)
     }
 }
@@ -215,8 +222,13 @@ impl FlightService for JobManager {
         let _in_flight = InFlightGuard(metrics.in_flight.clone());
         let started = Instant::now();
         let span = tracing::info_span!("plan", query_id = %command.query_id);
-        let result = self.plan_and_hand_over(&command).instrument(span.clone()).await;
-        metrics.planning_seconds.observe(started.elapsed().as_secs_f64());
+        let result = self
+            .plan_and_hand_over(&command)
+            .instrument(span.clone())
+            .await;
+        metrics
+            .planning_seconds
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(info) => {
                 metrics.queries_planned.inc();
@@ -227,15 +239,23 @@ impl FlightService for JobManager {
             }
             Err(error) => {
                 let code = error.code();
-                metrics.queries_failed.with_label_values(&[code.as_str()]).inc();
+                metrics
+                    .queries_failed
+                    .with_label_values(&[code.as_str()])
+                    .inc();
                 tracing::info!(parent: &span, %code, error = %error, "query refused");
                 Err(error.into())
             }
         }
     }
 
-    async fn do_get(&self, _request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        Err(Status::unimplemented("results are served by taskmanagers, not by shards"))
+    async fn do_get(
+        &self,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        Err(Status::unimplemented(
+            "results are served by taskmanagers, not by shards",
+        ))
     }
 
     async fn handshake(

@@ -60,7 +60,8 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         .build_arc()?;
     metrics.slots.set(i64::try_from(section.slots)?);
     metrics.memory_limit.set(i64::try_from(memory_limit)?);
-    let worker = Worker::from_session_builder(WorkerSessions).with_runtime_env(Arc::clone(&runtime));
+    let worker =
+        Worker::from_session_builder(WorkerSessions).with_runtime_env(Arc::clone(&runtime));
     let base_state = SessionStateBuilder::new()
         .with_default_features()
         .with_runtime_env(Arc::clone(&runtime))
@@ -154,7 +155,9 @@ impl TaskManager {
             Ok(expired) => {
                 inner.metrics.tickets_expired.inc_by(expired as u64);
                 inner.metrics.handovers.inc();
-                Ok(HandoverResponse { ticket: ticket.into_bytes() })
+                Ok(HandoverResponse {
+                    ticket: ticket.into_bytes(),
+                })
             }
             Err(_) => Err(AgentError::NoTaskManager(format!(
                 "taskmanager {} holds too many unfetched results",
@@ -201,7 +204,10 @@ impl WorkerSessionBuilder for WorkerSessions {
         &self,
         ctx: WorkerQueryContext,
     ) -> Result<SessionState, DataFusionError> {
-        Ok(ctx.builder.with_distributed_user_codec(FlotillaCodec).build())
+        Ok(ctx
+            .builder
+            .with_distributed_user_codec(FlotillaCodec)
+            .build())
     }
 }
 
@@ -239,7 +245,10 @@ impl FlightService for TaskManager {
     type ListActionsStream = FlightStream<ActionType>;
     type DoExchangeStream = FlightStream<FlightData>;
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         let ticket = String::from_utf8(request.into_inner().ticket.to_vec())
             .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
         let pending = self
@@ -279,14 +288,19 @@ impl FlightService for TaskManager {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
         if action.r#type != HANDOVER_ACTION {
-            return Err(Status::unimplemented(format!("unknown action {}", action.r#type)));
+            return Err(Status::unimplemented(format!(
+                "unknown action {}",
+                action.r#type
+            )));
         }
         let handover = HandoverRequest::decode(action.body)
             .map_err(|error| AgentError::BadRequest(format!("hand-over: {error}")))?;
         let span = tracing::info_span!("handover", query_id = %handover.query_id);
         let response = span.in_scope(|| self.accept_handover(handover))?;
         tracing::debug!(parent: &span, "plan handed over");
-        let result = arrow_flight::Result { body: response.encode_to_vec().into() };
+        let result = arrow_flight::Result {
+            body: response.encode_to_vec().into(),
+        };
         Ok(Response::new(futures::stream::iter([Ok(result)]).boxed()))
     }
 
@@ -319,7 +333,9 @@ impl FlightService for TaskManager {
         &self,
         _request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(Status::unimplemented("a taskmanager plans nothing; ask a jobmanager"))
+        Err(Status::unimplemented(
+            "a taskmanager plans nothing; ask a jobmanager",
+        ))
     }
 
     async fn poll_flight_info(

@@ -15,8 +15,17 @@ pub(crate) struct PendingQuery {
 }
 
 impl PendingQuery {
-    pub(crate) fn new(query_id: String, plan: Arc<dyn ExecutionPlan>, task_ctx: Arc<TaskContext>) -> Self {
-        Self { query_id, plan, task_ctx, created: Instant::now() }
+    pub(crate) fn new(
+        query_id: String,
+        plan: Arc<dyn ExecutionPlan>,
+        task_ctx: Arc<TaskContext>,
+    ) -> Self {
+        Self {
+            query_id,
+            plan,
+            task_ctx,
+            created: Instant::now(),
+        }
     }
 }
 
@@ -29,13 +38,24 @@ pub(crate) struct TicketStore {
 
 impl TicketStore {
     pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
-        Self { pending: Mutex::new(HashMap::new()), ttl, capacity }
+        Self {
+            pending: Mutex::new(HashMap::new()),
+            ttl,
+            capacity,
+        }
     }
 
     /// Stores a plan; returns the number of expired plans dropped on the way, or `Err` when the
     /// store is full of live plans.
-    pub(crate) fn insert(&self, ticket: String, query: PendingQuery) -> Result<usize, PendingQuery> {
-        let mut pending = self.pending.lock().unwrap_or_else(|poison| poison.into_inner());
+    pub(crate) fn insert(
+        &self,
+        ticket: String,
+        query: PendingQuery,
+    ) -> Result<usize, PendingQuery> {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let before = pending.len();
         let ttl = self.ttl;
         pending.retain(|_, query| query.created.elapsed() < ttl);
@@ -49,21 +69,29 @@ impl TicketStore {
 
     /// Takes the plan of a ticket, once; `None` when unknown, served or expired.
     pub(crate) fn take(&self, ticket: &str) -> Option<PendingQuery> {
-        let mut pending = self.pending.lock().unwrap_or_else(|poison| poison.into_inner());
-        pending.remove(ticket).filter(|query| query.created.elapsed() < self.ttl)
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        pending
+            .remove(ticket)
+            .filter(|query| query.created.elapsed() < self.ttl)
     }
 
     /// Returns how many plans wait.
     pub(crate) fn len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|poison| poison.into_inner()).len()
+        self.pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::physical_plan::empty::EmptyExec;
     use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_plan::empty::EmptyExec;
 
     fn query() -> PendingQuery {
         let plan = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
@@ -79,10 +107,17 @@ mod tests {
 
         store.insert("b".into(), query()).ok().unwrap();
         store.insert("c".into(), query()).ok().unwrap();
-        assert!(store.insert("d".into(), query()).is_err(), "the store is bounded");
+        assert!(
+            store.insert("d".into(), query()).is_err(),
+            "the store is bounded"
+        );
         std::thread::sleep(Duration::from_millis(60));
         assert!(store.take("b").is_none(), "expired tickets are not served");
-        assert_eq!(store.insert("e".into(), query()).ok(), Some(1), "expired plans are swept");
+        assert_eq!(
+            store.insert("e".into(), query()).ok(),
+            Some(1),
+            "expired plans are swept"
+        );
         assert_eq!(store.len(), 1);
     }
 }

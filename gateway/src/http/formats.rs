@@ -88,7 +88,9 @@ impl TextEncoder {
         match media {
             MediaType::Json => Self::Json(builder.build(Vec::new())),
             MediaType::NdJson => Self::NdJson(builder.build(Vec::new())),
-            _ => Self::Csv { wrote_header: false },
+            _ => Self::Csv {
+                wrote_header: false,
+            },
         }
     }
 
@@ -103,8 +105,9 @@ impl TextEncoder {
                 Ok(Bytes::from(std::mem::take(writer.get_mut())))
             }
             Self::Csv { wrote_header } => {
-                let mut writer =
-                    arrow_csv::WriterBuilder::new().with_header(!*wrote_header).build(Vec::new());
+                let mut writer = arrow_csv::WriterBuilder::new()
+                    .with_header(!*wrote_header)
+                    .build(Vec::new());
                 writer.write(batch)?;
                 *wrote_header = true;
                 Ok(Bytes::from(writer.into_inner()))
@@ -119,7 +122,9 @@ impl TextEncoder {
                 Ok(Bytes::from(std::mem::take(writer.get_mut())))
             }
             Self::NdJson(_) => Ok(Bytes::new()),
-            Self::Csv { wrote_header: false } => match schema {
+            Self::Csv {
+                wrote_header: false,
+            } => match schema {
                 Some(schema) => self.write(&RecordBatch::new_empty(schema)),
                 None => Ok(Bytes::new()),
             },
@@ -129,20 +134,26 @@ impl TextEncoder {
 }
 
 enum TextState {
-    Running(FlightRecordBatchStream, TextEncoder),
+    Running(Box<(FlightRecordBatchStream, TextEncoder)>),
     Done,
 }
 
 /// Decodes batches and encodes each as rows as soon as it arrives.
 fn text(media: MediaType, messages: Messages) -> Chunks {
-    let batches = FlightRecordBatchStream::new_from_flight_data(messages.map_err(FlightError::from));
+    let batches =
+        FlightRecordBatchStream::new_from_flight_data(messages.map_err(FlightError::from));
     futures::stream::unfold(
-        TextState::Running(batches, TextEncoder::new(media)),
+        TextState::Running(Box::new((batches, TextEncoder::new(media)))),
         |state| async move {
-            let TextState::Running(mut batches, mut encoder) = state else { return None };
+            let TextState::Running(running) = state else {
+                return None;
+            };
+            let (mut batches, mut encoder) = *running;
             match batches.next().await {
                 Some(Ok(batch)) => match encoder.write(&batch) {
-                    Ok(chunk) => Some((Ok(chunk), TextState::Running(batches, encoder))),
+                    Ok(chunk) => {
+                        Some((Ok(chunk), TextState::Running(Box::new((batches, encoder)))))
+                    }
                     Err(error) => Some((Err(error), TextState::Done)),
                 },
                 Some(Err(error)) => Some((Err(flight_error(error)), TextState::Done)),
@@ -208,7 +219,8 @@ mod tests {
     async fn arrow_frames_read_back_with_the_ipc_reader() {
         let input = batches();
         let bytes = collect(MediaType::ArrowStream, messages(input.clone()).await).await;
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
         let output: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
         assert_eq!(output, input);
     }
@@ -221,10 +233,12 @@ mod tests {
         assert_eq!(rows[1]["n"], 10);
         assert!(rows[1]["s"].is_null(), "nulls are explicit");
 
-        let ndjson = String::from_utf8(collect(MediaType::NdJson, messages(batches()).await).await).unwrap();
+        let ndjson =
+            String::from_utf8(collect(MediaType::NdJson, messages(batches()).await).await).unwrap();
         assert_eq!(ndjson.lines().count(), 6);
 
-        let csv = String::from_utf8(collect(MediaType::Csv, messages(batches()).await).await).unwrap();
+        let csv =
+            String::from_utf8(collect(MediaType::Csv, messages(batches()).await).await).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], "n,s", "one header row");
         assert_eq!(lines.len(), 7);
@@ -235,7 +249,10 @@ mod tests {
     async fn empty_results_are_well_formed() {
         let empty = vec![RecordBatch::new_empty(batches()[0].schema())];
         let json = collect(MediaType::Json, messages(empty.clone()).await).await;
-        assert_eq!(serde_json::from_slice::<serde_json::Value>(&json).unwrap(), serde_json::json!([]));
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&json).unwrap(),
+            serde_json::json!([])
+        );
         let csv = String::from_utf8(collect(MediaType::Csv, messages(empty).await).await).unwrap();
         assert_eq!(csv.trim(), "n,s");
     }
@@ -248,11 +265,23 @@ mod tests {
         input.push(Err(tonic::Status::unavailable("taskmanager died")));
         for media in MediaType::ALL {
             let chunks: Vec<Result<Bytes, BoxError>> =
-                encode(media, futures::stream::iter(input.clone()).boxed()).collect().await;
-            assert!(chunks.last().unwrap().is_err(), "{media:?} must end in an error");
-            let text: Vec<u8> = chunks.iter().filter_map(|c| c.as_ref().ok()).flat_map(|c| c.to_vec()).collect();
+                encode(media, futures::stream::iter(input.clone()).boxed())
+                    .collect()
+                    .await;
+            assert!(
+                chunks.last().unwrap().is_err(),
+                "{media:?} must end in an error"
+            );
+            let text: Vec<u8> = chunks
+                .iter()
+                .filter_map(|c| c.as_ref().ok())
+                .flat_map(|c| c.to_vec())
+                .collect();
             if media == MediaType::Json {
-                assert!(!String::from_utf8_lossy(&text).trim_end().ends_with(']'), "array left open");
+                assert!(
+                    !String::from_utf8_lossy(&text).trim_end().ends_with(']'),
+                    "array left open"
+                );
             }
             if media == MediaType::ArrowStream {
                 assert!(!text.ends_with(&END_OF_STREAM), "no end-of-stream marker");

@@ -8,15 +8,13 @@ use crate::metrics::GatewayMetrics;
 use crate::query::QueryRequest;
 use crate::stack::QueryService;
 use bytes::Bytes;
-use flotilla_protocol::{
-    ErrorBody, MediaType, QUERY_ID_HEADER, QueryId, ROUTING_KEY_HEADER,
-};
+use flotilla_protocol::{ErrorBody, MediaType, QUERY_ID_HEADER, QueryId, ROUTING_KEY_HEADER};
 use futures::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,7 +67,7 @@ impl Gateway {
     /// Answers one HTTP request. Never fails: errors are JSON responses.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let method = request.method().clone();
@@ -80,13 +78,21 @@ impl Gateway {
             (Method::GET, "/readyz") => self.ready(),
             (Method::GET, "/v1/cluster") => self.cluster(),
             (Method::GET, "/metrics") => self.metrics(),
-            (_, "/v1/query" | "/healthz" | "/readyz" | "/v1/cluster" | "/metrics") => error_response(
-                None,
-                &ErrorBody::new(flotilla_protocol::ErrorCode::BadRequest, format!("method {method} not allowed on {path}")),
-                StatusCode::METHOD_NOT_ALLOWED,
-            ),
+            (_, "/v1/query" | "/healthz" | "/readyz" | "/v1/cluster" | "/metrics") => {
+                error_response(
+                    None,
+                    &ErrorBody::new(
+                        flotilla_protocol::ErrorCode::BadRequest,
+                        format!("method {method} not allowed on {path}"),
+                    ),
+                    StatusCode::METHOD_NOT_ALLOWED,
+                )
+            }
             _ => {
-                let error = GatewayError::NotFound { method: method.to_string(), path };
+                let error = GatewayError::NotFound {
+                    method: method.to_string(),
+                    path,
+                };
                 error_response(None, &error.to_body(), error.code().http_status())
             }
         }
@@ -94,18 +100,25 @@ impl Gateway {
 
     async fn query<B>(&self, request: Request<B>) -> Response<ResponseBody>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
         let query_id = QueryId::new();
         let span = tracing::info_span!("query", query_id = %query_id);
-        let result = self.run_query(query_id, started, request).instrument(span.clone()).await;
+        let result = self
+            .run_query(query_id, started, request)
+            .instrument(span.clone())
+            .await;
         match result {
             Ok(response) => response,
             Err(error) => {
                 let code = error.code();
-                self.inner.metrics.queries.with_label_values(&[code.as_str()]).inc();
+                self.inner
+                    .metrics
+                    .queries
+                    .with_label_values(&[code.as_str()])
+                    .inc();
                 tracing::info!(parent: &span, %code, error = %error, "query failed");
                 error_response(Some(query_id), &error.to_body(), code.http_status())
             }
@@ -119,7 +132,7 @@ impl Gateway {
         request: Request<B>,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         let accept = header_text(&request, http::header::ACCEPT)?;
@@ -128,28 +141,46 @@ impl Gateway {
         let content_type = header_text(&request, CONTENT_TYPE)?;
         let routing_key = header_text(&request, http::HeaderName::from_static(ROUTING_KEY_HEADER))?
             .filter(|key| !key.is_empty());
-        let declared_length = header_text(&request, CONTENT_LENGTH)?
-            .and_then(|length| length.parse::<usize>().ok());
+        let declared_length =
+            header_text(&request, CONTENT_LENGTH)?.and_then(|length| length.parse::<usize>().ok());
         let limit = self.inner.max_body_bytes;
+        let is_json = match content_type.as_deref().map(essence) {
+            None | Some("text/plain" | "application/sql" | "application/x-www-form-urlencoded") => {
+                false
+            }
+            Some("application/json") => true,
+            Some(other) => {
+                drain(request.into_body(), limit).await;
+                return Err(GatewayError::UnsupportedMediaType(other.to_string()));
+            }
+        };
         if declared_length.is_some_and(|length| length > limit) {
+            drain(request.into_body(), limit).await;
             return Err(GatewayError::PayloadTooLarge { limit });
         }
-        let is_json = match content_type.as_deref().map(essence) {
-            None | Some("text/plain" | "application/sql" | "application/x-www-form-urlencoded") => false,
-            Some("application/json") => true,
-            Some(other) => return Err(GatewayError::UnsupportedMediaType(other.to_string())),
-        };
-        let body = Limited::new(request.into_body(), limit).collect().await.map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                GatewayError::PayloadTooLarge { limit }
-            } else {
-                GatewayError::BadRequest(format!("reading the request body: {error}"))
+        let mut body = request.into_body();
+        let mut collected = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                GatewayError::BadRequest(format!("reading the request body: {}", error.into()))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                if collected.len() + data.len() > limit {
+                    drain(body, limit).await;
+                    return Err(GatewayError::PayloadTooLarge { limit });
+                }
+                collected.extend_from_slice(&data);
             }
-        })?;
-        let sql = parse_sql(&body.to_bytes(), is_json)?;
+        }
+        let body = Bytes::from(collected);
+        let sql = parse_sql(&body, is_json)?;
         tracing::debug!(sql_bytes = sql.len(), "query admitted");
 
-        let request = QueryRequest { query_id, sql, routing_key };
+        let request = QueryRequest {
+            query_id,
+            sql,
+            routing_key,
+        };
         let result = self
             .inner
             .queries
@@ -158,12 +189,17 @@ impl Gateway {
             .await
             .map_err(GatewayError::from_boxed)?;
         let metrics = self.inner.metrics.clone();
-        metrics.first_byte_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .first_byte_seconds
+            .observe(started.elapsed().as_secs_f64());
         tracing::info!(shard = %result.shard, taskmanager = %result.taskmanager, first_message_us = started.elapsed().as_micros() as u64, "result streaming");
 
         let chunks = Tracked {
             inner: formats::encode(media, result.messages),
-            outcome: Outcome { metrics: metrics.clone(), code: "cancelled" },
+            outcome: Outcome {
+                metrics: metrics.clone(),
+                code: "cancelled",
+            },
             span: tracing::Span::current(),
         };
         let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
@@ -184,7 +220,8 @@ impl Gateway {
                 &serde_json::json!({"ready": true, "shards_up": shards, "taskmanagers_up": taskmanagers}),
             );
         }
-        let message = format!("not ready: {shards} shards and {taskmanagers} taskmanagers reachable");
+        let message =
+            format!("not ready: {shards} shards and {taskmanagers} taskmanagers reachable");
         error_response(
             None,
             &ErrorBody::new(flotilla_protocol::ErrorCode::Unavailable, message),
@@ -208,9 +245,10 @@ impl Gateway {
             return text_response(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string());
         }
         let mut response = full(StatusCode::OK, Bytes::from(buffer));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
         response
     }
 }
@@ -244,7 +282,10 @@ impl futures::Stream for Tracked {
         let polled = self.inner.poll_next_unpin(cx);
         match &polled {
             std::task::Poll::Ready(Some(Ok(chunk))) => {
-                self.outcome.metrics.bytes_streamed.inc_by(chunk.len() as u64);
+                self.outcome
+                    .metrics
+                    .bytes_streamed
+                    .inc_by(chunk.len() as u64);
             }
             std::task::Poll::Ready(Some(Err(error))) => {
                 self.outcome.code = "stream_aborted";
@@ -257,11 +298,36 @@ impl futures::Stream for Tracked {
     }
 }
 
+/// Reads and discards what is left of a refused request body (at most 4 × the limit plus
+/// 1 MiB, for at most 2 s), so that closing the connection after the error response does not
+/// reset it before the client has read that response.
+async fn drain<B>(mut body: B, limit: usize)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let budget = limit.saturating_mul(4).saturating_add(1024 * 1024);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let mut discarded = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                discarded += data.len();
+                if discarded > budget {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
 fn essence(content_type: &str) -> &str {
     content_type.split(';').next().unwrap_or_default().trim()
 }
 
-fn header_text<B>(request: &Request<B>, name: impl http::header::AsHeaderName) -> Result<Option<String>, GatewayError> {
+fn header_text<B>(
+    request: &Request<B>,
+    name: impl http::header::AsHeaderName,
+) -> Result<Option<String>, GatewayError> {
     match request.headers().get(name) {
         None => Ok(None),
         Some(value) => value
@@ -281,7 +347,9 @@ fn parse_sql(body: &[u8], is_json: bool) -> Result<String, GatewayError> {
             sql: String,
         }
         serde_json::from_str::<QueryBody>(text)
-            .map_err(|error| GatewayError::BadRequest(format!("JSON body must be {{\"sql\": \"...\"}}: {error}")))?
+            .map_err(|error| {
+                GatewayError::BadRequest(format!("JSON body must be {{\"sql\": \"...\"}}: {error}"))
+            })?
             .sql
     } else {
         text.to_string()
@@ -299,14 +367,20 @@ fn insert_header(headers: &mut http::HeaderMap, name: &'static str, value: &str)
 }
 
 fn full(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(body).map_err(|never| match never {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
     response
 }
 
 fn text_response(status: StatusCode, text: &str) -> Response<ResponseBody> {
     let mut response = full(status, Bytes::from(text.to_string()));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
@@ -314,17 +388,29 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Resp
     let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
     body.push(b'\n');
     let mut response = full(status, Bytes::from(body));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
-fn error_response(query_id: Option<QueryId>, error: &ErrorBody, status: StatusCode) -> Response<ResponseBody> {
+fn error_response(
+    query_id: Option<QueryId>,
+    error: &ErrorBody,
+    status: StatusCode,
+) -> Response<ResponseBody> {
     let mut body = error.clone();
     body.query_id = query_id;
     let mut response = full(status, Bytes::from(body.to_json()));
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(query_id) = query_id {
-        insert_header(response.headers_mut(), QUERY_ID_HEADER, &query_id.to_string());
+        insert_header(
+            response.headers_mut(),
+            QUERY_ID_HEADER,
+            &query_id.to_string(),
+        );
     }
     response
 }

@@ -17,7 +17,11 @@ pub struct RouteLayer {
 
 impl RouteLayer {
     /// Routes over `shards` with the given policy, recording decisions in `metrics`.
-    pub fn new(shards: Arc<dyn Membership>, config: RoutingConfig, metrics: GatewayMetrics) -> Self {
+    pub fn new(
+        shards: Arc<dyn Membership>,
+        config: RoutingConfig,
+        metrics: GatewayMetrics,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 shards,

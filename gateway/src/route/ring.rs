@@ -16,14 +16,20 @@ pub(super) struct RingCache {
 
 impl RingCache {
     pub(super) fn new(virtual_nodes: usize) -> Self {
-        Self { virtual_nodes: virtual_nodes.max(1), current: Mutex::new(None) }
+        Self {
+            virtual_nodes: virtual_nodes.max(1),
+            current: Mutex::new(None),
+        }
     }
 
     /// Returns `members` in ring order for `key`: the key's own shard first, then the next ones
     /// clockwise. The order depends only on the key and the member set.
     pub(super) fn candidates(&self, key: &str, members: &[String]) -> Vec<String> {
         let ring = {
-            let mut current = self.current.lock().unwrap_or_else(|poison| poison.into_inner());
+            let mut current = self
+                .current
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
             match current.as_ref() {
                 Some(ring) if ring.members == members => Arc::clone(ring),
                 _ => {
@@ -39,7 +45,10 @@ impl RingCache {
                 }
             }
         };
-        ring.ring.calc_candidates(&key).map(|node| node.key.clone()).collect()
+        ring.ring
+            .calc_candidates(&key)
+            .map(|node| node.key.clone())
+            .collect()
     }
 }
 
@@ -48,7 +57,9 @@ mod tests {
     use super::*;
 
     fn shards(count: usize) -> Vec<String> {
-        (0..count).map(|index| format!("http://127.0.0.1:{}", 5000 + index)).collect()
+        (0..count)
+            .map(|index| format!("http://127.0.0.1:{}", 5000 + index))
+            .collect()
     }
 
     #[test]
@@ -57,7 +68,11 @@ mod tests {
         let members = shards(4);
         let first = cache.candidates("select 1", &members);
         assert_eq!(first.len(), 4, "every shard is a candidate");
-        assert_eq!(cache.candidates("select 1", &members), first, "stable for a key");
+        assert_eq!(
+            cache.candidates("select 1", &members),
+            first,
+            "stable for a key"
+        );
         let mut owners = std::collections::HashSet::new();
         for key in 0..200 {
             owners.insert(cache.candidates(&format!("key-{key}"), &members)[0].clone());

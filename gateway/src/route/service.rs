@@ -65,18 +65,28 @@ impl Shared {
     {
         let healthy = self.shards.healthy();
         if healthy.is_empty() {
-            return Err(GatewayError::NoShard("every shard is down or none is configured".into()));
+            return Err(GatewayError::NoShard(
+                "every shard is down or none is configured".into(),
+            ));
         }
         let candidates = self.ring.candidates(&request.ring_key(), &healthy);
         let mut tried: Vec<String> = Vec::new();
         let attempts = self.config.max_attempts.max(1).min(candidates.len());
         let mut last_error = None;
         for attempt in 0..attempts {
-            let Some(shard) = self.choose(&candidates, &tried) else { break };
+            let Some(shard) = self.choose(&candidates, &tried) else {
+                break;
+            };
             tried.push(shard.clone());
             let _in_flight = InFlight::enter(self, &shard);
-            self.metrics.shard_queries.with_label_values(&[shard.as_str()]).inc();
-            let routed = Routed { shard: shard.clone(), request: request.clone() };
+            self.metrics
+                .shard_queries
+                .with_label_values(&[shard.as_str()])
+                .inc();
+            let routed = Routed {
+                shard: shard.clone(),
+                request: request.clone(),
+            };
             let span = tracing::info_span!("forward", shard = %shard, attempt);
             match inner.clone().oneshot(routed).instrument(span).await {
                 Ok(result) => return Ok(result),
@@ -100,11 +110,17 @@ impl Shared {
     /// Returns the first untried candidate whose load is within the bound: in-flight below
     /// `load_factor × (total + 1) / shards`, rounded up (consistent hashing with bounded loads).
     fn choose(&self, candidates: &[String], tried: &[String]) -> Option<String> {
-        let in_flight = self.in_flight.lock().unwrap_or_else(|poison| poison.into_inner());
+        let in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let load = |shard: &String| in_flight.get(shard).copied().unwrap_or(0);
         let total: usize = candidates.iter().map(load).sum();
         let bound = (self.config.load_factor * (total + 1) as f64 / candidates.len() as f64).ceil();
-        let mut untried = candidates.iter().filter(|shard| !tried.contains(shard)).peekable();
+        let mut untried = candidates
+            .iter()
+            .filter(|shard| !tried.contains(shard))
+            .peekable();
         let first = untried.peek().map(|shard| (*shard).clone())?;
         let chosen = untried
             .find(|shard| (load(shard) as f64) < bound)
@@ -112,7 +128,10 @@ impl Shared {
             .unwrap_or_else(|| first.clone());
         if tried.is_empty() {
             let decision = if chosen == first { "affinity" } else { "spill" };
-            self.metrics.routing_decisions.with_label_values(&[decision]).inc();
+            self.metrics
+                .routing_decisions
+                .with_label_values(&[decision])
+                .inc();
         }
         Some(chosen)
     }
@@ -126,21 +145,38 @@ struct InFlight<'a> {
 
 impl<'a> InFlight<'a> {
     fn enter(shared: &'a Shared, shard: &str) -> Self {
-        let mut in_flight = shared.in_flight.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut in_flight = shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         *in_flight.entry(shard.to_string()).or_default() += 1;
-        shared.metrics.shard_in_flight.with_label_values(&[shard]).inc();
-        Self { shared, shard: shard.to_string() }
+        shared
+            .metrics
+            .shard_in_flight
+            .with_label_values(&[shard])
+            .inc();
+        Self {
+            shared,
+            shard: shard.to_string(),
+        }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        let mut in_flight =
-            self.shared.in_flight.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut in_flight = self
+            .shared
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(count) = in_flight.get_mut(&self.shard) {
             *count = count.saturating_sub(1);
         }
-        self.shared.metrics.shard_in_flight.with_label_values(&[self.shard.as_str()]).dec();
+        self.shared
+            .metrics
+            .shard_in_flight
+            .with_label_values(&[self.shard.as_str()])
+            .dec();
     }
 }
 
@@ -164,11 +200,18 @@ mod tests {
     fn bounded_load_skips_a_hot_shard() {
         let shared = shared(&["a", "b"]);
         let candidates = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(shared.choose(&candidates, &[]).as_deref(), Some("a"), "affinity first");
+        assert_eq!(
+            shared.choose(&candidates, &[]).as_deref(),
+            Some("a"),
+            "affinity first"
+        );
         shared.in_flight.lock().unwrap().insert("a".into(), 4);
         // total 4, bound = ceil(1.25 × 5 / 2) = 4: "a" (4) is at the bound, so spill to "b".
         assert_eq!(shared.choose(&candidates, &[]).as_deref(), Some("b"));
-        assert_eq!(shared.choose(&candidates, &["b".into()]).as_deref(), Some("a"));
+        assert_eq!(
+            shared.choose(&candidates, &["b".into()]).as_deref(),
+            Some("a")
+        );
         assert_eq!(shared.choose(&candidates, &["a".into(), "b".into()]), None);
     }
 
@@ -177,15 +220,22 @@ mod tests {
         let shared = Arc::new(shared(&["a", "b"]));
         let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
         let route = Route::new(mock, Arc::clone(&shared));
-        let request = QueryRequest { query_id: QueryId::new(), sql: "select 1".into(), routing_key: None };
-        let call = tokio::spawn(route.oneshot(request));
+        let request = QueryRequest {
+            query_id: QueryId::new(),
+            sql: "select 1".into(),
+            routing_key: None,
+        };
+        let call = crate::spawn_instrumented(route.oneshot(request));
         let (first, respond) = handle.next_request().await.unwrap();
         respond.send_error(GatewayError::ShardUnavailable {
             shard: first.shard.clone(),
             message: "connection refused".into(),
         });
         let (second, respond) = handle.next_request().await.unwrap();
-        assert_ne!(first.shard, second.shard, "the retry goes to the other shard");
+        assert_ne!(
+            first.shard, second.shard,
+            "the retry goes to the other shard"
+        );
         respond.send_response(QueryResult {
             shard: second.shard.clone(),
             taskmanager: "tm".into(),
@@ -193,7 +243,11 @@ mod tests {
         });
         let result = call.await.unwrap().unwrap();
         assert_eq!(result.shard, second.shard);
-        assert_eq!(shared.shards.healthy(), vec![second.shard], "the failed shard is marked down");
+        assert_eq!(
+            shared.shards.healthy(),
+            vec![second.shard],
+            "the failed shard is marked down"
+        );
     }
 
     #[tokio::test]
@@ -201,8 +255,12 @@ mod tests {
         let shared = Arc::new(shared(&["a", "b"]));
         let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
         let route = Route::new(mock, Arc::clone(&shared));
-        let request = QueryRequest { query_id: QueryId::new(), sql: "selec".into(), routing_key: None };
-        let call = tokio::spawn(route.oneshot(request));
+        let request = QueryRequest {
+            query_id: QueryId::new(),
+            sql: "selec".into(),
+            routing_key: None,
+        };
+        let call = crate::spawn_instrumented(route.oneshot(request));
         let (_, respond) = handle.next_request().await.unwrap();
         respond.send_error(GatewayError::Remote(flotilla_protocol::ErrorBody::new(
             flotilla_protocol::ErrorCode::SqlSyntax,

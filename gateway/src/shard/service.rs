@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  Routed ──GetFlightInfo(cmd)──▶ shard ──▶ FlightInfo { ticket, TaskManager location }
-//!         ──DoGet(ticket)───────▶ TaskManager ──▶ schema message (awaited here), batches...
+//!         ──DoGet(ticket)───────▶ TaskManager ──▶ schema, first batch (awaited here), rest...
 //! ```
 
 use crate::error::{BoxError, GatewayError};
@@ -10,8 +10,8 @@ use crate::query::{QueryResult, Routed};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
 use flotilla_protocol::{ErrorBody, QueryCommand};
-use futures::future::BoxFuture;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -34,16 +34,25 @@ pub struct ShardClient {
 impl ShardClient {
     /// Creates a client that reuses one HTTP/2 connection per shard or TaskManager.
     pub fn new(connect_timeout: Duration, first_result_timeout: Duration) -> Self {
-        Self { channels: Arc::default(), connect_timeout, first_result_timeout }
+        Self {
+            channels: Arc::default(),
+            connect_timeout,
+            first_result_timeout,
+        }
     }
 
     fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, GatewayError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
             None => {
                 let channel = Channel::from_shared(address.to_string())
-                    .map_err(|error| GatewayError::Internal(format!("bad address {address}: {error}")))?
+                    .map_err(|error| {
+                        GatewayError::Internal(format!("bad address {address}: {error}"))
+                    })?
                     .connect_timeout(self.connect_timeout)
                     .tcp_nodelay(true)
                     .connect_lazy();
@@ -58,7 +67,10 @@ impl ShardClient {
 
     async fn attempt(self, routed: Routed) -> Result<QueryResult, GatewayError> {
         let Routed { shard, request } = routed;
-        let command = QueryCommand { query_id: request.query_id, sql: request.sql };
+        let command = QueryCommand {
+            query_id: request.query_id,
+            sql: request.sql,
+        };
         let descriptor = FlightDescriptor::new_cmd(command.to_bytes());
         let info = self
             .client(&shard)?
@@ -66,11 +78,10 @@ impl ShardClient {
             .await
             .map_err(|status| shard_error(&shard, &status))?
             .into_inner();
-        let endpoint = info
-            .endpoint
-            .into_iter()
-            .next()
-            .ok_or_else(|| GatewayError::Internal(format!("shard {shard} named no endpoint")))?;
+        let endpoint =
+            info.endpoint.into_iter().next().ok_or_else(|| {
+                GatewayError::Internal(format!("shard {shard} named no endpoint"))
+            })?;
         let ticket = endpoint
             .ticket
             .ok_or_else(|| GatewayError::Internal(format!("shard {shard} sent no ticket")))?;
@@ -84,26 +95,58 @@ impl ShardClient {
         let span = tracing::info_span!("fetch", taskmanager = %taskmanager);
         let mut messages = self
             .client(&taskmanager)?
-            .do_get(Ticket { ticket: ticket.ticket })
+            .do_get(Ticket {
+                ticket: ticket.ticket,
+            })
             .instrument(span.clone())
             .await
             .map_err(|status| taskmanager_error(&taskmanager, &status))?
             .into_inner();
-        let first = messages
-            .message()
-            .instrument(span)
-            .await
-            .map_err(|status| taskmanager_error(&taskmanager, &status))?
-            .ok_or_else(|| GatewayError::Internal(format!("{taskmanager} sent an empty result")))?;
-        let messages = futures::stream::once(async move { Ok(first) }).chain(messages).boxed();
-        Ok(QueryResult { shard, taskmanager, messages })
+        // Read up to the first record batch (or the end): the schema and dictionaries come
+        // first, and a query that fails before producing data fails here, as an error the
+        // client gets with its status, not as a broken stream.
+        let mut head = Vec::new();
+        loop {
+            let message = messages
+                .message()
+                .instrument(span.clone())
+                .await
+                .map_err(|status| taskmanager_error(&taskmanager, &status))?;
+            let Some(message) = message else { break };
+            let is_batch = is_record_batch(&message);
+            head.push(Ok(message));
+            if is_batch {
+                break;
+            }
+        }
+        if head.is_empty() {
+            return Err(GatewayError::Internal(format!(
+                "{taskmanager} sent an empty result"
+            )));
+        }
+        let messages = futures::stream::iter(head).chain(messages).boxed();
+        Ok(QueryResult {
+            shard,
+            taskmanager,
+            messages,
+        })
     }
+}
+
+/// Says whether a Flight message carries a record batch (rather than a schema or dictionary).
+fn is_record_batch(message: &arrow_flight::FlightData) -> bool {
+    arrow_ipc::root_as_message(&message.data_header)
+        .map(|header| header.header_type() == arrow_ipc::MessageHeader::RecordBatch)
+        .unwrap_or(false)
 }
 
 /// A status with Flotilla details is the shard's answer; one without is a transport failure.
 fn shard_error(shard: &str, status: &tonic::Status) -> GatewayError {
     if status.details().is_empty() {
-        GatewayError::ShardUnavailable { shard: shard.to_string(), message: status.message().to_string() }
+        GatewayError::ShardUnavailable {
+            shard: shard.to_string(),
+            message: status.message().to_string(),
+        }
     } else {
         GatewayError::Remote(ErrorBody::from(status))
     }

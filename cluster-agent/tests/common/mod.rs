@@ -1,0 +1,398 @@
+//! End-to-end test support: a federation of real `cluster-agent` processes on 127.0.0.1 with
+//! ephemeral ports, TPC-H data shared by every test, an HTTP helper and a reference DataFusion.
+
+#![allow(dead_code)]
+
+pub mod compare;
+
+use bytes::Bytes;
+use datafusion::arrow::record_batch::RecordBatch;
+use http_body_util::{BodyExt, Full};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Scale factor of the shared test data.
+pub const SCALE: f64 = 0.01;
+/// The longest any single process may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Returns the TPC-H data directory shared by all tests, generating it once.
+pub fn tpch_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tpch-sf{SCALE}"));
+        if !cluster_agent::is_tpch_generated(&dir, SCALE) {
+            // Generate beside the final place, then rename: concurrent test processes never
+            // see a half-written directory.
+            let staging = Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("tpch-staging-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&staging);
+            cluster_agent::generate_tpch(SCALE, &staging, &|_| {}).expect("generating TPC-H");
+            if std::fs::rename(&staging, &dir).is_err() {
+                let _ = std::fs::remove_dir_all(&staging);
+                assert!(
+                    cluster_agent::is_tpch_generated(&dir, SCALE),
+                    "no TPC-H data at {}",
+                    dir.display()
+                );
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+/// One child process, killed when dropped.
+pub struct Process {
+    pub name: String,
+    pub child: Child,
+    pub addresses: BTreeMap<String, String>,
+    pub log: PathBuf,
+}
+
+impl Process {
+    /// Starts `cluster-agent <args>` with a clean environment and waits for its LISTENING line.
+    pub fn start(name: &str, args: &[&str], dir: &Path) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
+            .args(args)
+            .env_clear()
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {name}: {error}"));
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if line.starts_with("LISTENING ") {
+                    let _ = sender.send(line);
+                    break;
+                }
+            }
+            for _ in lines {}
+        });
+        let line = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "{name} did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let addresses = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        Process {
+            name: name.to_string(),
+            child,
+            addresses,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The gRPC URL of an agent.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.addresses["grpc"])
+    }
+
+    /// The admin base URL of an agent.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.addresses["admin"])
+    }
+
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Bytes this process passed to write-like system calls (sockets included), from /proc.
+    pub fn written_bytes(&self) -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap();
+        io.lines()
+            .find_map(|line| line.strip_prefix("wchar: "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A gateway, two shards and two TaskManagers, each a separate process.
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub taskmanagers: Vec<Process>,
+    pub shards: Vec<Process>,
+    pub gateway: Process,
+}
+
+impl Federation {
+    /// Starts the federation over the shared TPC-H data.
+    pub fn start() -> Federation {
+        Self::start_with(2, 2)
+    }
+
+    /// Starts `taskmanagers` TaskManagers and `shards` shards behind one gateway.
+    pub fn start_with(taskmanager_count: usize, shard_count: usize) -> Federation {
+        let data = tpch_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog_toml(&data);
+        let mut taskmanagers = Vec::new();
+        for index in 0..taskmanager_count {
+            let config = dir.path().join(format!("tm-{index}.toml"));
+            std::fs::write(&config, format!("[node]\nid = \"tm-{index}\"\n[taskmanager]\nlisten = \"127.0.0.1:0\"\nslots = 2\n{catalog}")).unwrap();
+            taskmanagers.push(Process::start(
+                &format!("tm-{index}"),
+                &["taskmanager", "--config", config.to_str().unwrap()],
+                dir.path(),
+            ));
+        }
+        let tm_urls: Vec<String> = taskmanagers.iter().map(Process::grpc_url).collect();
+        let mut shards = Vec::new();
+        for index in 0..shard_count {
+            let config = dir.path().join(format!("jm-{index}.toml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "[node]\nid = \"jm-{index}\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\nprobe_interval_ms = 200\ntaskmanagers = {}\n{catalog}",
+                    toml_list(&tm_urls)
+                ),
+            )
+            .unwrap();
+            shards.push(Process::start(
+                &format!("jm-{index}"),
+                &["jobmanager", "--config", config.to_str().unwrap()],
+                dir.path(),
+            ));
+        }
+        let shard_urls: Vec<String> = shards.iter().map(Process::grpc_url).collect();
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n[shards]\nprobe_interval_ms = 200\naddresses = {}\n[taskmanagers]\naddresses = {}\n",
+                toml_list(&shard_urls),
+                toml_list(&tm_urls)
+            ),
+        )
+        .unwrap();
+        let gateway = Process::start(
+            "gateway",
+            &["gateway", "--config", config.to_str().unwrap()],
+            dir.path(),
+        );
+        Federation {
+            dir,
+            taskmanagers,
+            shards,
+            gateway,
+        }
+    }
+
+    /// The gateway's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.gateway.addresses["http"])
+    }
+
+    /// Prints every process's log (for failing tests).
+    pub fn dump_logs(&self) {
+        for process in self
+            .taskmanagers
+            .iter()
+            .chain(&self.shards)
+            .chain([&self.gateway])
+        {
+            eprintln!(
+                "==== {} ====\n{}",
+                process.name,
+                std::fs::read_to_string(&process.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+pub fn toml_list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items
+            .iter()
+            .map(|item| format!("\"{item}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The catalog section for the TPC-H tables under `data`.
+pub fn catalog_toml(data: &Path) -> String {
+    cluster_agent::TPCH_TABLES
+        .iter()
+        .map(|table| {
+            format!(
+                "[[catalog.tables]]\nname = \"{table}\"\nformat = \"parquet\"\nlocation = \"{}\"\n",
+                data.join(table).display()
+            )
+        })
+        .collect()
+}
+
+/// An HTTP response, fully read.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// Decodes an Arrow IPC stream body.
+    pub fn arrow(&self) -> Vec<RecordBatch> {
+        let reader = arrow_ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(self.body.to_vec()),
+            None,
+        )
+        .unwrap_or_else(|error| {
+            panic!(
+                "not an Arrow stream ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        });
+        reader.map(Result::unwrap).collect()
+    }
+}
+
+/// Sends one HTTP request and reads the whole response.
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> HttpResponse {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into())).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(120), client.request(request))
+        .await
+        .expect("the gateway answered within 120 s")
+        .expect("HTTP request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("reading the body")
+        .to_bytes();
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Posts SQL as text/plain with the given Accept header.
+pub async fn post_sql(url: &str, sql: &str, accept: &str) -> HttpResponse {
+    http(
+        "POST",
+        &format!("{url}/v1/query"),
+        &[("content-type", "text/plain"), ("accept", accept)],
+        sql.to_string(),
+    )
+    .await
+}
+
+/// Reads an agent's `/v1/state` JSON.
+pub async fn state(process: &Process) -> serde_json::Value {
+    http(
+        "GET",
+        &format!("{}/v1/state", process.admin_url()),
+        &[],
+        Bytes::new(),
+    )
+    .await
+    .json()
+}
+
+/// In-process DataFusion over the same files: the independent answer.
+pub async fn reference_context() -> datafusion::prelude::SessionContext {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let data = tpch_dir();
+    for table in cluster_agent::TPCH_TABLES {
+        ctx.register_parquet(
+            table,
+            format!("{}/", data.join(table).display()),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    ctx
+}
+
+/// Reads a file of `sql-samples/`.
+pub fn sample(path: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../sql-samples")
+            .join(path),
+    )
+    .unwrap()
+}
+
+/// Waits until `condition` holds, at most `timeout`.
+pub async fn eventually(timeout: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
