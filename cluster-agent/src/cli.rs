@@ -118,15 +118,25 @@ fn overrides(args: &RoleArgs, section: &str) -> anyhow::Result<Vec<(String, Stri
     Ok(pairs)
 }
 
-async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode {
-    let config: Config = match overrides(&args, role.as_str())
-        .and_then(|pairs| gateway::load_layered(args.config.as_deref(), env, "AGENT", &pairs))
-    {
-        Ok(config) => config,
-        Err(error) => {
+/// Loads a config from the layers, or returns the exit code after saying what is wrong.
+fn load<T: serde::de::DeserializeOwned>(
+    args: &RoleArgs,
+    section: &str,
+    prefix: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<T, ExitCode> {
+    overrides(args, section)
+        .and_then(|pairs| gateway::load_layered(args.config.as_deref(), env, prefix, &pairs))
+        .map_err(|error| {
             eprintln!("error: {error:#}");
-            return ExitCode::from(EX_USAGE);
-        }
+            ExitCode::from(EX_USAGE)
+        })
+}
+
+async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode {
+    let config: Config = match load(&args, role.as_str(), "AGENT", env) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     gateway::init_tracing(&config.log);
     let registry = prometheus::Registry::new();
@@ -143,20 +153,15 @@ async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -
     };
     println!("{}", handle.listening_line(role));
     tracing::info!(role = role.as_str(), grpc = %handle.grpc_addr, admin = %handle.admin_addr, "listening");
-    wait_for_signal().await;
+    gateway::shutdown_signal().await;
     tracing::info!(role = role.as_str(), "stopping");
     exit(handle.shutdown().await)
 }
 
 async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode {
-    let config: gateway::Config = match overrides(&args, "gateway")
-        .and_then(|pairs| gateway::load_layered(args.config.as_deref(), env, "GATEWAY", &pairs))
-    {
+    let config: gateway::Config = match load(&args, "gateway", "GATEWAY", env) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            return ExitCode::from(EX_USAGE);
-        }
+        Err(code) => return code,
     };
     gateway::init_tracing(&config.log);
     let registry = prometheus::Registry::new();
@@ -168,21 +173,6 @@ async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode
         }
     };
     println!("{}", handle.listening_line());
-    wait_for_signal().await;
+    gateway::shutdown_signal().await;
     exit(handle.shutdown().await)
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-pub(crate) async fn wait_for_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }

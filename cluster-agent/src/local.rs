@@ -127,7 +127,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     if result.is_ok() && !args.once {
         println!("Serving; press Ctrl-C to stop.");
         tokio::select! {
-            _ = crate::cli::wait_for_signal() => {}
+            _ = gateway::shutdown_signal() => {}
             exited = first_exit(&mut nodes) => eprintln!("{exited}; stopping the federation"),
         }
     }

@@ -26,7 +26,7 @@ pub use membership::{Health, Member, Membership, StaticMembership};
 pub use metrics::GatewayMetrics;
 pub use query::{QueryRequest, QueryResult, Routed};
 pub use route::{Route, RouteLayer};
-pub use server::{GatewayHandle, start_gateway};
+pub use server::{GatewayHandle, shutdown_signal, start_gateway};
 pub use shard::ShardClient;
 pub use stack::{QueryService, query_stack};
 pub use telemetry::{LogConfig, LogFormat, init_tracing, spawn_instrumented};

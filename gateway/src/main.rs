@@ -68,17 +68,7 @@ fn main() -> ExitCode {
             }
         };
         println!("{}", handle.listening_line());
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async {
-                match terminate.as_mut() {
-                    Some(signal) => { signal.recv().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => {}
-        }
+        gateway::shutdown_signal().await;
         match handle.shutdown().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

@@ -1,0 +1,157 @@
+//! The `gateway` binary as a process: it starts on an ephemeral port, answers health and error
+//! requests without any shard, refuses bad configuration with EX_USAGE, and stops on SIGTERM.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Gateway {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(config: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env_clear()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(address) = line.strip_prefix("LISTENING role=gateway http=") {
+                let _ = sender.send(address.to_string());
+            }
+        }
+    });
+    let address = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the gateway printed its address");
+    Gateway {
+        child,
+        url: format!("http://{address}"),
+    }
+}
+
+async fn request(
+    method: &str,
+    url: &str,
+    content_type: &str,
+    body: &'static str,
+) -> (u16, serde_json::Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let request = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn serves_health_and_errors_without_shards_and_stops_on_sigterm() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut gateway = start(&format!(
+        "[shards]\nprobe_interval_ms = 100\naddresses = [\"http://{closed}\"]\n"
+    ));
+    let url = gateway.url.clone();
+
+    assert_eq!(
+        request("GET", &format!("{url}/healthz"), "text/plain", "")
+            .await
+            .0,
+        200
+    );
+    let (status, body) =
+        request("POST", &format!("{url}/v1/query"), "text/plain", "SELECT 1").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
+    let (status, body) = request("POST", &format!("{url}/v1/query"), "image/png", "x").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let (status, body) = request("POST", &format!("{url}/v1/query"), "text/plain", "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let (status, body) = request("GET", &format!("{url}/nope"), "text/plain", "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (status, cluster) = request("GET", &format!("{url}/v1/cluster"), "text/plain", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(cluster["shards"][0]["address"], format!("http://{closed}"));
+    let ready = request("GET", &format!("{url}/readyz"), "text/plain", "")
+        .await
+        .0;
+    assert_eq!(ready, 503, "no shard is reachable");
+
+    let pid = nix::unistd::Pid::from_raw(gateway.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(exited) = gateway.child.try_wait().unwrap() {
+            status = Some(exited);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(status.expect("stopped within 5 s of SIGTERM").success());
+}
+
+#[test]
+fn bad_configuration_exits_with_ex_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, "[http]\nmax_body_bytes = \"lots\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--config")
+        .arg(&path)
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid configuration"));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64), "no shards configured");
+}
