@@ -70,7 +70,9 @@ pub(crate) async fn serve_node(
     let admin_addr = admin_listener.local_addr()?;
     let (shutdown, mut stopped) = watch::channel(false);
 
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+    // Small answers (hand-overs, FlightInfo, first batches) must not wait for delayed ACKs.
+    let incoming =
+        tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let mut grpc_stopped = stopped.clone();
     let grpc_task =
         gateway::spawn_instrumented(router.serve_with_incoming_shutdown(incoming, async move {
