@@ -90,20 +90,11 @@ impl GatewayError {
         }
     }
 
-    /// Classifies a boxed error from the tower stack by walking its source chain.
+    /// Recovers the gateway error from a boxed error of the tower stack; anything else is a bug.
     pub fn from_boxed(error: BoxError) -> Self {
         match error.downcast::<GatewayError>() {
             Ok(gateway) => *gateway,
-            Err(other) => {
-                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(other.as_ref());
-                while let Some(current) = source {
-                    if current.is::<tower::timeout::error::Elapsed>() {
-                        return Self::Timeout(0);
-                    }
-                    source = current.source();
-                }
-                Self::Internal(other.to_string())
-            }
+            Err(other) => Self::Internal(other.to_string()),
         }
     }
 

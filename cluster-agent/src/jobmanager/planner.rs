@@ -25,6 +25,8 @@ pub(crate) struct PlannedQuery {
 /// Plans queries against the catalog, distributing them over the live TaskManagers.
 pub(crate) struct Planner {
     ctx: SessionContext,
+    /// The session options, as the head TaskManager applies them; fixed after start-up.
+    options: HashMap<String, String>,
 }
 
 impl Planner {
@@ -49,7 +51,15 @@ impl Planner {
             .build();
         let ctx = SessionContext::new_with_state(state);
         catalog.register(&ctx).await?;
-        Ok(Self { ctx })
+        let options = ctx
+            .state()
+            .config()
+            .options()
+            .entries()
+            .into_iter()
+            .filter_map(|entry| entry.value.map(|value| (entry.key, value)))
+            .collect();
+        Ok(Self { ctx, options })
     }
 
     /// Parses, checks and plans one read-only statement.
@@ -69,14 +79,10 @@ impl Planner {
             .await
             .map_err(AgentError::from_planning)?;
         let plan = encode_plan(physical, state.config()).map_err(AgentError::DataFusion)?;
-        let options = state
-            .config()
-            .options()
-            .entries()
-            .into_iter()
-            .filter_map(|entry| entry.value.map(|value| (entry.key, value)))
-            .collect();
-        Ok(PlannedQuery { plan, options })
+        Ok(PlannedQuery {
+            plan,
+            options: self.options.clone(),
+        })
     }
 }
 

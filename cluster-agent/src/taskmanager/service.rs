@@ -107,7 +107,6 @@ impl TaskManager {
     fn state_json(&self) -> serde_json::Value {
         let inner = &self.inner;
         serde_json::json!({
-            "role": Role::TaskManager.as_str(),
             "id": inner.node_id,
             "slots": inner.slots,
             "pending_tickets": inner.tickets.len(),
