@@ -3,7 +3,7 @@
 //! Loaded with `gateway::load_layered`: defaults → `--config` file → `AGENT_*` env → flags.
 
 use crate::catalog::CatalogConfig;
-use gateway::LogConfig;
+use gateway::{GossipConfig, LogConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -39,6 +39,8 @@ pub struct Config {
     pub taskmanager: TaskManagerConfig,
     /// The tables queries may name; every process reads the same catalog.
     pub catalog: CatalogConfig,
+    /// Gossip membership: every role joins one cluster through `gossip.seeds`.
+    pub gossip: GossipConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -59,10 +61,22 @@ pub struct JobManagerConfig {
     pub listen: SocketAddr,
     /// Address of the HTTP admin service (`/metrics`, `/healthz`, `/v1/state`).
     pub admin_listen: SocketAddr,
-    /// TaskManager Flight URLs (`http://host:port`); static membership until gossip arrives.
+    /// TaskManager Flight URLs (`http://host:port`) as a fixed list, probed in the background,
+    /// all in pool `default`. Empty (the default): TaskManagers are discovered by gossip.
     pub taskmanagers: Vec<String>,
-    /// How often each TaskManager's reachability is probed, in milliseconds.
+    /// How often each listed TaskManager's reachability is probed, in milliseconds.
     pub probe_interval_ms: u64,
+    /// TaskManagers a query's stages are spread over (fewer when fewer are free).
+    pub taskmanagers_per_query: usize,
+    /// Slots a query leases on each of its TaskManagers.
+    pub slots_per_query: u64,
+    /// Lifetime of a slot lease unless renewed, in milliseconds: how long the slots of a
+    /// crashed shard or TaskManager stay taken at most.
+    pub lease_ttl_ms: u64,
+    /// Queries that may wait for free slots at once; more fail at once with `cluster_busy`.
+    pub queue_length: usize,
+    /// How long a query may wait for free slots, in milliseconds, before `cluster_busy`.
+    pub queue_max_wait_ms: u64,
     /// How long the hand-over of a plan to a TaskManager may take, in milliseconds.
     pub handover_timeout_ms: u64,
     /// DataFusion `target_partitions` per stage; 0 means the number of cores.
@@ -78,6 +92,11 @@ impl Default for JobManagerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             taskmanagers: Vec::new(),
             probe_interval_ms: 1000,
+            taskmanagers_per_query: 2,
+            slots_per_query: 1,
+            lease_ttl_ms: 10_000,
+            queue_length: 256,
+            queue_max_wait_ms: 5_000,
             handover_timeout_ms: 5000,
             target_partitions: 0,
             batch_size: 8192,
@@ -93,8 +112,11 @@ pub struct TaskManagerConfig {
     pub listen: SocketAddr,
     /// Address of the HTTP admin service (`/metrics`, `/healthz`, `/v1/state`).
     pub admin_listen: SocketAddr,
-    /// Task slots this TaskManager offers (reported now; enforced by slot leases later).
+    /// Task slots this TaskManager offers; shards lease them, and it refuses leases beyond.
     pub slots: usize,
+    /// The pool (isolation group) this TaskManager serves; tenants bound to a pool run only on
+    /// its TaskManagers.
+    pub pool: String,
     /// Limit of the DataFusion memory pool, in MiB; queries over it fail or spill.
     pub memory_limit_mb: u64,
     /// How long a handed-over plan waits for its `DoGet` before it is dropped, in seconds.
@@ -109,6 +131,7 @@ impl Default for TaskManagerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             slots: 4,
+            pool: flotilla_protocol::DEFAULT_POOL.to_string(),
             memory_limit_mb: 2048,
             ticket_ttl_secs: 60,
             max_pending_tickets: 1024,

@@ -21,6 +21,12 @@ pub enum AgentError {
     /// No TaskManager could take the query.
     #[error("no taskmanager available: {0}")]
     NoTaskManager(String),
+    /// No free slots: a TaskManager refused a lease, or a query waited its maximum for one.
+    #[error("cluster busy: {0}")]
+    ClusterBusy(String),
+    /// A task or result arrived without a valid slot lease.
+    #[error("no valid slot lease: {0}")]
+    NoLease(String),
     /// A result ticket is unknown, expired or already fetched.
     #[error("ticket {0} is unknown, expired or already fetched")]
     TicketNotFound(String),
@@ -41,6 +47,8 @@ impl AgentError {
             Self::SqlPlanning(_) => ErrorCode::SqlPlanning,
             Self::NotAllowed(_) => ErrorCode::NotAllowed,
             Self::NoTaskManager(_) => ErrorCode::Unavailable,
+            Self::ClusterBusy(_) => ErrorCode::ClusterBusy,
+            Self::NoLease(_) => ErrorCode::NotAllowed,
             Self::TicketNotFound(_) => ErrorCode::TicketNotFound,
             Self::DataFusion(error) => datafusion_code(error),
             Self::Internal(_) => ErrorCode::Internal,

@@ -30,6 +30,13 @@ pub struct HandoverRequest {
     /// The receiving TaskManager's own URL as the shard knows it.
     #[prost(string, tag = "5")]
     pub head_url: String,
+    /// The slot lease the shard reserved on every TaskManager of `worker_urls`; the head
+    /// renews and releases it from now on.
+    #[prost(string, tag = "6")]
+    pub lease_id: String,
+    /// The lease's lifetime unless renewed, in milliseconds.
+    #[prost(uint64, tag = "7")]
+    pub lease_ttl_ms: u64,
 }
 
 /// The answer to a hand-over.

@@ -40,6 +40,12 @@ pub struct LocalArgs {
     /// Slots per TaskManager.
     #[arg(long, default_value_t = 4)]
     slots: usize,
+    /// TaskManagers to start.
+    #[arg(long, default_value_t = 2)]
+    taskmanagers: usize,
+    /// JobManager shards to start.
+    #[arg(long, default_value_t = 2)]
+    shards: usize,
     /// Run the main job, print its result, then stop everything (instead of serving until
     /// Ctrl-C).
     #[arg(long)]
@@ -77,23 +83,29 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
 
     let mut nodes: Vec<Node> = Vec::new();
     let result = async {
+        // Everyone discovers everyone by gossip; the first TaskManager is the seed.
+        let mut seeds: Vec<String> = Vec::new();
         let mut taskmanagers = Vec::new();
-        for index in 1..=2 {
+        for index in 1..=args.taskmanagers.max(1) {
             let mut config = Config::default();
             config.node.id = Some(format!("tm-{index}"));
             config.taskmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
             config.taskmanager.slots = args.slots;
+            config.gossip.seeds = seeds.clone();
             config.catalog = catalog.clone();
             let node = start(&executable, Role::TaskManager.as_str(), &format!("tm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
             taskmanagers.push(format!("http://{}", node.address("grpc")?));
+            if seeds.is_empty() {
+                seeds.push(node.address("gossip")?.to_string());
+            }
             nodes.push(node);
         }
         let mut shards = Vec::new();
-        for index in 1..=2 {
+        for index in 1..=args.shards.max(1) {
             let mut config = Config::default();
             config.node.id = Some(format!("jm-{index}"));
             config.jobmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-            config.jobmanager.taskmanagers = taskmanagers.clone();
+            config.gossip.seeds = seeds.clone();
             config.catalog = catalog.clone();
             let node = start(&executable, Role::JobManager.as_str(), &format!("jm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
             shards.push(format!("http://{}", node.address("grpc")?));
@@ -101,8 +113,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         }
         let mut config = gateway::Config::default();
         config.http.listen = args.http;
-        config.shards.addresses = shards.clone();
-        config.taskmanagers.addresses = taskmanagers.clone();
+        config.gossip.seeds = seeds.clone();
         let node = start(&executable, "gateway", "gateway", &toml::to_string(&config)?, &run_dir).await?;
         let url = format!("http://{}", node.address("http")?);
         nodes.push(node);
@@ -112,6 +123,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         println!("  gateway       {url}");
         println!("  shards        {}", shards.join(", "));
         println!("  taskmanagers  {}", taskmanagers.join(", "));
+        println!("  gossip seed   {} (join more agents with --set gossip.seeds=[\"{}\"])", seeds.join(", "), seeds.join("\",\""));
         println!("  data          {} (TPC-H scale {})", data_dir.display(), args.scale);
         println!("  configs/logs  {}", run_dir.display());
         println!();

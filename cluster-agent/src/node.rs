@@ -3,6 +3,8 @@
 
 use crate::config::Role;
 use bytes::Bytes;
+use flotilla_protocol::{NodeInfo, NodeRole};
+use gateway::Gossip;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -24,6 +26,8 @@ pub struct NodeHandle {
     pub grpc_addr: SocketAddr,
     /// The bound HTTP admin address.
     pub admin_addr: SocketAddr,
+    /// Its gossip membership.
+    pub gossip: Gossip,
     shutdown: watch::Sender<bool>,
     grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -32,42 +36,96 @@ impl NodeHandle {
     /// Returns the line a parent process or test reads to learn the bound addresses.
     pub fn listening_line(&self, role: Role) -> String {
         format!(
-            "LISTENING role={} grpc={} admin={}",
+            "LISTENING role={} grpc={} admin={} gossip={}",
             role.as_str(),
             self.grpc_addr,
-            self.admin_addr
+            self.admin_addr,
+            self.gossip.addr()
         )
     }
 
-    /// Stops accepting, lets in-flight calls finish, and waits for the gRPC server to end.
+    /// Announces the drain over gossip, gives peers a few gossip rounds to see it, stops
+    /// accepting, lets in-flight calls finish, and leaves gossip.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.gossip.set_draining().await;
+        let rounds = std::time::Duration::from_millis(self.gossip.config().interval_ms * 3);
+        tokio::time::sleep(rounds.min(std::time::Duration::from_secs(2))).await;
         let _ = self.shutdown.send(true);
         self.grpc_task.await??;
+        self.gossip.shutdown().await;
         Ok(())
     }
 }
 
-/// Binds both listeners and serves `router` and the admin endpoints.
+/// A node's listeners, bound before its services are built so that its gossip state can name
+/// the real addresses.
+pub(crate) struct NodeListeners {
+    grpc: TcpListener,
+    admin: TcpListener,
+    /// The bound gRPC address.
+    pub(crate) grpc_addr: SocketAddr,
+    /// The bound HTTP admin address.
+    pub(crate) admin_addr: SocketAddr,
+}
+
+impl NodeListeners {
+    /// Binds both listeners.
+    pub(crate) async fn bind(
+        role: Role,
+        grpc_listen: SocketAddr,
+        admin_listen: SocketAddr,
+    ) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(grpc_listen).await.map_err(|error| {
+            anyhow::anyhow!(
+                "cannot listen on {grpc_listen} for {}: {error}",
+                role.as_str()
+            )
+        })?;
+        let admin = TcpListener::bind(admin_listen).await.map_err(|error| {
+            anyhow::anyhow!("cannot listen on {admin_listen} for admin: {error}")
+        })?;
+        Ok(Self {
+            grpc_addr: grpc.local_addr()?,
+            admin_addr: admin.local_addr()?,
+            grpc,
+            admin,
+        })
+    }
+
+    /// Returns this node's gossip identity with its addresses filled in.
+    pub(crate) fn node_info(&self, id: String, role: Role, pool: Option<String>) -> NodeInfo {
+        NodeInfo {
+            id,
+            role: match role {
+                Role::JobManager => NodeRole::JobManager,
+                Role::TaskManager => NodeRole::TaskManager,
+            },
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            grpc_url: Some(format!("http://{}", self.grpc_addr)),
+            http_addr: None,
+            admin_addr: Some(self.admin_addr.to_string()),
+            pool,
+            draining: false,
+        }
+    }
+}
+
+/// Serves `router` and the admin endpoints on the bound listeners.
 pub(crate) async fn serve_node(
     role: Role,
-    grpc_listen: SocketAddr,
-    admin_listen: SocketAddr,
+    listeners: NodeListeners,
+    gossip: Gossip,
     router: tonic::transport::server::Router,
     registry: Registry,
     state: StateView,
     refresh: RefreshGauges,
 ) -> anyhow::Result<NodeHandle> {
-    let grpc_listener = TcpListener::bind(grpc_listen).await.map_err(|error| {
-        anyhow::anyhow!(
-            "cannot listen on {grpc_listen} for {}: {error}",
-            role.as_str()
-        )
-    })?;
-    let admin_listener = TcpListener::bind(admin_listen)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on {admin_listen} for admin: {error}"))?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let admin_addr = admin_listener.local_addr()?;
+    let NodeListeners {
+        grpc: grpc_listener,
+        admin: admin_listener,
+        grpc_addr,
+        admin_addr,
+    } = listeners;
     let (shutdown, mut stopped) = watch::channel(false);
 
     // Small answers (hand-overs, FlightInfo, first batches) must not wait for delayed ACKs.
@@ -84,6 +142,7 @@ pub(crate) async fn serve_node(
         registry,
         state,
         refresh,
+        gossip: gossip.clone(),
     });
     gateway::spawn_instrumented(async move {
         loop {
@@ -109,6 +168,7 @@ pub(crate) async fn serve_node(
     Ok(NodeHandle {
         grpc_addr,
         admin_addr,
+        gossip,
         shutdown,
         grpc_task,
     })
@@ -119,6 +179,7 @@ struct Admin {
     registry: Registry,
     state: StateView,
     refresh: RefreshGauges,
+    gossip: Gossip,
 }
 
 impl Admin {
@@ -145,6 +206,8 @@ impl Admin {
             ("GET", "/v1/state") => {
                 let mut state = (self.state)();
                 state["role"] = serde_json::Value::from(self.role.as_str());
+                state["gossip"] = serde_json::json!(self.gossip.addr());
+                state["cluster"] = serde_json::json!(*self.gossip.view());
                 let body = serde_json::to_vec_pretty(&state).unwrap_or_default();
                 (StatusCode::OK, "application/json", Bytes::from(body))
             }

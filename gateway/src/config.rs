@@ -3,7 +3,9 @@
 //! Loaded with [`crate::load_layered`]: defaults → `--config` file → `GATEWAY_*` env → flags.
 
 use crate::LogConfig;
+use crate::gossip::GossipConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Everything the gateway can be configured with.
@@ -19,8 +21,12 @@ pub struct Config {
     pub taskmanagers: TaskManagersConfig,
     /// How queries are spread over shards.
     pub routing: RoutingConfig,
-    /// How many queries are admitted at once.
+    /// How many queries are admitted at once, overall and per tenant.
     pub admission: AdmissionConfig,
+    /// Tenants with limits or a pool of their own, by name; others get the admission defaults.
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// Gossip membership: how shards are discovered when `shards.addresses` is empty.
+    pub gossip: GossipConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -48,7 +54,8 @@ impl Default for HttpConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShardsConfig {
-    /// Shard Flight URLs (`http://host:port`); static membership until gossip arrives.
+    /// Shard Flight URLs (`http://host:port`): a fixed list, probed in the background. Empty
+    /// (the default): shards are discovered by gossip through `gossip.seeds`.
     pub addresses: Vec<String>,
     /// Time allowed to open a connection to a shard or TaskManager, in milliseconds.
     pub connect_timeout_ms: u64,
@@ -99,20 +106,46 @@ impl Default for RoutingConfig {
     }
 }
 
-/// Admission control.
+/// Admission control: a global bound, and per tenant a concurrency limit and a bounded queue.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdmissionConfig {
-    /// Queries routed at once (from admission to the result's first message); more wait.
+    /// Queries running at once over all tenants (from admission to the end of the result).
     pub max_in_flight: usize,
+    /// Default for a tenant's queries running at once.
+    pub tenant_max_concurrent: usize,
+    /// Default for how many of a tenant's queries may wait for a slot; more get 429.
+    pub tenant_queue_length: usize,
+    /// Default for how long a tenant's query may wait, in milliseconds; longer gets 429.
+    pub tenant_max_wait_ms: u64,
+    /// Distinct tenants tracked at once (idle ones are forgotten first); more get 429.
+    pub max_tenants: usize,
 }
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
             max_in_flight: 1024,
+            tenant_max_concurrent: 64,
+            tenant_queue_length: 256,
+            tenant_max_wait_ms: 10_000,
+            max_tenants: 1024,
         }
     }
+}
+
+/// One tenant's own settings; unset fields take the `[admission]` defaults.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Its queries running at once.
+    pub max_concurrent: Option<usize>,
+    /// How many of its queries may wait.
+    pub queue_length: Option<usize>,
+    /// How long one of its queries may wait, in milliseconds.
+    pub max_wait_ms: Option<u64>,
+    /// The TaskManager pool its queries run on (default `default`).
+    pub pool: Option<String>,
 }
 
 impl Config {
@@ -123,5 +156,25 @@ impl Config {
         config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.shards.addresses = shards;
         config
+    }
+
+    /// Checks what serde cannot: limits that must be positive.
+    pub fn validate(&self) -> Result<(), String> {
+        let admission = &self.admission;
+        if admission.max_in_flight == 0 || admission.tenant_max_concurrent == 0 {
+            return Err(
+                "admission.max_in_flight and admission.tenant_max_concurrent must be at least 1"
+                    .into(),
+            );
+        }
+        if admission.max_tenants == 0 {
+            return Err("admission.max_tenants must be at least 1".into());
+        }
+        for (name, tenant) in &self.tenants {
+            if tenant.max_concurrent == Some(0) {
+                return Err(format!("tenants.{name}.max_concurrent must be at least 1"));
+            }
+        }
+        Ok(())
     }
 }

@@ -52,6 +52,14 @@ pub enum GatewayError {
         /// What failed.
         message: String,
     },
+    /// The tenant's concurrency limit and queue are full, or its query waited too long.
+    #[error("tenant `{tenant}` is over its limits: {reason}; retry later")]
+    TenantQueueFull {
+        /// The tenant.
+        tenant: String,
+        /// Which limit.
+        reason: String,
+    },
     /// The query produced no first result message in time.
     #[error("no result within {0} ms")]
     Timeout(u64),
@@ -76,6 +84,7 @@ impl GatewayError {
             | Self::ShardUnavailable { .. }
             | Self::TaskManagerUnavailable { .. } => ErrorCode::Unavailable,
             Self::Timeout(_) => ErrorCode::Timeout,
+            Self::TenantQueueFull { .. } => ErrorCode::TenantQueueFull,
             Self::Remote(body) => body.code,
             Self::Internal(_) => ErrorCode::Internal,
         }

@@ -3,8 +3,10 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod config;
 mod error;
+mod gossip;
 mod http;
 mod layered;
 mod membership;
@@ -16,10 +18,13 @@ mod shard;
 mod stack;
 mod telemetry;
 
+pub use admission::{Admission, AdmissionLayer};
 pub use config::{
     AdmissionConfig, Config, HttpConfig, RoutingConfig, ShardsConfig, TaskManagersConfig,
+    TenantConfig,
 };
 pub use error::{BoxError, GatewayError};
+pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer};
 pub use http::{Gateway, ResponseBody};
 pub use layered::load_layered;
 pub use membership::{Health, Member, Membership, StaticMembership};

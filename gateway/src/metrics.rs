@@ -21,6 +21,10 @@ pub struct GatewayMetrics {
     pub routing_decisions: IntCounterVec,
     /// Attempts retried on another shard after a failure before the first byte.
     pub retries: IntCounter,
+    /// Queries refused by admission (429), by tenant (`other` for unconfigured tenants).
+    pub admission_rejected: IntCounterVec,
+    /// Seconds admitted queries waited for their tenant's and the global permit.
+    pub admission_wait_seconds: Histogram,
 }
 
 impl GatewayMetrics {
@@ -72,7 +76,25 @@ impl GatewayMetrics {
                 "flotilla_gateway_retries_total",
                 "Attempts retried on another shard after a failure before the first byte",
             )?,
+            admission_rejected: IntCounterVec::new(
+                Opts::new(
+                    "flotilla_gateway_admission_rejected_total",
+                    "Queries refused by admission (tenant_queue_full), by tenant",
+                ),
+                &["tenant"],
+            )?,
+            admission_wait_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "flotilla_gateway_admission_wait_seconds",
+                    "Time admitted queries waited in their tenant's queue",
+                )
+                .buckets(vec![
+                    0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+                ]),
+            )?,
         };
+        registry.register(Box::new(metrics.admission_rejected.clone()))?;
+        registry.register(Box::new(metrics.admission_wait_seconds.clone()))?;
         registry.register(Box::new(metrics.queries.clone()))?;
         registry.register(Box::new(metrics.first_byte_seconds.clone()))?;
         registry.register(Box::new(metrics.bytes_streamed.clone()))?;

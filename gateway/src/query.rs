@@ -13,9 +13,24 @@ pub struct QueryRequest {
     pub sql: String,
     /// The explicit routing key, when the client sent one.
     pub routing_key: Option<String>,
+    /// The tenant it runs for.
+    pub tenant: String,
+    /// The TaskManager pool it must run on; set by admission from the tenant's config.
+    pub pool: String,
 }
 
 impl QueryRequest {
+    /// Returns a request for the default tenant and pool.
+    pub fn new(query_id: QueryId, sql: impl Into<String>) -> Self {
+        Self {
+            query_id,
+            sql: sql.into(),
+            routing_key: None,
+            tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
+            pool: flotilla_protocol::DEFAULT_POOL.to_string(),
+        }
+    }
+
     /// Returns the key the ring hashes: the routing key, else the normalized SQL text, so
     /// repeated queries land on the shard whose caches know them.
     pub fn ring_key(&self) -> String {

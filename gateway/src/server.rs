@@ -1,9 +1,11 @@
 //! Starts the gateway: binds the listener, builds the stack, serves HTTP/1.1 and HTTP/2.
 
 use crate::config::Config;
+use crate::gossip::{Gossip, GossipMembership, LoadSource};
 use crate::http::Gateway;
 use crate::membership::{Membership, StaticMembership};
 use crate::metrics::GatewayMetrics;
+use flotilla_protocol::{NodeInfo, NodeLoad, NodeRole};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::Registry;
 use std::net::SocketAddr;
@@ -16,52 +18,113 @@ use tokio::sync::watch;
 pub struct GatewayHandle {
     /// The bound HTTP address.
     pub addr: SocketAddr,
+    /// Its gossip membership, unless shards are a fixed list.
+    pub gossip: Option<Gossip>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl GatewayHandle {
-    /// Returns the line a parent process or test reads to learn the bound address.
+    /// Returns the line a parent process or test reads to learn the bound addresses.
     pub fn listening_line(&self) -> String {
-        format!("LISTENING role=gateway http={}", self.addr)
+        match &self.gossip {
+            Some(gossip) => format!(
+                "LISTENING role=gateway http={} gossip={}",
+                self.addr,
+                gossip.addr()
+            ),
+            None => format!("LISTENING role=gateway http={}", self.addr),
+        }
     }
 
-    /// Stops accepting and waits (at most 30 s) for open responses to finish.
+    /// Announces the drain, stops accepting and waits (at most 30 s) for open responses.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        if let Some(gossip) = &self.gossip {
+            gossip.set_draining().await;
+        }
         let _ = self.shutdown.send(true);
         self.task.await?;
+        if let Some(gossip) = self.gossip {
+            gossip.shutdown().await;
+        }
         Ok(())
     }
 }
 
 /// Starts a gateway with `config`, registering its metrics in `registry`.
 pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result<GatewayHandle> {
-    if config.shards.addresses.is_empty() {
-        anyhow::bail!("shards.addresses is empty: the gateway needs at least one JobManager shard");
+    config.validate().map_err(anyhow::Error::msg)?;
+    if config.shards.addresses.is_empty() && config.gossip.seeds.is_empty() {
+        anyhow::bail!(
+            "no shards to route to: set gossip.seeds (discovery) or shards.addresses (a fixed list)"
+        );
     }
-    let probe_interval = Duration::from_millis(config.shards.probe_interval_ms.max(10));
-    let shards = StaticMembership::new(config.shards.addresses.clone());
-    shards.spawn_prober(probe_interval);
-    let taskmanagers = StaticMembership::new(config.taskmanagers.addresses.clone());
-    taskmanagers.spawn_prober(probe_interval);
-    let shards: Arc<dyn Membership> = shards;
-    let taskmanagers: Arc<dyn Membership> = taskmanagers;
-    let metrics = GatewayMetrics::new(&registry)?;
-    let queries = crate::stack::query_stack(&config, Arc::clone(&shards), metrics.clone());
-    let gateway = Gateway::new(&config, queries, shards, taskmanagers, metrics, registry);
-
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.http.listen))?;
     let addr = listener.local_addr()?;
+    let metrics = GatewayMetrics::new(&registry)?;
+    let (shards, taskmanagers, gossip) = if config.shards.addresses.is_empty() {
+        let in_flight = metrics.shard_in_flight.clone();
+        let info = NodeInfo {
+            id: format!("gateway-{}", std::process::id()),
+            role: NodeRole::Gateway,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            grpc_url: None,
+            http_addr: Some(addr.to_string()),
+            admin_addr: Some(addr.to_string()),
+            pool: None,
+            draining: false,
+        };
+        let load: LoadSource = Arc::new(move || NodeLoad {
+            in_flight: total_in_flight(&in_flight),
+            ..NodeLoad::default()
+        });
+        let gossip = Gossip::start(config.gossip.clone(), info, load).await?;
+        let shards: Arc<dyn Membership> =
+            Arc::new(GossipMembership::new(gossip.clone(), NodeRole::JobManager));
+        let taskmanagers: Arc<dyn Membership> =
+            Arc::new(GossipMembership::new(gossip.clone(), NodeRole::TaskManager));
+        (shards, taskmanagers, Some(gossip))
+    } else {
+        let probe_interval = Duration::from_millis(config.shards.probe_interval_ms.max(10));
+        let shards = StaticMembership::new(config.shards.addresses.clone());
+        shards.spawn_prober(probe_interval);
+        let taskmanagers = StaticMembership::new(config.taskmanagers.addresses.clone());
+        taskmanagers.spawn_prober(probe_interval);
+        let shards: Arc<dyn Membership> = shards;
+        let taskmanagers: Arc<dyn Membership> = taskmanagers;
+        (shards, taskmanagers, None)
+    };
+    let queries = crate::stack::query_stack(&config, Arc::clone(&shards), metrics.clone());
+    let gateway = Gateway::new(
+        &config,
+        queries,
+        shards,
+        taskmanagers,
+        gossip.clone(),
+        metrics,
+        registry,
+    );
     let (shutdown, stopped) = watch::channel(false);
     let task = crate::spawn_instrumented(serve(listener, gateway, stopped));
     tracing::info!(%addr, "gateway listening");
     Ok(GatewayHandle {
         addr,
+        gossip,
         shutdown,
         task,
     })
+}
+
+fn total_in_flight(gauges: &prometheus::IntGaugeVec) -> u64 {
+    use prometheus::core::Collector;
+    gauges
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .map(|metric| metric.get_gauge().get_value().max(0.0) as u64)
+        .sum()
 }
 
 /// Waits for Ctrl-C or SIGTERM: how every Flotilla process is asked to stop.

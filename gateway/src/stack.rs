@@ -1,5 +1,6 @@
 //! The query path as one tower stack, outermost layer first.
 
+use crate::admission::{AdmissionLayer, Tenants};
 use crate::config::Config;
 use crate::error::BoxError;
 use crate::membership::Membership;
@@ -21,10 +22,15 @@ pub fn query_stack(
     shards: Arc<dyn Membership>,
     metrics: GatewayMetrics,
 ) -> QueryService {
+    let tenants = Arc::new(Tenants::new(
+        config.admission.clone(),
+        config.tenants.clone(),
+        metrics.clone(),
+    ));
     let service = ServiceBuilder::new()
-        // 1. Admission: at most `max_in_flight` queries between admission and their first
-        //    result message; the rest wait here (tenant queues replace this later).
-        .concurrency_limit(config.admission.max_in_flight.max(1))
+        // 1. Admission: the tenant's concurrency limit and bounded queue, then the global
+        //    bound; both permits are held until the result stream ends. Sets the pool.
+        .layer(AdmissionLayer::new(tenants))
         // 2. Route: consistent hash + bounded loads over healthy shards; failed attempts are
         //    retried on the next shard before any byte reached the client.
         .layer(RouteLayer::new(shards, config.routing.clone(), metrics))

@@ -10,6 +10,25 @@ pub struct QueryCommand {
     pub query_id: QueryId,
     /// The SQL text, one read-only statement.
     pub sql: String,
+    /// The tenant the query runs for, as admitted by the gateway.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// The TaskManager pool the query must run on.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+}
+
+/// The tenant of queries that name none.
+pub const DEFAULT_TENANT: &str = "default";
+/// The pool of TaskManagers that name none, and of tenants bound to none.
+pub const DEFAULT_POOL: &str = "default";
+
+fn default_tenant() -> String {
+    DEFAULT_TENANT.to_string()
+}
+
+fn default_pool() -> String {
+    DEFAULT_POOL.to_string()
 }
 
 impl QueryCommand {

@@ -25,6 +25,10 @@ pub enum ErrorCode {
     NotFound,
     /// No shard or TaskManager could take the query.
     Unavailable,
+    /// Every TaskManager slot the query could use stayed taken for the shard's queue wait.
+    ClusterBusy,
+    /// The tenant's concurrent queries and its queue are full, or it waited too long.
+    TenantQueueFull,
     /// The query ran out of time.
     #[serde(rename = "query_timeout")]
     Timeout,
@@ -54,6 +58,8 @@ impl ErrorCode {
             Self::NotAcceptable => "not_acceptable",
             Self::NotFound => "not_found",
             Self::Unavailable => "unavailable",
+            Self::ClusterBusy => "cluster_busy",
+            Self::TenantQueueFull => "tenant_queue_full",
             Self::Timeout => "query_timeout",
             Self::Cancelled => "cancelled",
             Self::ResourcesExhausted => "resources_exhausted",
@@ -69,7 +75,7 @@ impl ErrorCode {
     }
 
     /// Every code.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::BadRequest,
         Self::SqlSyntax,
         Self::SqlPlanning,
@@ -79,6 +85,8 @@ impl ErrorCode {
         Self::NotAcceptable,
         Self::NotFound,
         Self::Unavailable,
+        Self::ClusterBusy,
+        Self::TenantQueueFull,
         Self::Timeout,
         Self::Cancelled,
         Self::ResourcesExhausted,
@@ -97,7 +105,8 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             Self::NotFound | Self::TicketNotFound => StatusCode::NOT_FOUND,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::ClusterBusy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TenantQueueFull => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Self::ResourcesExhausted => StatusCode::INSUFFICIENT_STORAGE,
@@ -109,6 +118,11 @@ impl ErrorCode {
     /// so running it elsewhere is safe and may work.
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::Unavailable)
+    }
+
+    /// Says whether the client should come back later: the answer carries `Retry-After`.
+    pub fn is_backpressure(self) -> bool {
+        matches!(self, Self::ClusterBusy | Self::TenantQueueFull)
     }
 }
 
@@ -179,6 +193,7 @@ mod grpc {
                 Self::UnsupportedMediaType | Self::NotAcceptable => Code::InvalidArgument,
                 Self::NotFound | Self::TicketNotFound => Code::NotFound,
                 Self::Unavailable => Code::Unavailable,
+                Self::ClusterBusy | Self::TenantQueueFull => Code::ResourceExhausted,
                 Self::Timeout => Code::DeadlineExceeded,
                 Self::Cancelled => Code::Cancelled,
                 Self::Execution => Code::Aborted,

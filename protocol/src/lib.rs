@@ -1,5 +1,5 @@
 //! What every Flotilla process and the client must agree on: query ids, error codes, header
-//! names, media types and the gateway → shard query command. No logic lives here.
+//! names, media types, the gateway → shard query command and the gossiped node state. No logic lives here.
 
 #![forbid(unsafe_code)]
 
@@ -7,10 +7,12 @@ mod command;
 mod error;
 mod headers;
 mod media;
+mod node_state;
 mod query_id;
 
-pub use command::QueryCommand;
+pub use command::{DEFAULT_POOL, DEFAULT_TENANT, QueryCommand};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use headers::{QUERY_ID_HEADER, ROUTING_KEY_HEADER, TENANT_HEADER};
 pub use media::MediaType;
+pub use node_state::{LOAD_KEY, NODE_KEY, NodeInfo, NodeLoad, NodeRole};
 pub use query_id::QueryId;

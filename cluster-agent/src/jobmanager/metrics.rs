@@ -18,12 +18,35 @@ pub struct JobManagerMetrics {
     pub response_bytes: IntCounter,
     /// Hand-overs a TaskManager failed, retried on another.
     pub handover_retries: IntCounter,
+    /// Time queries waited for slot leases, in seconds.
+    pub lease_wait_seconds: Histogram,
+    /// Queries waiting for free slots now.
+    pub queued: IntGauge,
+    /// Lease reservations TaskManagers refused (no free slots).
+    pub leases_refused: IntCounter,
 }
 
 impl JobManagerMetrics {
     /// Creates the families and registers them in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
+            lease_wait_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "flotilla_jobmanager_lease_wait_seconds",
+                    "Time queries waited for TaskManager slot leases",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+                ]),
+            )?,
+            queued: IntGauge::new(
+                "flotilla_jobmanager_queued",
+                "Queries waiting for free TaskManager slots",
+            )?,
+            leases_refused: IntCounter::new(
+                "flotilla_jobmanager_leases_refused_total",
+                "Slot reservations TaskManagers refused for want of free slots",
+            )?,
             queries_planned: IntCounter::new(
                 "flotilla_jobmanager_queries_planned_total",
                 "Queries planned and handed over to a TaskManager",
@@ -55,6 +78,9 @@ impl JobManagerMetrics {
             )?,
         };
         registry.register(Box::new(metrics.queries_planned.clone()))?;
+        registry.register(Box::new(metrics.lease_wait_seconds.clone()))?;
+        registry.register(Box::new(metrics.queued.clone()))?;
+        registry.register(Box::new(metrics.leases_refused.clone()))?;
         registry.register(Box::new(metrics.queries_failed.clone()))?;
         registry.register(Box::new(metrics.planning_seconds.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;

@@ -6,12 +6,11 @@ use crate::config::JobManagerConfig;
 use crate::error::AgentError;
 use datafusion::common::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, WorkerResolver};
-use gateway::Membership;
 use std::collections::HashMap;
-use std::sync::Arc;
 use url::Url;
 
 /// A query ready to hand over.
@@ -34,7 +33,6 @@ impl Planner {
     pub(crate) async fn new(
         catalog: &CatalogConfig,
         config: &JobManagerConfig,
-        taskmanagers: Arc<dyn Membership>,
     ) -> anyhow::Result<Self> {
         let mut session_config = SessionConfig::new()
             .with_batch_size(config.batch_size)
@@ -46,7 +44,7 @@ impl Planner {
             .with_default_features()
             .with_config(session_config)
             .with_distributed_planner()
-            .with_distributed_worker_resolver(LiveWorkers(taskmanagers))
+            .with_distributed_worker_resolver(LeasedWorkers(Vec::new()))
             .with_distributed_user_codec(FlotillaCodec)
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -62,20 +60,41 @@ impl Planner {
         Ok(Self { ctx, options })
     }
 
-    /// Parses, checks and plans one read-only statement.
-    pub(crate) async fn plan(&self, sql: &str) -> Result<PlannedQuery, AgentError> {
+    /// Parses, checks and plans one read-only statement logically: everything that can be the
+    /// SQL's fault fails here, before any slot is leased.
+    pub(crate) async fn prepare(&self, sql: &str) -> Result<LogicalPlan, AgentError> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state
             .sql_to_statement(sql, &dialect)
             .map_err(|error| AgentError::SqlSyntax(crate::error::root_message(&error)))?;
         ensure_read_only(&statement)?;
-        let logical = state
+        state
             .statement_to_plan(statement)
             .await
-            .map_err(AgentError::from_planning)?;
+            .map_err(AgentError::from_planning)
+    }
+
+    /// Plans `logical` physically over the TaskManagers the query leased, and encodes it.
+    pub(crate) async fn plan(
+        &self,
+        logical: &LogicalPlan,
+        workers: &[String],
+    ) -> Result<PlannedQuery, AgentError> {
+        let urls = workers
+            .iter()
+            .map(|address| {
+                Url::parse(address).map_err(|error| {
+                    AgentError::Internal(format!("taskmanager url {address}: {error}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut state = self.ctx.state();
+        state
+            .config_mut()
+            .set_distributed_worker_resolver(LeasedWorkers(urls));
         let physical = state
-            .create_physical_plan(&logical)
+            .create_physical_plan(logical)
             .await
             .map_err(AgentError::from_planning)?;
         let plan = encode_plan(physical, state.config()).map_err(AgentError::DataFusion)?;
@@ -113,19 +132,12 @@ fn statement_kind(text: &str) -> String {
         .to_uppercase()
 }
 
-/// The TaskManagers that are up now, for sizing stages.
-struct LiveWorkers(Arc<dyn Membership>);
+/// The TaskManagers one query leased slots on: stages are sized for them alone.
+struct LeasedWorkers(Vec<Url>);
 
-impl WorkerResolver for LiveWorkers {
+impl WorkerResolver for LeasedWorkers {
     fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
-        self.0
-            .healthy()
-            .iter()
-            .map(|address| {
-                Url::parse(address)
-                    .map_err(|error| DataFusionError::Configuration(format!("{address}: {error}")))
-            })
-            .collect()
+        Ok(self.0.clone())
     }
 }
 

@@ -15,6 +15,12 @@ pub struct TaskManagerMetrics {
     pub tickets_expired: IntCounter,
     /// Results being streamed now.
     pub results_streaming: IntGauge,
+    /// Stage tasks started here (for any head, this one included).
+    pub tasks: IntCounter,
+    /// Stage tasks refused for want of a valid slot lease.
+    pub tasks_refused: IntCounter,
+    /// Slots leased now (updated on scrape and gossip).
+    pub slots_used: IntGauge,
     /// Slots offered.
     pub slots: IntGauge,
     /// Bytes reserved in the DataFusion memory pool (updated on scrape).
@@ -27,6 +33,18 @@ impl TaskManagerMetrics {
     /// Creates the families and registers them in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = Self {
+            tasks: IntCounter::new(
+                "flotilla_taskmanager_tasks_total",
+                "Stage tasks started on this TaskManager",
+            )?,
+            tasks_refused: IntCounter::new(
+                "flotilla_taskmanager_tasks_refused_total",
+                "Stage tasks refused for want of a valid slot lease",
+            )?,
+            slots_used: IntGauge::new(
+                "flotilla_taskmanager_slots_used",
+                "Task slots leased to queries now",
+            )?,
             flight_bytes_sent: IntCounter::new(
                 "flotilla_taskmanager_flight_bytes_sent_total",
                 "Bytes of Arrow Flight result data sent to readers",
@@ -58,6 +76,9 @@ impl TaskManagerMetrics {
             )?,
         };
         registry.register(Box::new(metrics.flight_bytes_sent.clone()))?;
+        registry.register(Box::new(metrics.tasks.clone()))?;
+        registry.register(Box::new(metrics.tasks_refused.clone()))?;
+        registry.register(Box::new(metrics.slots_used.clone()))?;
         registry.register(Box::new(metrics.handovers.clone()))?;
         registry.register(Box::new(metrics.tickets_served.clone()))?;
         registry.register(Box::new(metrics.tickets_expired.clone()))?;

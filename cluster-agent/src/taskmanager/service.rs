@@ -1,13 +1,20 @@
 //! The TaskManager's gRPC services: the datafusion-distributed worker for plan stages, and a
 //! Flight service for hand-overs (`DoAction`) and results (`DoGet`), on one port.
 
+use super::keeper::keep_leases;
+use super::leases::LeaseTable;
 use super::metrics::TaskManagerMetrics;
-use super::tickets::{PendingQuery, TicketStore};
+use super::tickets::{PendingQuery, QueryLease, TicketStore};
 use crate::codec::{FlotillaCodec, decode_plan};
 use crate::config::{Config, Role};
 use crate::error::AgentError;
+use crate::flight_clients::FlightClients;
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
-use crate::node::{NodeHandle, serve_node};
+use crate::lease::{
+    LEASE_HEADER, LeaseIds, RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION, RenewResponse,
+    ReserveRequest, ReserveResponse,
+};
+use crate::node::{NodeHandle, NodeListeners, serve_node};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -24,8 +31,10 @@ use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
     WorkerSessionBuilder,
 };
+use flotilla_protocol::NodeLoad;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use gateway::Gossip;
 use prometheus::Registry;
 use prost::Message;
 use std::sync::Arc;
@@ -47,12 +56,17 @@ struct Inner {
     base_state: SessionState,
     tickets: TicketStore,
     metrics: TaskManagerMetrics,
-    slots: usize,
+    leases: Arc<LeaseTable>,
+    peers: Arc<FlightClients>,
+    pool: String,
 }
 
-/// Starts a TaskManager on the configured addresses and returns its handle.
+/// Starts a TaskManager on the configured addresses, joins gossip, and returns its handle.
 pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Result<NodeHandle> {
     let section = &config.taskmanager;
+    if section.slots == 0 {
+        anyhow::bail!("taskmanager.slots must be at least 1");
+    }
     let metrics = TaskManagerMetrics::new(&registry)?;
     let memory_limit = usize::try_from(section.memory_limit_mb.saturating_mul(1024 * 1024))?;
     let runtime = RuntimeEnvBuilder::new()
@@ -60,15 +74,20 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         .build_arc()?;
     metrics.slots.set(i64::try_from(section.slots)?);
     metrics.memory_limit.set(i64::try_from(memory_limit)?);
-    let worker =
-        Worker::from_session_builder(WorkerSessions).with_runtime_env(Arc::clone(&runtime));
+    let leases = Arc::new(LeaseTable::new(section.slots as u64));
+    let worker = Worker::from_session_builder(WorkerSessions {
+        leases: Arc::clone(&leases),
+        metrics: metrics.clone(),
+    })
+    .with_runtime_env(Arc::clone(&runtime));
     let base_state = SessionStateBuilder::new()
         .with_default_features()
         .with_runtime_env(Arc::clone(&runtime))
         .build();
+    let node_id = config.node_id(Role::TaskManager);
     let taskmanager = TaskManager {
         inner: Arc::new(Inner {
-            node_id: config.node_id(Role::TaskManager),
+            node_id: node_id.clone(),
             runtime,
             worker: worker.clone(),
             base_state,
@@ -77,9 +96,21 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
                 section.max_pending_tickets,
             ),
             metrics,
-            slots: section.slots,
+            leases,
+            peers: Arc::new(FlightClients::new(Duration::from_secs(5))),
+            pool: section.pool.clone(),
         }),
     };
+    let listeners =
+        NodeListeners::bind(Role::TaskManager, section.listen, section.admin_listen).await?;
+    let info = listeners.node_info(node_id, Role::TaskManager, Some(section.pool.clone()));
+    let load_view = taskmanager.clone();
+    let gossip = Gossip::start(
+        config.gossip.clone(),
+        info,
+        Arc::new(move || load_view.load()),
+    )
+    .await?;
     let router = tonic::transport::Server::builder()
         .add_service(worker.into_worker_server())
         .add_service(
@@ -91,8 +122,8 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     let metrics_view = taskmanager.clone();
     serve_node(
         Role::TaskManager,
-        section.listen,
-        section.admin_listen,
+        listeners,
+        gossip,
         router,
         registry,
         Arc::new(move || state_view.state_json()),
@@ -108,7 +139,12 @@ impl TaskManager {
         let inner = &self.inner;
         serde_json::json!({
             "id": inner.node_id,
-            "slots": inner.slots,
+            "pool": inner.pool,
+            "slots": inner.leases.stats(),
+            "leases": inner.leases.list(100),
+            "handovers_total": inner.metrics.handovers.get(),
+            "tasks_total": inner.metrics.tasks.get(),
+            "tasks_refused_total": inner.metrics.tasks_refused.get(),
             "pending_tickets": inner.tickets.len(),
             "results_streaming": inner.metrics.results_streaming.get(),
             "memory_used_bytes": inner.runtime.memory_pool.reserved(),
@@ -120,6 +156,60 @@ impl TaskManager {
     fn refresh_gauges(&self) {
         let used = i64::try_from(self.inner.runtime.memory_pool.reserved()).unwrap_or(i64::MAX);
         self.inner.metrics.memory_used.set(used);
+        let slots = self.inner.leases.stats();
+        self.inner.metrics.slots_used.set(slots.slots_used as i64);
+    }
+
+    /// The load published over gossip; also sweeps expired tickets (releasing their leases).
+    fn load(&self) -> NodeLoad {
+        let inner = &self.inner;
+        let expired = inner.tickets.sweep();
+        inner.metrics.tickets_expired.inc_by(expired as u64);
+        let slots = inner.leases.stats();
+        NodeLoad {
+            in_flight: inner.metrics.results_streaming.get().max(0) as u64,
+            slots_total: slots.slots_total,
+            slots_free: slots.slots_total - slots.slots_used,
+            memory_used_bytes: inner.runtime.memory_pool.reserved() as u64,
+            memory_limit_bytes: inner.metrics.memory_limit.get().max(0) as u64,
+        }
+    }
+
+    /// Answers the lease actions shards and head TaskManagers send.
+    fn lease_action(&self, action: &Action) -> Result<Vec<u8>, AgentError> {
+        let leases = &self.inner.leases;
+        let bad = |error: prost::DecodeError| AgentError::BadRequest(format!("lease: {error}"));
+        match action.r#type.as_str() {
+            RESERVE_ACTION => {
+                let request = ReserveRequest::decode(action.body.clone()).map_err(bad)?;
+                let ttl = Duration::from_millis(request.ttl_ms.clamp(100, 600_000));
+                match leases.reserve(
+                    &request.lease_id,
+                    &request.query_id,
+                    &request.holder,
+                    request.slots,
+                    ttl,
+                ) {
+                    Ok(slots_free) => Ok(ReserveResponse { slots_free }.encode_to_vec()),
+                    Err(free) => Err(AgentError::ClusterBusy(format!(
+                        "taskmanager {} has {free} free slots, {} asked",
+                        self.inner.node_id, request.slots
+                    ))),
+                }
+            }
+            RENEW_ACTION => {
+                let request = LeaseIds::decode(action.body.clone()).map_err(bad)?;
+                let ttl = Duration::from_millis(request.ttl_ms.clamp(100, 600_000));
+                let unknown = leases.renew(&request.lease_ids, ttl);
+                Ok(RenewResponse { unknown }.encode_to_vec())
+            }
+            RELEASE_ACTION => {
+                let request = LeaseIds::decode(action.body.clone()).map_err(bad)?;
+                leases.release(&request.lease_ids);
+                Ok(Vec::new())
+            }
+            other => Err(AgentError::BadRequest(format!("unknown action {other}"))),
+        }
     }
 
     /// Decodes a handed-over plan and keeps it under a fresh ticket.
@@ -134,11 +224,23 @@ impl TaskManager {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| AgentError::BadRequest(format!("worker url: {error}")))?;
 
+        if !inner.leases.adopt(&request.lease_id) {
+            return Err(AgentError::NoLease(format!(
+                "lease `{}` of query {} is not held by taskmanager {}",
+                request.lease_id, request.query_id, inner.node_id
+            )));
+        }
         let mut state = inner.base_state.clone();
         {
             let config = state.config_mut();
             let builder_config = std::mem::take(config);
-            *config = head_session_config(builder_config, worker_urls, &inner.worker, head_url);
+            *config = head_session_config(
+                builder_config,
+                worker_urls,
+                &inner.worker,
+                head_url,
+                &request.lease_id,
+            )?;
             let options = config.options_mut();
             for (key, value) in &request.options {
                 if let Err(error) = options.set(key, value) {
@@ -149,16 +251,22 @@ impl TaskManager {
         let task_ctx = state.task_ctx();
         let plan = decode_plan(&request.plan, &task_ctx)?;
         let ticket = format!("{}.{}", request.query_id, uuid::Uuid::new_v4().simple());
-        let pending = PendingQuery::new(request.query_id.clone(), plan, task_ctx);
+        let lease = QueryLease {
+            lease_id: request.lease_id.clone(),
+            holders: request.worker_urls.clone(),
+            head_url: request.head_url.clone(),
+            ttl: Duration::from_millis(request.lease_ttl_ms.clamp(300, 600_000)),
+        };
+        let pending = PendingQuery::new(request.query_id.clone(), plan, task_ctx, lease);
         match inner.tickets.insert(ticket.clone(), pending) {
-            Ok(expired) => {
+            Some(expired) => {
                 inner.metrics.tickets_expired.inc_by(expired as u64);
                 inner.metrics.handovers.inc();
                 Ok(HandoverResponse {
                     ticket: ticket.into_bytes(),
                 })
             }
-            Err(_) => Err(AgentError::NoTaskManager(format!(
+            None => Err(AgentError::NoTaskManager(format!(
                 "taskmanager {} holds too many unfetched results",
                 inner.node_id
             ))),
@@ -173,15 +281,24 @@ fn head_session_config(
     worker_urls: Vec<Url>,
     worker: &Worker,
     head_url: Url,
-) -> SessionConfig {
+    lease_id: &str,
+) -> Result<SessionConfig, AgentError> {
+    let mut lease_header = http::HeaderMap::new();
+    lease_header.insert(
+        LEASE_HEADER,
+        http::HeaderValue::from_str(lease_id)
+            .map_err(|_| AgentError::BadRequest("lease id is not a header value".into()))?,
+    );
     let builder = SessionStateBuilder::new()
         .with_config(base)
         .with_distributed_planner()
         .with_distributed_worker_resolver(FixedWorkers(worker_urls))
         .with_distributed_local_worker_context(worker.to_local_worker_context(head_url))
-        .with_distributed_user_codec(FlotillaCodec);
+        .with_distributed_user_codec(FlotillaCodec)
+        .with_distributed_passthrough_headers(lease_header)
+        .map_err(AgentError::DataFusion)?;
     let state = builder.build();
-    state.config().clone()
+    Ok(state.config().clone())
 }
 
 /// The TaskManagers a shard chose for one query.
@@ -193,9 +310,12 @@ impl WorkerResolver for FixedWorkers {
     }
 }
 
-/// Sessions of the stages other TaskManagers send here: stock, plus Flotilla's codec.
-#[derive(Clone, Copy, Debug)]
-struct WorkerSessions;
+/// Sessions of the stage tasks heads send here: refused without a live lease on this
+/// TaskManager, else stock plus Flotilla's codec.
+struct WorkerSessions {
+    leases: Arc<LeaseTable>,
+    metrics: TaskManagerMetrics,
+}
 
 #[async_trait]
 impl WorkerSessionBuilder for WorkerSessions {
@@ -203,6 +323,22 @@ impl WorkerSessionBuilder for WorkerSessions {
         &self,
         ctx: WorkerQueryContext,
     ) -> Result<SessionState, DataFusionError> {
+        let lease = ctx
+            .headers
+            .get(LEASE_HEADER)
+            .and_then(|value| value.to_str().ok());
+        match lease {
+            Some(lease_id) if self.leases.is_valid(lease_id) => {}
+            other => {
+                self.metrics.tasks_refused.inc();
+                let error = AgentError::NoLease(match other {
+                    Some(lease_id) => format!("lease `{lease_id}` is not held here"),
+                    None => format!("a stage task needs the {LEASE_HEADER} header"),
+                });
+                return Err(DataFusionError::External(Box::new(error)));
+            }
+        }
+        self.metrics.tasks.inc();
         Ok(ctx
             .builder
             .with_distributed_user_codec(FlotillaCodec)
@@ -255,6 +391,22 @@ impl FlightService for TaskManager {
             .tickets
             .take(&ticket)
             .ok_or_else(|| AgentError::TicketNotFound(ticket.clone()))?;
+        let lease = pending.lease;
+        if !self.inner.leases.is_valid(&lease.lease_id) {
+            return Err(AgentError::TicketNotFound(format!(
+                "{ticket} (its slot lease expired before the result was fetched)"
+            ))
+            .into());
+        }
+        // From the first fetch on, the head keeps the query's slots until the stream ends.
+        let keep_alive = keep_leases(
+            lease.lease_id,
+            lease.holders,
+            lease.head_url,
+            lease.ttl,
+            Arc::clone(&self.inner.leases),
+            Arc::clone(&self.inner.peers),
+        );
         let span = tracing::info_span!("result", query_id = %pending.query_id);
         let stream = span
             .in_scope(|| datafusion::physical_plan::execute_stream(pending.plan, pending.task_ctx))
@@ -268,7 +420,7 @@ impl FlightService for TaskManager {
             .with_schema(stream.schema())
             .build(stream.map_err(|error| FlightError::ExternalError(Box::new(error))))
             .map(move |item| {
-                let _keep = &guard;
+                let _keep = (&guard, &keep_alive);
                 match item {
                     Ok(data) => {
                         bytes_sent.inc_by((data.data_header.len() + data.data_body.len()) as u64);
@@ -286,6 +438,14 @@ impl FlightService for TaskManager {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
+        if matches!(
+            action.r#type.as_str(),
+            RESERVE_ACTION | RENEW_ACTION | RELEASE_ACTION
+        ) {
+            let body = self.lease_action(&action)?;
+            let result = arrow_flight::Result { body: body.into() };
+            return Ok(Response::new(futures::stream::iter([Ok(result)]).boxed()));
+        }
         if action.r#type != HANDOVER_ACTION {
             return Err(Status::unimplemented(format!(
                 "unknown action {}",

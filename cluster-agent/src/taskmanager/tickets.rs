@@ -6,12 +6,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A decoded plan ready to run, with the context it runs in.
+/// A decoded plan ready to run, with the context it runs in and the slot lease it runs under.
 pub(crate) struct PendingQuery {
     pub(crate) query_id: String,
     pub(crate) plan: Arc<dyn ExecutionPlan>,
     pub(crate) task_ctx: Arc<TaskContext>,
+    pub(crate) lease: QueryLease,
     created: Instant,
+}
+
+/// The lease a handed-over query holds on its TaskManagers. Nobody renews it while the ticket
+/// waits: a result nobody fetches (its shard died before answering) frees its slots by TTL.
+pub(crate) struct QueryLease {
+    pub(crate) lease_id: String,
+    /// Every TaskManager holding it, the head included.
+    pub(crate) holders: Vec<String>,
+    /// The head's own URL among `holders`.
+    pub(crate) head_url: String,
+    pub(crate) ttl: Duration,
 }
 
 impl PendingQuery {
@@ -19,11 +31,13 @@ impl PendingQuery {
         query_id: String,
         plan: Arc<dyn ExecutionPlan>,
         task_ctx: Arc<TaskContext>,
+        lease: QueryLease,
     ) -> Self {
         Self {
             query_id,
             plan,
             task_ctx,
+            lease,
             created: Instant::now(),
         }
     }
@@ -45,13 +59,9 @@ impl TicketStore {
         }
     }
 
-    /// Stores a plan; returns the number of expired plans dropped on the way, or `Err` when the
+    /// Stores a plan; returns the number of expired plans dropped on the way, or `None` when the
     /// store is full of live plans.
-    pub(crate) fn insert(
-        &self,
-        ticket: String,
-        query: PendingQuery,
-    ) -> Result<usize, PendingQuery> {
+    pub(crate) fn insert(&self, ticket: String, query: PendingQuery) -> Option<usize> {
         let mut pending = self
             .pending
             .lock()
@@ -61,10 +71,10 @@ impl TicketStore {
         pending.retain(|_, query| query.created.elapsed() < ttl);
         let expired = before - pending.len();
         if pending.len() >= self.capacity {
-            return Err(query);
+            return None;
         }
         pending.insert(ticket, query);
-        Ok(expired)
+        Some(expired)
     }
 
     /// Takes the plan of a ticket, once; `None` when unknown, served or expired.
@@ -76,6 +86,18 @@ impl TicketStore {
         pending
             .remove(ticket)
             .filter(|query| query.created.elapsed() < self.ttl)
+    }
+
+    /// Drops expired plans (and so releases their leases); returns how many.
+    pub(crate) fn sweep(&self) -> usize {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let before = pending.len();
+        let ttl = self.ttl;
+        pending.retain(|_, query| query.created.elapsed() < ttl);
+        before - pending.len()
     }
 
     /// Returns how many plans wait.
@@ -95,26 +117,36 @@ mod tests {
 
     fn query() -> PendingQuery {
         let plan = Arc::new(EmptyExec::new(Arc::new(Schema::empty())));
-        PendingQuery::new("q".into(), plan, Arc::new(TaskContext::default()))
+        PendingQuery::new(
+            "q".into(),
+            plan,
+            Arc::new(TaskContext::default()),
+            QueryLease {
+                lease_id: "l".into(),
+                holders: Vec::new(),
+                head_url: String::new(),
+                ttl: Duration::from_secs(1),
+            },
+        )
     }
 
     #[test]
     fn tickets_are_served_once_and_expire() {
         let store = TicketStore::new(Duration::from_millis(50), 2);
-        assert_eq!(store.insert("a".into(), query()).ok(), Some(0));
+        assert_eq!(store.insert("a".into(), query()), Some(0));
         assert!(store.take("a").is_some());
         assert!(store.take("a").is_none(), "a ticket is served once");
 
-        store.insert("b".into(), query()).ok().unwrap();
-        store.insert("c".into(), query()).ok().unwrap();
+        store.insert("b".into(), query()).unwrap();
+        store.insert("c".into(), query()).unwrap();
         assert!(
-            store.insert("d".into(), query()).is_err(),
+            store.insert("d".into(), query()).is_none(),
             "the store is bounded"
         );
         std::thread::sleep(Duration::from_millis(60));
         assert!(store.take("b").is_none(), "expired tickets are not served");
         assert_eq!(
-            store.insert("e".into(), query()).ok(),
+            store.insert("e".into(), query()),
             Some(1),
             "expired plans are swept"
         );

@@ -133,19 +133,84 @@ impl Process {
     }
 }
 
+impl Process {
+    /// A process slot not started yet.
+    fn placeholder() -> Process {
+        let child = Command::new("true").spawn().unwrap();
+        Process {
+            name: "placeholder".into(),
+            child,
+            addresses: BTreeMap::new(),
+            log: PathBuf::new(),
+        }
+    }
+}
+
+/// GETs a JSON document without an async runtime (for set-up code).
+pub fn blocking_get_json(url: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(authority).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let body = response.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
-/// A gateway, two shards and two TaskManagers, each a separate process.
+/// A gateway, shards and TaskManagers, each a separate process, joined by gossip (the first
+/// TaskManager is the seed).
 pub struct Federation {
     pub dir: tempfile::TempDir,
     pub taskmanagers: Vec<Process>,
     pub shards: Vec<Process>,
     pub gateway: Process,
+    pub options: FederationOptions,
+    seed: String,
+    catalog: String,
 }
+
+/// What a test federation is made of.
+#[derive(Clone, Debug)]
+pub struct FederationOptions {
+    /// One entry per TaskManager: its pool.
+    pub pools: Vec<String>,
+    /// Slots of each TaskManager.
+    pub slots: usize,
+    /// Shards.
+    pub shards: usize,
+    /// Extra TOML for every shard's `[jobmanager]` section.
+    pub jobmanager_toml: String,
+    /// Extra TOML appended to the gateway's config.
+    pub gateway_toml: String,
+}
+
+impl Default for FederationOptions {
+    fn default() -> Self {
+        Self {
+            pools: vec!["default".into(), "default".into()],
+            slots: 4,
+            shards: 2,
+            jobmanager_toml: "queue_max_wait_ms = 30000\n".into(),
+            gateway_toml: String::new(),
+        }
+    }
+}
+
+/// Gossip settings for fast tests: frequent rounds and load updates.
+const GOSSIP_TOML: &str = "[gossip]\ninterval_ms = 50\nload_interval_ms = 50\n";
 
 impl Federation {
     /// Starts the federation over the shared TPC-H data.
@@ -155,58 +220,117 @@ impl Federation {
 
     /// Starts `taskmanagers` TaskManagers and `shards` shards behind one gateway.
     pub fn start_with(taskmanager_count: usize, shard_count: usize) -> Federation {
-        let data = tpch_dir();
+        Self::start_with_options(FederationOptions {
+            pools: vec!["default".into(); taskmanager_count],
+            shards: shard_count,
+            ..FederationOptions::default()
+        })
+    }
+
+    /// Starts a federation as `options` says, and waits until the gateway sees every member.
+    pub fn start_with_options(options: FederationOptions) -> Federation {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = catalog_toml(&data);
-        let mut taskmanagers = Vec::new();
-        for index in 0..taskmanager_count {
-            let config = dir.path().join(format!("tm-{index}.toml"));
-            std::fs::write(&config, format!("[node]\nid = \"tm-{index}\"\n[taskmanager]\nlisten = \"127.0.0.1:0\"\nslots = 2\n{catalog}")).unwrap();
-            taskmanagers.push(Process::start(
-                &format!("tm-{index}"),
-                &["taskmanager", "--config", config.to_str().unwrap()],
-                dir.path(),
-            ));
+        let catalog = catalog_toml(&tpch_dir());
+        let mut federation = Federation {
+            dir,
+            taskmanagers: Vec::new(),
+            shards: Vec::new(),
+            gateway: Process::placeholder(),
+            options: options.clone(),
+            seed: String::new(),
+            catalog,
+        };
+        for pool in &options.pools {
+            federation.add_taskmanager(pool);
         }
-        let tm_urls: Vec<String> = taskmanagers.iter().map(Process::grpc_url).collect();
-        let mut shards = Vec::new();
-        for index in 0..shard_count {
-            let config = dir.path().join(format!("jm-{index}.toml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "[node]\nid = \"jm-{index}\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\nprobe_interval_ms = 200\ntaskmanagers = {}\n{catalog}",
-                    toml_list(&tm_urls)
-                ),
-            )
-            .unwrap();
-            shards.push(Process::start(
-                &format!("jm-{index}"),
-                &["jobmanager", "--config", config.to_str().unwrap()],
-                dir.path(),
-            ));
+        for _ in 0..options.shards {
+            federation.add_shard();
         }
-        let shard_urls: Vec<String> = shards.iter().map(Process::grpc_url).collect();
-        let config = dir.path().join("gateway.toml");
+        let config = federation.dir.path().join("gateway.toml");
         std::fs::write(
             &config,
             format!(
-                "[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n[shards]\nprobe_interval_ms = 200\naddresses = {}\n[taskmanagers]\naddresses = {}\n",
-                toml_list(&shard_urls),
-                toml_list(&tm_urls)
+                "[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
+                federation.seed, options.gateway_toml
             ),
         )
         .unwrap();
-        let gateway = Process::start(
+        federation.gateway = Process::start(
             "gateway",
             &["gateway", "--config", config.to_str().unwrap()],
-            dir.path(),
+            federation.dir.path(),
         );
-        Federation {
-            dir,
-            taskmanagers,
-            shards,
-            gateway,
+        federation.wait_converged();
+        federation
+    }
+
+    /// Starts one more TaskManager in `pool`; returns its index.
+    pub fn add_taskmanager(&mut self, pool: &str) -> usize {
+        let index = self.taskmanagers.len();
+        let config = self.dir.path().join(format!("tm-{index}.toml"));
+        let seeds = if self.seed.is_empty() {
+            String::new()
+        } else {
+            format!("seeds = [\"{}\"]\n", self.seed)
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nid = \"tm-{index}\"\n[taskmanager]\nlisten = \"127.0.0.1:0\"\nslots = {}\npool = \"{pool}\"\n{GOSSIP_TOML}{seeds}{}",
+                self.options.slots, self.catalog
+            ),
+        )
+        .unwrap();
+        let process = Process::start(
+            &format!("tm-{index}"),
+            &["taskmanager", "--config", config.to_str().unwrap()],
+            self.dir.path(),
+        );
+        if self.seed.is_empty() {
+            self.seed = process.addresses["gossip"].clone();
+        }
+        self.taskmanagers.push(process);
+        index
+    }
+
+    /// Starts one more shard; returns its index.
+    pub fn add_shard(&mut self) -> usize {
+        let index = self.shards.len();
+        let config = self.dir.path().join(format!("jm-{index}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nid = \"jm-{index}\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\n{}{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
+                self.options.jobmanager_toml, self.seed, self.catalog
+            ),
+        )
+        .unwrap();
+        let process = Process::start(
+            &format!("jm-{index}"),
+            &["jobmanager", "--config", config.to_str().unwrap()],
+            self.dir.path(),
+        );
+        self.shards.push(process);
+        index
+    }
+
+    /// Waits (at most 20 s) until the gateway's gossip view holds every running process.
+    pub fn wait_converged(&self) {
+        let expected = self.taskmanagers.len() + self.shards.len() + 1;
+        let url = format!("{}/v1/cluster", self.url());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let members = blocking_get_json(&url)
+                .and_then(|view| view["members"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            if members == expected {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("the gateway sees {members} members, not {expected}, after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -310,30 +434,45 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> HttpResponse {
+    try_http(method, url, headers, body)
+        .await
+        .unwrap_or_else(|error| panic!("HTTP {method} {url}: {error}"))
+}
+
+/// Sends one HTTP request and reads the whole response; a transport failure or a response cut
+/// short is an `Err`.
+pub async fn try_http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<HttpResponse, String> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let mut request = http::Request::builder().method(method).uri(url);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(body.into())).unwrap();
+    let request = request
+        .body(Full::new(body.into()))
+        .map_err(|error| error.to_string())?;
     let response = tokio::time::timeout(Duration::from_secs(120), client.request(request))
         .await
-        .expect("the gateway answered within 120 s")
-        .expect("HTTP request");
+        .map_err(|_| "no answer within 120 s".to_string())?
+        .map_err(|error| format!("request: {error:?}"))?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
-        .expect("reading the body")
+        .map_err(|error| format!("reading the body: {error:?}"))?
         .to_bytes();
-    HttpResponse {
+    Ok(HttpResponse {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// Posts SQL as text/plain with the given Accept header.

@@ -3,12 +3,16 @@
 use super::formats;
 use crate::config::Config;
 use crate::error::{BoxError, GatewayError};
+use crate::gossip::Gossip;
 use crate::membership::Membership;
 use crate::metrics::GatewayMetrics;
 use crate::query::QueryRequest;
 use crate::stack::QueryService;
 use bytes::Bytes;
-use flotilla_protocol::{ErrorBody, MediaType, QUERY_ID_HEADER, QueryId, ROUTING_KEY_HEADER};
+use flotilla_protocol::{
+    DEFAULT_POOL, DEFAULT_TENANT, ErrorBody, MediaType, QUERY_ID_HEADER, QueryId,
+    ROUTING_KEY_HEADER, TENANT_HEADER,
+};
 use futures::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -38,6 +42,7 @@ struct Inner {
     queries: QueryService,
     shards: Arc<dyn Membership>,
     taskmanagers: Arc<dyn Membership>,
+    gossip: Option<Gossip>,
     metrics: GatewayMetrics,
     registry: Registry,
 }
@@ -49,6 +54,7 @@ impl Gateway {
         queries: QueryService,
         shards: Arc<dyn Membership>,
         taskmanagers: Arc<dyn Membership>,
+        gossip: Option<Gossip>,
         metrics: GatewayMetrics,
         registry: Registry,
     ) -> Self {
@@ -58,6 +64,7 @@ impl Gateway {
                 queries,
                 shards,
                 taskmanagers,
+                gossip,
                 metrics,
                 registry,
             }),
@@ -141,6 +148,9 @@ impl Gateway {
         let content_type = header_text(&request, CONTENT_TYPE)?;
         let routing_key = header_text(&request, http::HeaderName::from_static(ROUTING_KEY_HEADER))?
             .filter(|key| !key.is_empty());
+        let tenant = parse_tenant(
+            header_text(&request, http::HeaderName::from_static(TENANT_HEADER))?.as_deref(),
+        )?;
         let declared_length =
             header_text(&request, CONTENT_LENGTH)?.and_then(|length| length.parse::<usize>().ok());
         let limit = self.inner.max_body_bytes;
@@ -180,6 +190,8 @@ impl Gateway {
             query_id,
             sql,
             routing_key,
+            tenant,
+            pool: DEFAULT_POOL.to_string(),
         };
         let result = self
             .inner
@@ -230,13 +242,15 @@ impl Gateway {
     }
 
     fn cluster(&self) -> Response<ResponseBody> {
-        json_response(
-            StatusCode::OK,
-            &serde_json::json!({
-                "shards": self.inner.shards.members(),
-                "taskmanagers": self.inner.taskmanagers.members(),
-            }),
-        )
+        let mut view = serde_json::json!({
+            "shards": self.inner.shards.members(),
+            "taskmanagers": self.inner.taskmanagers.members(),
+        });
+        if let Some(gossip) = &self.inner.gossip {
+            view["members"] = serde_json::json!(*gossip.view());
+            view["gossip"] = serde_json::json!(gossip.addr());
+        }
+        json_response(StatusCode::OK, &view)
     }
 
     fn metrics(&self) -> Response<ResponseBody> {
@@ -412,5 +426,29 @@ fn error_response(
             &query_id.to_string(),
         );
     }
+    if error.code.is_backpressure() {
+        // Queues drain in about a second at the rates Flotilla is sized for.
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     response
+}
+
+/// Reads the tenant header: absent means the default tenant; a name is 1-64 characters of
+/// `A-Z a-z 0-9 . _ -`.
+fn parse_tenant(header: Option<&str>) -> Result<String, GatewayError> {
+    let Some(tenant) = header.map(str::trim).filter(|tenant| !tenant.is_empty()) else {
+        return Ok(DEFAULT_TENANT.to_string());
+    };
+    let valid = tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(GatewayError::BadRequest(format!(
+            "{TENANT_HEADER} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+        )));
+    }
+    Ok(tenant.to_string())
 }

@@ -220,11 +220,7 @@ mod tests {
         let shared = Arc::new(shared(&["a", "b"]));
         let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
         let route = Route::new(mock, Arc::clone(&shared));
-        let request = QueryRequest {
-            query_id: QueryId::new(),
-            sql: "select 1".into(),
-            routing_key: None,
-        };
+        let request = QueryRequest::new(QueryId::new(), "select 1");
         let call = crate::spawn_instrumented(route.oneshot(request));
         let (first, respond) = handle.next_request().await.unwrap();
         respond.send_error(GatewayError::ShardUnavailable {
@@ -255,11 +251,7 @@ mod tests {
         let shared = Arc::new(shared(&["a", "b"]));
         let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
         let route = Route::new(mock, Arc::clone(&shared));
-        let request = QueryRequest {
-            query_id: QueryId::new(),
-            sql: "selec".into(),
-            routing_key: None,
-        };
+        let request = QueryRequest::new(QueryId::new(), "selec");
         let call = crate::spawn_instrumented(route.oneshot(request));
         let (_, respond) = handle.next_request().await.unwrap();
         respond.send_error(GatewayError::Remote(flotilla_protocol::ErrorBody::new(

@@ -70,6 +70,8 @@ impl ShardClient {
         let command = QueryCommand {
             query_id: request.query_id,
             sql: request.sql,
+            tenant: request.tenant,
+            pool: request.pool,
         };
         let descriptor = FlightDescriptor::new_cmd(command.to_bytes());
         let info = self

@@ -1,0 +1,73 @@
+//! Flight clients of peer agents, one lazily-connected channel per address.
+
+use crate::error::AgentError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// A cache of Flight clients keyed by `http://host:port`.
+pub(crate) struct FlightClients {
+    clients: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
+    timeout: Duration,
+}
+
+impl FlightClients {
+    /// Clients whose connects and calls time out after `timeout`.
+    pub(crate) fn new(timeout: Duration) -> Self {
+        Self {
+            clients: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    /// Returns the client of `address`, creating it on first use.
+    pub(crate) fn get(&self, address: &str) -> Result<FlightServiceClient<Channel>, AgentError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(client) = clients.get(address) {
+            return Ok(client.clone());
+        }
+        let channel = Channel::from_shared(address.to_string())
+            .map_err(|error| AgentError::Internal(format!("agent url {address}: {error}")))?
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout)
+            .connect_lazy();
+        let client = FlightServiceClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024);
+        clients.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+/// Runs one Flight action on `address` and returns the body of its first result.
+pub(crate) async fn call_action(
+    clients: &FlightClients,
+    address: &str,
+    action_type: &str,
+    body: Vec<u8>,
+) -> Result<bytes::Bytes, flotilla_protocol::ErrorBody> {
+    use flotilla_protocol::{ErrorBody, ErrorCode};
+    let mut client = clients.get(address).map_err(|error| error.to_body())?;
+    let action = arrow_flight::Action::new(action_type.to_string(), body);
+    let mut results = client
+        .do_action(action)
+        .await
+        .map_err(|status| ErrorBody::from(&status))?
+        .into_inner();
+    let result = results
+        .message()
+        .await
+        .map_err(|status| ErrorBody::from(&status))?
+        .ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::Internal,
+                format!("empty answer to {action_type}"),
+            )
+        })?;
+    Ok(result.body)
+}
