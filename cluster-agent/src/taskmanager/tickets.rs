@@ -66,10 +66,7 @@ impl TicketStore {
             .pending
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let before = pending.len();
-        let ttl = self.ttl;
-        pending.retain(|_, query| query.created.elapsed() < ttl);
-        let expired = before - pending.len();
+        let expired = drop_expired(&mut pending, self.ttl);
         if pending.len() >= self.capacity {
             return None;
         }
@@ -94,10 +91,7 @@ impl TicketStore {
             .pending
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let before = pending.len();
-        let ttl = self.ttl;
-        pending.retain(|_, query| query.created.elapsed() < ttl);
-        before - pending.len()
+        drop_expired(&mut pending, self.ttl)
     }
 
     /// Returns how many plans wait.
@@ -107,6 +101,13 @@ impl TicketStore {
             .unwrap_or_else(|poison| poison.into_inner())
             .len()
     }
+}
+
+/// Drops the plans older than `ttl`; returns how many.
+fn drop_expired(pending: &mut HashMap<String, PendingQuery>, ttl: Duration) -> usize {
+    let before = pending.len();
+    pending.retain(|_, query| query.created.elapsed() < ttl);
+    before - pending.len()
 }
 
 #[cfg(test)]
