@@ -1,13 +1,13 @@
 //! The shard's Flight service: `GetFlightInfo(sql)` → plan → hand over → `FlightInfo(ticket,
 //! TaskManager)`.
 
+use super::leasing::{Leased, SlotLeaser, TaskManagers};
 use super::metrics::JobManagerMetrics;
 use super::planner::{PlannedQuery, Planner};
-use crate::config::{Config, JobManagerConfig, Role};
+use crate::config::{Config, Role};
 use crate::error::AgentError;
-use crate::flight_clients::{FlightClients, call_action};
+use crate::flight_clients::call_action;
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
-use crate::lease::{LeaseIds, RELEASE_ACTION, RESERVE_ACTION, ReserveRequest};
 use crate::node::{NodeHandle, NodeListeners, serve_node};
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -15,15 +15,13 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use async_trait::async_trait;
-use flotilla_protocol::{DEFAULT_POOL, ErrorBody, ErrorCode, NodeLoad, NodeRole, QueryCommand};
+use flotilla_protocol::{ErrorBody, ErrorCode, NodeLoad, NodeRole, QueryCommand};
 use futures::stream::BoxStream;
-use gateway::{Gossip, GossipMembership, Membership, StaticMembership};
+use gateway::{Gossip, GossipMembership, StaticMembership};
 use prometheus::Registry;
 use prost::Message;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -36,33 +34,8 @@ pub struct JobManager {
 struct Inner {
     node_id: String,
     planner: Planner,
-    taskmanagers: TaskManagers,
-    peers: FlightClients,
-    config: JobManagerConfig,
-    /// Queries waiting for free slots now.
-    waiting: AtomicUsize,
-    /// Signalled when this shard releases slots, so its queued queries retry at once.
-    released: Notify,
+    leaser: Arc<SlotLeaser>,
     metrics: JobManagerMetrics,
-}
-
-/// Where the shard finds TaskManagers: a fixed list, or gossip (with pools and free slots).
-enum TaskManagers {
-    Static(Arc<StaticMembership>),
-    Gossip(GossipMembership),
-}
-
-/// A TaskManager a query could lease slots on.
-struct Candidate {
-    url: String,
-    /// Free slots as last gossiped; unknown for a fixed list.
-    slots_free: Option<u64>,
-}
-
-/// Slots a query holds: one lease id, on each of `holders`.
-struct Leased {
-    lease_id: String,
-    holders: Vec<String>,
 }
 
 /// Starts a shard on the configured addresses, joins gossip, and returns its handle.
@@ -96,13 +69,14 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     let planner = Planner::new(&config.catalog, section).await?;
     let jobmanager = JobManager {
         inner: Arc::new(Inner {
-            node_id,
+            node_id: node_id.clone(),
             planner,
-            taskmanagers,
-            peers: FlightClients::new(Duration::from_millis(section.handover_timeout_ms)),
-            config: section.clone(),
-            waiting: AtomicUsize::new(0),
-            released: Notify::new(),
+            leaser: Arc::new(SlotLeaser::new(
+                node_id,
+                taskmanagers,
+                section.clone(),
+                metrics.clone(),
+            )),
             metrics,
         }),
     };
@@ -121,61 +95,6 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     .await
 }
 
-// === impl TaskManagers ===
-
-impl TaskManagers {
-    /// Returns the TaskManagers of `pool` that take work now.
-    fn candidates(&self, pool: &str) -> Vec<Candidate> {
-        match self {
-            Self::Static(membership) if pool == DEFAULT_POOL => membership
-                .healthy()
-                .into_iter()
-                .map(|url| Candidate {
-                    url,
-                    slots_free: None,
-                })
-                .collect(),
-            Self::Static(_) => Vec::new(),
-            Self::Gossip(membership) => membership
-                .serving_peers()
-                .into_iter()
-                .filter(|peer| peer.info.pool.as_deref().unwrap_or(DEFAULT_POOL) == pool)
-                .filter_map(|peer| {
-                    Some(Candidate {
-                        url: peer.info.grpc_url?,
-                        slots_free: Some(peer.load.slots_free),
-                    })
-                })
-                .collect(),
-        }
-    }
-
-    fn membership(&self) -> &dyn Membership {
-        match self {
-            Self::Static(membership) => membership.as_ref(),
-            Self::Gossip(membership) => membership,
-        }
-    }
-}
-
-/// Orders candidates by power of two choices: repeatedly sample two of those left and take
-/// the one with more free slots. Spreads load without any process seeing every decision.
-fn power_of_two_order(mut left: Vec<Candidate>, mut random: impl FnMut() -> usize) -> Vec<String> {
-    let mut ordered = Vec::with_capacity(left.len());
-    while !left.is_empty() {
-        let first = random() % left.len();
-        let second = random() % left.len();
-        let free = |index: usize| left[index].slots_free.unwrap_or(u64::MAX);
-        let chosen = if free(second) > free(first) {
-            second
-        } else {
-            first
-        };
-        ordered.push(left.swap_remove(chosen).url);
-    }
-    ordered
-}
-
 // === impl JobManager ===
 
 impl JobManager {
@@ -187,17 +106,17 @@ impl JobManager {
             "queued": inner.metrics.queued.get(),
             "queries_planned": inner.metrics.queries_planned.get(),
             "response_bytes": inner.metrics.response_bytes.get(),
-            "taskmanagers": inner.taskmanagers.membership().members(),
+            "taskmanagers": inner.leaser.membership().members(),
         })
     }
 
     /// Plans a query, leases slots for it, and hands it to one of the leased TaskManagers.
     async fn plan_and_hand_over(&self, command: &QueryCommand) -> Result<FlightInfo, AgentError> {
         let logical = self.inner.planner.prepare(&command.sql).await?;
-        let leased = self.lease(command).await?;
+        let leased = self.inner.leaser.lease(command).await?;
         let result = self.hand_over_leased(command, &logical, &leased).await;
         if result.is_err() {
-            self.release(&leased);
+            self.inner.leaser.release(&leased);
         }
         result
     }
@@ -219,11 +138,11 @@ impl JobManager {
                 worker_urls: leased.holders.clone(),
                 head_url: head.clone(),
                 lease_id: leased.lease_id.clone(),
-                lease_ttl_ms: self.inner.config.lease_ttl_ms,
+                lease_ttl_ms: self.inner.leaser.lease_ttl_ms(),
             };
             let span = tracing::info_span!("handover", taskmanager = %head);
             match call_action(
-                &self.inner.peers,
+                self.inner.leaser.peers(),
                 head,
                 HANDOVER_ACTION,
                 request.encode_to_vec(),
@@ -243,10 +162,7 @@ impl JobManager {
                 }
                 Err(error) if error.code == ErrorCode::Unavailable => {
                     tracing::warn!(taskmanager = %head, error = %error.message, "hand-over failed, trying the next taskmanager");
-                    self.inner
-                        .taskmanagers
-                        .membership()
-                        .mark_down(head, &error.message);
+                    self.inner.leaser.mark_down(head, &error.message);
                     self.inner.metrics.handover_retries.inc();
                     last_error = Some(error.message);
                 }
@@ -254,140 +170,6 @@ impl JobManager {
             }
         }
         Err(AgentError::NoTaskManager(last_error.unwrap_or_default()))
-    }
-
-    /// Reserves slots for a query on up to `taskmanagers_per_query` TaskManagers of its pool,
-    /// waiting in the bounded queue while none is free.
-    async fn lease(&self, command: &QueryCommand) -> Result<Leased, AgentError> {
-        let inner = &self.inner;
-        let started = Instant::now();
-        let max_wait = Duration::from_millis(inner.config.queue_max_wait_ms);
-        let lease_id = uuid::Uuid::new_v4().simple().to_string();
-        let mut queued: Option<Queued<'_>> = None;
-        loop {
-            let candidates = inner.taskmanagers.candidates(&command.pool);
-            if candidates.is_empty() {
-                return Err(AgentError::NoTaskManager(format!(
-                    "no taskmanager of pool `{}` is up",
-                    command.pool
-                )));
-            }
-            let holders = self.reserve_on(command, &lease_id, candidates).await;
-            if !holders.is_empty() {
-                inner
-                    .metrics
-                    .lease_wait_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                return Ok(Leased { lease_id, holders });
-            }
-            if queued.is_none() {
-                if inner.waiting.load(Ordering::Acquire) >= inner.config.queue_length {
-                    return Err(AgentError::ClusterBusy(format!(
-                        "no free slot in pool `{}` and {} queries already wait",
-                        command.pool, inner.config.queue_length
-                    )));
-                }
-                queued = Some(Queued::enter(inner));
-            }
-            let Some(left) = max_wait.checked_sub(started.elapsed()) else {
-                return Err(AgentError::ClusterBusy(format!(
-                    "no free slot in pool `{}` within {} ms",
-                    command.pool, inner.config.queue_max_wait_ms
-                )));
-            };
-            // Slots freed by this shard wake the queue at once; others show up on the poll.
-            let _ = tokio::time::timeout(
-                left.min(Duration::from_millis(20)),
-                inner.released.notified(),
-            )
-            .await;
-        }
-    }
-
-    /// Tries candidates in power-of-two order until the query holds `taskmanagers_per_query`
-    /// leases; returns the TaskManagers that granted one.
-    async fn reserve_on(
-        &self,
-        command: &QueryCommand,
-        lease_id: &str,
-        candidates: Vec<Candidate>,
-    ) -> Vec<String> {
-        let inner = &self.inner;
-        let want = inner.config.taskmanagers_per_query.min(candidates.len());
-        let mut seed = uuid::Uuid::new_v4().as_u128();
-        let random = move || {
-            seed = seed.rotate_left(17) ^ (seed >> 7);
-            seed as usize
-        };
-        let request = ReserveRequest {
-            lease_id: lease_id.to_string(),
-            query_id: command.query_id.to_string(),
-            slots: inner.config.slots_per_query,
-            ttl_ms: inner.config.lease_ttl_ms,
-            holder: inner.node_id.clone(),
-        }
-        .encode_to_vec();
-        let mut holders = Vec::with_capacity(want);
-        for url in power_of_two_order(candidates, random) {
-            if holders.len() == want {
-                break;
-            }
-            match call_action(&inner.peers, &url, RESERVE_ACTION, request.clone()).await {
-                Ok(_) => holders.push(url),
-                Err(error) if error.code == ErrorCode::ClusterBusy => {
-                    inner.metrics.leases_refused.inc();
-                }
-                Err(error) if error.code == ErrorCode::Unavailable => {
-                    inner
-                        .taskmanagers
-                        .membership()
-                        .mark_down(&url, &error.message);
-                }
-                Err(error) => {
-                    tracing::warn!(taskmanager = %url, code = %error.code, error = %error.message, "lease reservation failed");
-                }
-            }
-        }
-        holders
-    }
-
-    /// Returns a query's slots when it fails before its hand-over (after it, the head does).
-    fn release(&self, leased: &Leased) {
-        let jobmanager = self.clone();
-        let body = LeaseIds {
-            lease_ids: vec![leased.lease_id.clone()],
-            ttl_ms: 0,
-        }
-        .encode_to_vec();
-        let holders = leased.holders.clone();
-        gateway::spawn_instrumented(async move {
-            for url in holders {
-                if let Err(error) =
-                    call_action(&jobmanager.inner.peers, &url, RELEASE_ACTION, body.clone()).await
-                {
-                    tracing::warn!(taskmanager = %url, error = %error.message, "lease release failed; it expires by TTL");
-                }
-            }
-            jobmanager.inner.released.notify_waiters();
-        });
-    }
-}
-
-/// Counts a query in the slot queue while it waits.
-struct Queued<'a>(&'a Inner);
-
-impl<'a> Queued<'a> {
-    fn enter(inner: &'a Inner) -> Self {
-        inner.waiting.fetch_add(1, Ordering::AcqRel);
-        inner.metrics.queued.inc();
-        Self(inner)
-    }
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
-        self.0.metrics.queued.dec();
     }
 }
 
@@ -528,35 +310,5 @@ impl FlightService for JobManager {
         _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("do_exchange"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn power_of_two_prefers_free_slots_and_keeps_everyone() {
-        let candidates = |free: &[u64]| {
-            free.iter()
-                .enumerate()
-                .map(|(index, free)| Candidate {
-                    url: format!("tm{index}"),
-                    slots_free: Some(*free),
-                })
-                .collect::<Vec<_>>()
-        };
-        // Samples 0 and 1 first: the freer wins.
-        let mut picks = [0usize, 1, 0, 0].into_iter();
-        let order = power_of_two_order(candidates(&[0, 3]), move || picks.next().unwrap());
-        assert_eq!(order, vec!["tm1", "tm0"]);
-        let mut counter = 0usize;
-        let order = power_of_two_order(candidates(&[1, 2, 3, 4, 5]), move || {
-            counter += 7;
-            counter
-        });
-        let mut sorted = order.clone();
-        sorted.sort();
-        assert_eq!(sorted, vec!["tm0", "tm1", "tm2", "tm3", "tm4"]);
     }
 }

@@ -1,0 +1,303 @@
+//! Slot leasing for one shard: finds the TaskManagers of a query's pool, reserves slots on
+//! them by power of two choices, queues the query (bounded in length and time) while none is
+//! free, and returns the slots when the query fails before its hand-over.
+
+use super::metrics::JobManagerMetrics;
+use crate::config::JobManagerConfig;
+use crate::error::AgentError;
+use crate::flight_clients::{FlightClients, call_action};
+use crate::lease::{LeaseIds, RELEASE_ACTION, RESERVE_ACTION, ReserveRequest};
+use flotilla_protocol::{DEFAULT_POOL, ErrorCode, QueryCommand};
+use gateway::{GossipMembership, Membership, StaticMembership};
+use prost::Message;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Reserves and returns TaskManager slots for one shard's queries.
+pub(super) struct SlotLeaser {
+    node_id: String,
+    taskmanagers: TaskManagers,
+    peers: FlightClients,
+    config: JobManagerConfig,
+    /// Queries waiting for free slots now.
+    waiting: AtomicUsize,
+    /// Signalled when this shard releases slots, so its queued queries retry at once.
+    released: Notify,
+    metrics: JobManagerMetrics,
+}
+
+/// Where the shard finds TaskManagers: a fixed list, or gossip (with pools and free slots).
+pub(super) enum TaskManagers {
+    Static(Arc<StaticMembership>),
+    Gossip(GossipMembership),
+}
+
+/// A TaskManager a query could lease slots on.
+struct Candidate {
+    url: String,
+    /// Free slots as last gossiped; unknown for a fixed list.
+    slots_free: Option<u64>,
+}
+
+/// Slots a query holds: one lease id, on each of `holders`.
+pub(super) struct Leased {
+    pub(super) lease_id: String,
+    pub(super) holders: Vec<String>,
+}
+
+impl SlotLeaser {
+    pub(super) fn new(
+        node_id: String,
+        taskmanagers: TaskManagers,
+        config: JobManagerConfig,
+        metrics: JobManagerMetrics,
+    ) -> Self {
+        Self {
+            node_id,
+            taskmanagers,
+            peers: FlightClients::new(Duration::from_millis(config.handover_timeout_ms)),
+            config,
+            waiting: AtomicUsize::new(0),
+            released: Notify::new(),
+            metrics,
+        }
+    }
+
+    /// Returns the Flight clients of the TaskManagers (for the hand-over too).
+    pub(super) fn peers(&self) -> &FlightClients {
+        &self.peers
+    }
+
+    /// Returns the lease TTL handed to the head, in milliseconds.
+    pub(super) fn lease_ttl_ms(&self) -> u64 {
+        self.config.lease_ttl_ms
+    }
+
+    /// Returns the TaskManager membership, for `/v1/state`.
+    pub(super) fn membership(&self) -> &dyn Membership {
+        self.taskmanagers.membership()
+    }
+
+    /// Records a TaskManager that failed at the transport level: no work until it answers.
+    pub(super) fn mark_down(&self, url: &str, reason: &str) {
+        self.taskmanagers.membership().mark_down(url, reason);
+    }
+
+    /// Reserves slots for a query on up to `taskmanagers_per_query` TaskManagers of its pool,
+    /// waiting in the bounded queue while none is free.
+    pub(super) async fn lease(&self, command: &QueryCommand) -> Result<Leased, AgentError> {
+        let inner = self;
+        let started = Instant::now();
+        let max_wait = Duration::from_millis(inner.config.queue_max_wait_ms);
+        let lease_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut queued: Option<Queued<'_>> = None;
+        loop {
+            let candidates = inner.taskmanagers.candidates(&command.pool);
+            if candidates.is_empty() {
+                return Err(AgentError::NoTaskManager(format!(
+                    "no taskmanager of pool `{}` is up",
+                    command.pool
+                )));
+            }
+            let holders = self.reserve_on(command, &lease_id, candidates).await;
+            if !holders.is_empty() {
+                inner
+                    .metrics
+                    .lease_wait_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                return Ok(Leased { lease_id, holders });
+            }
+            if queued.is_none() {
+                if inner.waiting.load(Ordering::Acquire) >= inner.config.queue_length {
+                    return Err(AgentError::ClusterBusy(format!(
+                        "no free slot in pool `{}` and {} queries already wait",
+                        command.pool, inner.config.queue_length
+                    )));
+                }
+                queued = Some(Queued::enter(inner));
+            }
+            let Some(left) = max_wait.checked_sub(started.elapsed()) else {
+                return Err(AgentError::ClusterBusy(format!(
+                    "no free slot in pool `{}` within {} ms",
+                    command.pool, inner.config.queue_max_wait_ms
+                )));
+            };
+            // Slots freed by this shard wake the queue at once; others show up on the poll.
+            let _ = tokio::time::timeout(
+                left.min(Duration::from_millis(20)),
+                inner.released.notified(),
+            )
+            .await;
+        }
+    }
+
+    /// Tries candidates in power-of-two order until the query holds `taskmanagers_per_query`
+    /// leases; returns the TaskManagers that granted one.
+    async fn reserve_on(
+        &self,
+        command: &QueryCommand,
+        lease_id: &str,
+        candidates: Vec<Candidate>,
+    ) -> Vec<String> {
+        let inner = self;
+        let want = inner.config.taskmanagers_per_query.min(candidates.len());
+        let mut seed = uuid::Uuid::new_v4().as_u128();
+        let random = move || {
+            seed = seed.rotate_left(17) ^ (seed >> 7);
+            seed as usize
+        };
+        let request = ReserveRequest {
+            lease_id: lease_id.to_string(),
+            query_id: command.query_id.to_string(),
+            slots: inner.config.slots_per_query,
+            ttl_ms: inner.config.lease_ttl_ms,
+            holder: inner.node_id.clone(),
+        }
+        .encode_to_vec();
+        let mut holders = Vec::with_capacity(want);
+        for url in power_of_two_order(candidates, random) {
+            if holders.len() == want {
+                break;
+            }
+            match call_action(&inner.peers, &url, RESERVE_ACTION, request.clone()).await {
+                Ok(_) => holders.push(url),
+                Err(error) if error.code == ErrorCode::ClusterBusy => {
+                    inner.metrics.leases_refused.inc();
+                }
+                Err(error) if error.code == ErrorCode::Unavailable => {
+                    inner.mark_down(&url, &error.message);
+                }
+                Err(error) => {
+                    tracing::warn!(taskmanager = %url, code = %error.code, error = %error.message, "lease reservation failed");
+                }
+            }
+        }
+        holders
+    }
+
+    /// Returns a query's slots when it fails before its hand-over (after it, the head does).
+    pub(super) fn release(self: &Arc<Self>, leased: &Leased) {
+        let leaser = Arc::clone(self);
+        let body = LeaseIds {
+            lease_ids: vec![leased.lease_id.clone()],
+            ttl_ms: 0,
+        }
+        .encode_to_vec();
+        let holders = leased.holders.clone();
+        gateway::spawn_instrumented(async move {
+            for url in holders {
+                if let Err(error) =
+                    call_action(&leaser.peers, &url, RELEASE_ACTION, body.clone()).await
+                {
+                    tracing::warn!(taskmanager = %url, error = %error.message, "lease release failed; it expires by TTL");
+                }
+            }
+            leaser.released.notify_waiters();
+        });
+    }
+}
+
+/// Counts a query in the slot queue while it waits.
+struct Queued<'a>(&'a SlotLeaser);
+
+impl<'a> Queued<'a> {
+    fn enter(leaser: &'a SlotLeaser) -> Self {
+        leaser.waiting.fetch_add(1, Ordering::AcqRel);
+        leaser.metrics.queued.inc();
+        Self(leaser)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.queued.dec();
+    }
+}
+
+// === impl TaskManagers ===
+
+impl TaskManagers {
+    /// Returns the TaskManagers of `pool` that take work now.
+    fn candidates(&self, pool: &str) -> Vec<Candidate> {
+        match self {
+            Self::Static(membership) if pool == DEFAULT_POOL => membership
+                .healthy()
+                .into_iter()
+                .map(|url| Candidate {
+                    url,
+                    slots_free: None,
+                })
+                .collect(),
+            Self::Static(_) => Vec::new(),
+            Self::Gossip(membership) => membership
+                .serving_peers()
+                .into_iter()
+                .filter(|peer| peer.info.pool.as_deref().unwrap_or(DEFAULT_POOL) == pool)
+                .filter_map(|peer| {
+                    Some(Candidate {
+                        url: peer.info.grpc_url?,
+                        slots_free: Some(peer.load.slots_free),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn membership(&self) -> &dyn Membership {
+        match self {
+            Self::Static(membership) => membership.as_ref(),
+            Self::Gossip(membership) => membership,
+        }
+    }
+}
+
+/// Orders candidates by power of two choices: repeatedly sample two of those left and take
+/// the one with more free slots. Spreads load without any process seeing every decision.
+fn power_of_two_order(mut left: Vec<Candidate>, mut random: impl FnMut() -> usize) -> Vec<String> {
+    let mut ordered = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let first = random() % left.len();
+        let second = random() % left.len();
+        let free = |index: usize| left[index].slots_free.unwrap_or(u64::MAX);
+        let chosen = if free(second) > free(first) {
+            second
+        } else {
+            first
+        };
+        ordered.push(left.swap_remove(chosen).url);
+    }
+    ordered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn power_of_two_prefers_free_slots_and_keeps_everyone() {
+        let candidates = |free: &[u64]| {
+            free.iter()
+                .enumerate()
+                .map(|(index, free)| Candidate {
+                    url: format!("tm{index}"),
+                    slots_free: Some(*free),
+                })
+                .collect::<Vec<_>>()
+        };
+        // Samples 0 and 1 first: the freer wins.
+        let mut picks = [0usize, 1, 0, 0].into_iter();
+        let order = power_of_two_order(candidates(&[0, 3]), move || picks.next().unwrap());
+        assert_eq!(order, vec!["tm1", "tm0"]);
+        let mut counter = 0usize;
+        let order = power_of_two_order(candidates(&[1, 2, 3, 4, 5]), move || {
+            counter += 7;
+            counter
+        });
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec!["tm0", "tm1", "tm2", "tm3", "tm4"]);
+    }
+}
