@@ -1,0 +1,191 @@
+//! A test federation: a gateway, shards and TaskManagers as separate processes on loopback,
+//! joined by gossip, with helpers to add members while it runs.
+
+use super::{Process, blocking_get_json, catalog_toml, tpch_dir};
+use std::time::{Duration, Instant};
+
+/// A gateway, shards and TaskManagers, each a separate process, joined by gossip (the first
+/// TaskManager is the seed).
+pub struct Federation {
+    pub dir: tempfile::TempDir,
+    pub taskmanagers: Vec<Process>,
+    pub shards: Vec<Process>,
+    pub gateway: Process,
+    pub options: FederationOptions,
+    seed: String,
+    catalog: String,
+}
+
+/// What a test federation is made of.
+#[derive(Clone, Debug)]
+pub struct FederationOptions {
+    /// One entry per TaskManager: its pool.
+    pub pools: Vec<String>,
+    /// Slots of each TaskManager.
+    pub slots: usize,
+    /// Shards.
+    pub shards: usize,
+    /// Extra TOML for every shard's `[jobmanager]` section.
+    pub jobmanager_toml: String,
+    /// Extra TOML appended to the gateway's config.
+    pub gateway_toml: String,
+}
+
+impl Default for FederationOptions {
+    fn default() -> Self {
+        Self {
+            pools: vec!["default".into(), "default".into()],
+            slots: 4,
+            shards: 2,
+            jobmanager_toml: "queue_max_wait_ms = 30000\n".into(),
+            gateway_toml: String::new(),
+        }
+    }
+}
+
+/// Gossip settings for fast tests: frequent rounds and load updates.
+const GOSSIP_TOML: &str = "[gossip]\ninterval_ms = 50\nload_interval_ms = 50\n";
+
+impl Federation {
+    /// Starts the federation over the shared TPC-H data.
+    pub fn start() -> Federation {
+        Self::start_with(2, 2)
+    }
+
+    /// Starts `taskmanagers` TaskManagers and `shards` shards behind one gateway.
+    pub fn start_with(taskmanager_count: usize, shard_count: usize) -> Federation {
+        Self::start_with_options(FederationOptions {
+            pools: vec!["default".into(); taskmanager_count],
+            shards: shard_count,
+            ..FederationOptions::default()
+        })
+    }
+
+    /// Starts a federation as `options` says, and waits until the gateway sees every member.
+    pub fn start_with_options(options: FederationOptions) -> Federation {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = catalog_toml(&tpch_dir());
+        let mut federation = Federation {
+            dir,
+            taskmanagers: Vec::new(),
+            shards: Vec::new(),
+            gateway: Process::placeholder(),
+            options: options.clone(),
+            seed: String::new(),
+            catalog,
+        };
+        for pool in &options.pools {
+            federation.add_taskmanager(pool);
+        }
+        for _ in 0..options.shards {
+            federation.add_shard();
+        }
+        let config = federation.dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
+                federation.seed, options.gateway_toml
+            ),
+        )
+        .unwrap();
+        federation.gateway = Process::start(
+            "gateway",
+            &["gateway", "--config", config.to_str().unwrap()],
+            federation.dir.path(),
+        );
+        federation.wait_converged();
+        federation
+    }
+
+    /// Starts one more TaskManager in `pool`; returns its index.
+    pub fn add_taskmanager(&mut self, pool: &str) -> usize {
+        let index = self.taskmanagers.len();
+        let config = self.dir.path().join(format!("tm-{index}.toml"));
+        let seeds = if self.seed.is_empty() {
+            String::new()
+        } else {
+            format!("seeds = [\"{}\"]\n", self.seed)
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nid = \"tm-{index}\"\n[taskmanager]\nlisten = \"127.0.0.1:0\"\nslots = {}\npool = \"{pool}\"\n{GOSSIP_TOML}{seeds}{}",
+                self.options.slots, self.catalog
+            ),
+        )
+        .unwrap();
+        let process = Process::start(
+            &format!("tm-{index}"),
+            &["taskmanager", "--config", config.to_str().unwrap()],
+            self.dir.path(),
+        );
+        if self.seed.is_empty() {
+            self.seed = process.addresses["gossip"].clone();
+        }
+        self.taskmanagers.push(process);
+        index
+    }
+
+    /// Starts one more shard; returns its index.
+    pub fn add_shard(&mut self) -> usize {
+        let index = self.shards.len();
+        let config = self.dir.path().join(format!("jm-{index}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nid = \"jm-{index}\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\n{}{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
+                self.options.jobmanager_toml, self.seed, self.catalog
+            ),
+        )
+        .unwrap();
+        let process = Process::start(
+            &format!("jm-{index}"),
+            &["jobmanager", "--config", config.to_str().unwrap()],
+            self.dir.path(),
+        );
+        self.shards.push(process);
+        index
+    }
+
+    /// Waits (at most 20 s) until the gateway's gossip view holds every running process.
+    pub fn wait_converged(&self) {
+        let expected = self.taskmanagers.len() + self.shards.len() + 1;
+        let url = format!("{}/v1/cluster", self.url());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let members = blocking_get_json(&url)
+                .and_then(|view| view["members"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            if members == expected {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.dump_logs();
+                panic!("the gateway sees {members} members, not {expected}, after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The gateway's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.gateway.addresses["http"])
+    }
+
+    /// Prints every process's log (for failing tests).
+    pub fn dump_logs(&self) {
+        for process in self
+            .taskmanagers
+            .iter()
+            .chain(&self.shards)
+            .chain([&self.gateway])
+        {
+            eprintln!(
+                "==== {} ====\n{}",
+                process.name,
+                std::fs::read_to_string(&process.log).unwrap_or_default()
+            );
+        }
+    }
+}
