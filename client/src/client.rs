@@ -3,7 +3,10 @@
 use crate::error::Error;
 use crate::stream::QueryStream;
 use bytes::Bytes;
-use flotilla_protocol::{ErrorCode, ErrorEnvelope, MediaType, QUERY_ID_HEADER, ROUTING_KEY_HEADER};
+use flotilla_protocol::{
+    ErrorCode, ErrorEnvelope, MediaType, QUERY_ID_HEADER, ROUTING_KEY_HEADER, TENANT_HEADER,
+    TIMEOUT_HEADER,
+};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,6 +24,13 @@ pub struct Client {
 pub struct QueryOptions {
     /// Sent as `x-flotilla-routing-key`: queries with one key go to one shard.
     pub routing_key: Option<String>,
+    /// Sent as `x-flotilla-tenant`: whose limits and pool the query runs under.
+    pub tenant: Option<String>,
+    /// Sent as `x-flotilla-timeout-ms`: a shorter timeout than the gateway's default.
+    pub timeout_ms: Option<u64>,
+    /// Sent as `x-flotilla-query-id`: the query's id (a UUID), so that it can be cancelled
+    /// with [`Client::cancel`] before its first byte; the gateway picks one when absent.
+    pub query_id: Option<String>,
 }
 
 impl Client {
@@ -62,6 +72,15 @@ impl Client {
         if let Some(key) = &options.routing_key {
             request = request.header(ROUTING_KEY_HEADER, key);
         }
+        if let Some(tenant) = &options.tenant {
+            request = request.header(TENANT_HEADER, tenant);
+        }
+        if let Some(query_id) = &options.query_id {
+            request = request.header(QUERY_ID_HEADER, query_id);
+        }
+        if let Some(timeout_ms) = options.timeout_ms {
+            request = request.header(TIMEOUT_HEADER, timeout_ms.to_string());
+        }
         let request = request
             .body(Full::new(Bytes::from(sql.to_string())))
             .map_err(|error| Error::Transport(error.to_string()))?;
@@ -70,6 +89,31 @@ impl Client {
             .request(request)
             .await
             .map_err(|error| Error::Transport(format!("{error:?}")))?;
+        let (query_id, body) = Self::check(response).await?;
+        QueryStream::open(query_id, body).await
+    }
+
+    /// Cancels a running query (`DELETE /v1/query/{id}`); `Ok(false)` when it no longer runs.
+    pub async fn cancel(&self, query_id: &str) -> Result<bool, Error> {
+        let request = http::Request::delete(format!("{}/v1/query/{query_id}", self.base))
+            .body(Full::new(Bytes::new()))
+            .map_err(|error| Error::Transport(error.to_string()))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|error| Error::Transport(format!("{error:?}")))?;
+        match Self::check(response).await {
+            Ok(_) => Ok(true),
+            Err(error) if error.code() == Some(ErrorCode::NotFound) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Returns the query id and body of a successful response, else its error.
+    async fn check(
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<(String, hyper::body::Incoming), Error> {
         let status = response.status();
         let query_id = response
             .headers()
@@ -102,7 +146,7 @@ impl Client {
                 },
             });
         }
-        QueryStream::open(query_id.unwrap_or_default(), response.into_body()).await
+        Ok((query_id.unwrap_or_default(), response.into_body()))
     }
 }
 

@@ -28,6 +28,7 @@ pub struct QueryStream {
     tail: Vec<u8>,
     ready: Option<RecordBatch>,
     done: bool,
+    bytes: u64,
 }
 
 impl std::fmt::Debug for QueryStream {
@@ -51,6 +52,7 @@ impl QueryStream {
             tail: Vec::new(),
             ready: None,
             done: false,
+            bytes: 0,
         };
         while stream.decoder.schema().is_none() {
             match stream.body.frame().await {
@@ -85,7 +87,13 @@ impl QueryStream {
         self.schema.clone()
     }
 
+    /// Returns the result bytes received so far (the Arrow IPC stream).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes
+    }
+
     fn push(&mut self, data: Bytes) {
+        self.bytes += data.len() as u64;
         self.tail.extend_from_slice(&data);
         if self.tail.len() > END_OF_STREAM.len() {
             let excess = self.tail.len() - END_OF_STREAM.len();

@@ -153,8 +153,11 @@ async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -
     };
     println!("{}", handle.listening_line(role));
     tracing::info!(role = role.as_str(), grpc = %handle.grpc_addr, admin = %handle.admin_addr, "listening");
-    gateway::shutdown_signal().await;
-    tracing::info!(role = role.as_str(), "stopping");
+    tokio::select! {
+        () = gateway::shutdown_signal() => {}
+        () = handle.drain.requested() => {}
+    }
+    tracing::info!(role = role.as_str(), "draining, then stopping");
     exit(handle.shutdown().await)
 }
 

@@ -45,12 +45,25 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-/// Identity of this process.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Identity and lifecycle of this process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// A name for logs and `/v1/state`; defaults to `<role>-<pid>`.
     pub id: Option<String>,
+    /// On SIGTERM or `POST /admin/drain`: how long the node waits for its running work (a
+    /// shard's plans; a TaskManager's leases, tickets and result streams) before it exits
+    /// anyway, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            drain_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// A JobManager shard.

@@ -50,6 +50,7 @@ impl AgentError {
             Self::ClusterBusy(_) => ErrorCode::ClusterBusy,
             Self::NoLease(_) => ErrorCode::NotAllowed,
             Self::TicketNotFound(_) => ErrorCode::TicketNotFound,
+            Self::DataFusion(error) if is_peer_failure(error) => ErrorCode::Unavailable,
             Self::DataFusion(error) => datafusion_code(error),
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -97,6 +98,43 @@ pub fn datafusion_code(error: &DataFusionError) -> ErrorCode {
     }
 }
 
+/// Says whether a DataFusion error is another TaskManager failing at the transport level (a
+/// bare gRPC status, as datafusion-distributed passes those on) rather than the query's own
+/// error: the query never produced a result and may be run again.
+pub fn is_peer_failure(error: &DataFusionError) -> bool {
+    let external: &(dyn std::error::Error + 'static) = match root(error) {
+        DataFusionError::External(inner) => inner.as_ref(),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            datafusion::arrow::error::ArrowError::ExternalError(inner) => inner.as_ref(),
+            _ => return false,
+        },
+        _ => return false,
+    };
+    if let Some(inner) = external.downcast_ref::<DataFusionError>() {
+        return is_peer_failure(inner);
+    }
+    if let Some(status) = external.downcast_ref::<tonic::Status>() {
+        return matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::Aborted
+                | tonic::Code::Internal
+        ) && status.details().is_empty();
+    }
+    external.downcast_ref::<tonic::transport::Error>().is_some()
+        || external.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        })
+}
+
 fn root(error: &DataFusionError) -> &DataFusionError {
     match error {
         DataFusionError::Context(_, inner) => root(inner),
@@ -132,6 +170,29 @@ mod tests {
         ));
         assert_eq!(datafusion_code(&shared), ErrorCode::ResourcesExhausted);
         assert!(root_message(&wrapped).contains("table 'x' not found"));
+    }
+
+    #[test]
+    fn a_lost_worker_is_unavailable_but_a_worker_sql_error_is_not() {
+        let lost = DataFusionError::External(Box::new(tonic::Status::unavailable(
+            "tcp connect error: Connection refused",
+        )));
+        let wrapped = DataFusionError::Context("stage 2".into(), Box::new(lost));
+        assert_eq!(
+            AgentError::DataFusion(wrapped).code(),
+            ErrorCode::Unavailable
+        );
+        let refused =
+            DataFusionError::External(Box::new(tonic::Status::permission_denied("no lease")));
+        assert_eq!(AgentError::DataFusion(refused).code(), ErrorCode::Execution);
+        let division = DataFusionError::ArrowError(
+            Box::new(datafusion::arrow::error::ArrowError::DivideByZero),
+            None,
+        );
+        assert_eq!(
+            AgentError::DataFusion(division).code(),
+            ErrorCode::Execution
+        );
     }
 
     #[test]

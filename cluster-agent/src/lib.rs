@@ -24,5 +24,5 @@ pub use config::{Config, JobManagerConfig, NodeConfig, Role, TaskManagerConfig};
 pub use error::AgentError;
 pub use gendata::{TPCH_TABLES, generate as generate_tpch, is_generated as is_tpch_generated};
 pub use jobmanager::{JobManager, JobManagerMetrics, start_jobmanager};
-pub use node::NodeHandle;
+pub use node::{Drain, NodeHandle};
 pub use taskmanager::{TaskManager, TaskManagerMetrics, start_taskmanager};

@@ -7,8 +7,11 @@
 //!     ├─ jobmanager × 2  ──┤ each: <data-dir>/local/<name>.toml, logs in <data-dir>/local/logs/
 //!     └─ gateway ──────────┘ http://127.0.0.1:8080
 //! ```
-//! Children are started with ephemeral internal ports, report them on a `LISTENING` line, and are
-//! stopped with SIGTERM (then SIGKILL after 10 s) when `local` gets Ctrl-C or SIGTERM.
+//! Children are started with ephemeral internal ports and report them on a `LISTENING` line.
+//! `local` then supervises them: a child that exits (drained with `POST /admin/drain`, or
+//! killed) is started again on the same ports, so rolling restarts and fail-over drills
+//! (`load-tests/`) work against it. `<data-dir>/local/federation.json` lists every child with its
+//! pid and addresses. On Ctrl-C or SIGTERM every child gets SIGTERM (then SIGKILL after 10 s).
 
 use crate::catalog::CatalogConfig;
 use crate::config::{Config, Role};
@@ -52,11 +55,25 @@ pub struct LocalArgs {
     once: bool,
 }
 
+/// A child exiting more often than this within [`RESTART_WINDOW`] stops the federation.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
 /// One child process and what it reported.
 struct Node {
     name: String,
+    role: String,
     child: Child,
     addresses: BTreeMap<String, String>,
+    /// Its config, pinned to the ports it bound, for restarts.
+    config: Option<RestartConfig>,
+    restarts: Vec<Instant>,
+}
+
+/// How to start a node again: same role, same ports; seeds are filled in at restart.
+enum RestartConfig {
+    Agent(Box<Config>),
+    Gateway(Box<gateway::Config>),
 }
 
 impl Node {
@@ -78,6 +95,12 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let data_dir = data_dir.canonicalize()?;
     let run_dir = data_dir.join("local");
     std::fs::create_dir_all(run_dir.join("logs"))?;
+    // Logs are appended across a child's restarts; each run of `local` starts them afresh.
+    for entry in std::fs::read_dir(run_dir.join("logs"))?.flatten() {
+        if entry.path().extension().is_some_and(|ext| ext == "log") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let executable = std::env::current_exe().context("locating the cluster-agent executable")?;
     let catalog = CatalogConfig::tpch(&data_dir);
 
@@ -93,11 +116,15 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
             config.taskmanager.slots = args.slots;
             config.gossip.seeds = seeds.clone();
             config.catalog = catalog.clone();
-            let node = start(&executable, Role::TaskManager.as_str(), &format!("tm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
+            let mut node = start(&executable, Role::TaskManager.as_str(), &format!("tm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
             taskmanagers.push(format!("http://{}", node.address("grpc")?));
             if seeds.is_empty() {
                 seeds.push(node.address("gossip")?.to_string());
             }
+            config.taskmanager.listen = node.address("grpc")?.parse()?;
+            config.taskmanager.admin_listen = node.address("admin")?.parse()?;
+            config.gossip.listen = node.address("gossip")?.parse()?;
+            node.config = Some(RestartConfig::Agent(Box::new(config)));
             nodes.push(node);
         }
         let mut shards = Vec::new();
@@ -107,16 +134,24 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
             config.jobmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
             config.gossip.seeds = seeds.clone();
             config.catalog = catalog.clone();
-            let node = start(&executable, Role::JobManager.as_str(), &format!("jm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
+            let mut node = start(&executable, Role::JobManager.as_str(), &format!("jm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
             shards.push(format!("http://{}", node.address("grpc")?));
+            config.jobmanager.listen = node.address("grpc")?.parse()?;
+            config.jobmanager.admin_listen = node.address("admin")?.parse()?;
+            config.gossip.listen = node.address("gossip")?.parse()?;
+            node.config = Some(RestartConfig::Agent(Box::new(config)));
             nodes.push(node);
         }
         let mut config = gateway::Config::default();
         config.http.listen = args.http;
         config.gossip.seeds = seeds.clone();
-        let node = start(&executable, "gateway", "gateway", &toml::to_string(&config)?, &run_dir).await?;
+        let mut node = start(&executable, "gateway", "gateway", &toml::to_string(&config)?, &run_dir).await?;
         let url = format!("http://{}", node.address("http")?);
+        config.http.listen = node.address("http")?.parse()?;
+        config.gossip.listen = node.address("gossip")?.parse()?;
+        node.config = Some(RestartConfig::Gateway(Box::new(config)));
         nodes.push(node);
+        write_federation(&run_dir, &url, &nodes)?;
 
         println!();
         println!("Flotilla local federation is up:");
@@ -132,17 +167,18 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         println!("       --data-binary 'SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey ORDER BY n_name LIMIT 5'");
         println!();
         run_main_job(&url).await?;
-        anyhow::Ok(())
+        anyhow::Ok(url)
     }
     .await;
 
-    if result.is_ok() && !args.once {
-        println!("Serving; press Ctrl-C to stop.");
+    if let (Ok(url), false) = (&result, args.once) {
+        println!("Serving; press Ctrl-C to stop. Children that exit are started again.");
         tokio::select! {
             _ = gateway::shutdown_signal() => {}
-            exited = first_exit(&mut nodes) => eprintln!("{exited}; stopping the federation"),
+            error = supervise(&executable, &run_dir, url, &mut nodes) => eprintln!("{error:#}; stopping the federation"),
         }
     }
+    let result = result.map(|_| ());
     stop_all(&mut nodes).await;
     result
 }
@@ -177,7 +213,11 @@ async fn start(
     let config_path = run_dir.join(format!("{name}.toml"));
     std::fs::write(&config_path, config)?;
     let log_path = run_dir.join("logs").join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path)?;
+    // Appended to, so that a restarted child's log follows its predecessor's.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)?;
     let mut child = Command::new(executable)
         .arg(role)
         .arg("--config")
@@ -212,8 +252,11 @@ async fn start(
     let addresses = parse_listening(&line);
     Ok(Node {
         name: name.to_string(),
+        role: role.to_string(),
         child,
         addresses,
+        config: None,
+        restarts: Vec::new(),
     })
 }
 
@@ -259,15 +302,118 @@ async fn run_main_job(url: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn first_exit(nodes: &mut [Node]) -> String {
+/// Starts again any child that exits, on the same ports, seeded by the others; returns when
+/// one keeps failing.
+async fn supervise(
+    executable: &Path,
+    run_dir: &Path,
+    url: &str,
+    nodes: &mut [Node],
+) -> anyhow::Error {
     loop {
-        for node in nodes.iter_mut() {
-            if let Ok(Some(status)) = node.child.try_wait() {
-                return format!("{} exited ({status})", node.name);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for index in 0..nodes.len() {
+            let Ok(Some(status)) = nodes[index].child.try_wait() else {
+                continue;
+            };
+            if let Err(error) = restart(executable, run_dir, nodes, index, status).await {
+                return error;
+            }
+            if let Err(error) = write_federation(run_dir, url, nodes) {
+                return error;
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+async fn restart(
+    executable: &Path,
+    run_dir: &Path,
+    nodes: &mut [Node],
+    index: usize,
+    status: std::process::ExitStatus,
+) -> anyhow::Result<()> {
+    let name = nodes[index].name.clone();
+    let now = Instant::now();
+    nodes[index]
+        .restarts
+        .retain(|at| now.duration_since(*at) < RESTART_WINDOW);
+    if nodes[index].restarts.len() >= MAX_RESTARTS {
+        anyhow::bail!(
+            "{name} exited {} times within {} s (last: {status})",
+            MAX_RESTARTS + 1,
+            RESTART_WINDOW.as_secs()
+        );
+    }
+    eprintln!("{name} exited ({status}); starting it again on the same ports");
+    let seeds: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(other, _)| *other != index)
+        .filter_map(|(_, node)| node.addresses.get("gossip").cloned())
+        .collect();
+    let config = match nodes[index].config.as_mut() {
+        Some(RestartConfig::Agent(config)) => {
+            config.gossip.seeds = seeds;
+            toml::to_string(config)?
+        }
+        Some(RestartConfig::Gateway(config)) => {
+            config.gossip.seeds = seeds;
+            toml::to_string(config)?
+        }
+        None => anyhow::bail!("{name} cannot be restarted"),
+    };
+    let role = nodes[index].role.clone();
+    // The old process's sockets are closed; give the kernel a moment to free the ports.
+    let mut attempt = 0;
+    let mut node = loop {
+        match start(executable, &role, &name, &config, run_dir).await {
+            Ok(node) => break node,
+            Err(error) if attempt < 20 => {
+                attempt += 1;
+                tracing::debug!(%error, attempt, "restart failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let old = &mut nodes[index];
+    node.config = old.config.take();
+    node.restarts = std::mem::take(&mut old.restarts);
+    node.restarts.push(now);
+    eprintln!(
+        "{name} is back (pid {})",
+        node.child.id().unwrap_or_default()
+    );
+    *old = node;
+    Ok(())
+}
+
+/// Writes `federation.json`: the gateway URL and every child's role, pid and addresses, for
+/// the scripts in `load-tests/`.
+fn write_federation(run_dir: &Path, url: &str, nodes: &[Node]) -> anyhow::Result<()> {
+    let listed: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|node| {
+            serde_json::json!({
+                "name": node.name,
+                "role": node.role,
+                "pid": node.child.id(),
+                "addresses": node.addresses,
+                "restarts": node.restarts.len(),
+            })
+        })
+        .collect();
+    let document = serde_json::json!({
+        "local_pid": std::process::id(),
+        "gateway": url,
+        "nodes": listed,
+    });
+    let path = run_dir.join("federation.json");
+    let temporary = run_dir.join("federation.json.tmp");
+    std::fs::write(&temporary, serde_json::to_vec_pretty(&document)?)?;
+    std::fs::rename(&temporary, &path)?;
+    Ok(())
 }
 
 /// Stops children in reverse start order: SIGTERM, then SIGKILL after 10 s.

@@ -1,5 +1,9 @@
 //! Runs one agent process: its gRPC services on one listener and its HTTP admin service
-//! (`/healthz`, `/metrics`, `/v1/state`) on another, until told to stop.
+//! (`/healthz`, `/metrics`, `/v1/state`, `POST /admin/drain`) on another, until told to stop.
+//!
+//! Stopping is a drain: the node refuses new work (its services read [`Drain::is_draining`]),
+//! announces `draining` over gossip so peers stop choosing it, waits until its running work is
+//! done (or `node.drain_timeout_ms`), then closes its listeners and leaves gossip.
 
 use crate::config::Role;
 use bytes::Bytes;
@@ -12,6 +16,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -19,6 +25,43 @@ use tokio::sync::watch;
 pub type StateView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 /// Refreshes gauges that are read rather than counted, before a scrape.
 pub type RefreshGauges = Arc<dyn Fn() + Send + Sync>;
+
+/// Says whether the node's work is done (nothing planning, leased or streaming).
+pub type IdleCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The drain state a node's services consult: set once, never cleared.
+#[derive(Clone)]
+pub struct Drain {
+    draining: Arc<AtomicBool>,
+    requested: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            draining: Arc::default(),
+            requested: watch::channel(false).0,
+        }
+    }
+}
+
+impl Drain {
+    /// Says whether the node is draining: it must take no new work.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Asks the node to drain and exit (what `POST /admin/drain` does).
+    pub fn request(&self) {
+        self.requested.send_replace(true);
+    }
+
+    /// Waits until a drain is requested through [`Drain::request`].
+    pub async fn requested(&self) {
+        let mut requested = self.requested.subscribe();
+        let _ = requested.wait_for(|requested| *requested).await;
+    }
+}
 
 /// A running agent: where it listens, and how to stop it.
 pub struct NodeHandle {
@@ -28,6 +71,10 @@ pub struct NodeHandle {
     pub admin_addr: SocketAddr,
     /// Its gossip membership.
     pub gossip: Gossip,
+    /// Its drain state.
+    pub drain: Drain,
+    idle: IdleCheck,
+    drain_timeout: Duration,
     shutdown: watch::Sender<bool>,
     grpc_task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -44,14 +91,33 @@ impl NodeHandle {
         )
     }
 
-    /// Announces the drain over gossip, gives peers a few gossip rounds to see it, stops
-    /// accepting, lets in-flight calls finish, and leaves gossip.
+    /// Drains: refuses new work, announces `draining` over gossip and gives peers a few gossip
+    /// rounds to see it, waits for running work (at most the drain timeout), then stops
+    /// accepting, lets open calls finish, and leaves gossip.
     pub async fn shutdown(self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        self.drain.draining.store(true, Ordering::Release);
         self.gossip.set_draining().await;
-        let rounds = std::time::Duration::from_millis(self.gossip.config().interval_ms * 3);
-        tokio::time::sleep(rounds.min(std::time::Duration::from_secs(2))).await;
+        let rounds = Duration::from_millis(self.gossip.config().interval_ms * 3);
+        tokio::time::sleep(rounds.min(Duration::from_secs(2))).await;
+        let deadline = started + self.drain_timeout;
+        while !(self.idle)() {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    timeout_ms = self.drain_timeout.as_millis() as u64,
+                    "drain timeout reached with work still running; stopping anyway"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(drained_ms = started.elapsed().as_millis() as u64, "drained");
         let _ = self.shutdown.send(true);
-        self.grpc_task.await??;
+        // Open connections get GOAWAY; calls still running are cut after a grace period.
+        match tokio::time::timeout(Duration::from_secs(5), self.grpc_task).await {
+            Ok(joined) => joined??,
+            Err(_) => tracing::warn!("gRPC calls still open 5 s after the drain; exiting"),
+        }
         self.gossip.shutdown().await;
         Ok(())
     }
@@ -117,9 +183,10 @@ pub(crate) async fn serve_node(
     gossip: Gossip,
     router: tonic::transport::server::Router,
     registry: Registry,
-    state: StateView,
-    refresh: RefreshGauges,
+    views: Views,
+    lifecycle: Lifecycle,
 ) -> anyhow::Result<NodeHandle> {
+    let Views { state, refresh } = views;
     let NodeListeners {
         grpc: grpc_listener,
         admin: admin_listener,
@@ -143,6 +210,7 @@ pub(crate) async fn serve_node(
         state,
         refresh,
         gossip: gossip.clone(),
+        drain: lifecycle.drain.clone(),
     });
     gateway::spawn_instrumented(async move {
         loop {
@@ -169,9 +237,25 @@ pub(crate) async fn serve_node(
         grpc_addr,
         admin_addr,
         gossip,
+        drain: lifecycle.drain,
+        idle: lifecycle.idle,
+        drain_timeout: lifecycle.drain_timeout,
         shutdown,
         grpc_task,
     })
+}
+
+/// What the admin endpoints show: `/v1/state`, and gauges refreshed before a `/metrics` scrape.
+pub(crate) struct Views {
+    pub(crate) state: StateView,
+    pub(crate) refresh: RefreshGauges,
+}
+
+/// How a node drains: its drain state, when its work is done, and how long to wait for that.
+pub(crate) struct Lifecycle {
+    pub(crate) drain: Drain,
+    pub(crate) idle: IdleCheck,
+    pub(crate) drain_timeout: Duration,
 }
 
 struct Admin {
@@ -180,6 +264,7 @@ struct Admin {
     state: StateView,
     refresh: RefreshGauges,
     gossip: Gossip,
+    drain: Drain,
 }
 
 impl Admin {
@@ -203,8 +288,19 @@ impl Admin {
                     ),
                 }
             }
+            ("POST", "/admin/drain") => {
+                tracing::info!("drain requested over the admin API");
+                self.drain.request();
+                let body = serde_json::json!({"draining": true});
+                (
+                    StatusCode::ACCEPTED,
+                    "application/json",
+                    Bytes::from(body.to_string()),
+                )
+            }
             ("GET", "/v1/state") => {
                 let mut state = (self.state)();
+                state["draining"] = serde_json::Value::from(self.drain.is_draining());
                 state["role"] = serde_json::Value::from(self.role.as_str());
                 state["gossip"] = serde_json::json!(self.gossip.addr());
                 state["cluster"] = serde_json::json!(*self.gossip.view());

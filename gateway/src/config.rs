@@ -21,6 +21,8 @@ pub struct Config {
     pub taskmanagers: TaskManagersConfig,
     /// How queries are spread over shards.
     pub routing: RoutingConfig,
+    /// Limits of each query.
+    pub query: QueryConfig,
     /// How many queries are admitted at once, overall and per tenant.
     pub admission: AdmissionConfig,
     /// Tenants with limits or a pool of their own, by name; others get the admission defaults.
@@ -84,6 +86,23 @@ pub struct TaskManagersConfig {
     pub addresses: Vec<String>,
 }
 
+/// Limits of each query.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Longest a query may run, from admission to its last byte, in milliseconds; a request
+    /// may ask for less with the `x-flotilla-timeout-ms` header, never for more.
+    pub timeout_ms: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 300_000,
+        }
+    }
+}
+
 /// Consistent hashing with bounded loads.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -94,6 +113,8 @@ pub struct RoutingConfig {
     pub virtual_nodes: usize,
     /// Shards tried per query before giving up, when shards fail before answering.
     pub max_attempts: usize,
+    /// Times a query is run again when a TaskManager fails before its first result byte.
+    pub taskmanager_retries: usize,
 }
 
 impl Default for RoutingConfig {
@@ -102,6 +123,7 @@ impl Default for RoutingConfig {
             load_factor: 1.25,
             virtual_nodes: 64,
             max_attempts: 3,
+            taskmanager_retries: 2,
         }
     }
 }
@@ -166,6 +188,9 @@ impl Config {
                 "admission.max_in_flight and admission.tenant_max_concurrent must be at least 1"
                     .into(),
             );
+        }
+        if self.query.timeout_ms == 0 {
+            return Err("query.timeout_ms must be at least 1".into());
         }
         if admission.max_tenants == 0 {
             return Err("admission.max_tenants must be at least 1".into());

@@ -63,6 +63,12 @@ pub enum GatewayError {
     /// The query produced no first result message in time.
     #[error("no result within {0} ms")]
     Timeout(u64),
+    /// The query ran past its timeout (the config default, or less if the request asked).
+    #[error("the query ran longer than its timeout of {0} ms")]
+    QueryTimeout(u64),
+    /// The query was cancelled by `DELETE /v1/query/{id}`.
+    #[error("{0}")]
+    Cancelled(String),
     /// An error reported by a shard or TaskManager, with its code.
     #[error("{}", .0.message)]
     Remote(ErrorBody),
@@ -83,7 +89,8 @@ impl GatewayError {
             Self::NoShard(_)
             | Self::ShardUnavailable { .. }
             | Self::TaskManagerUnavailable { .. } => ErrorCode::Unavailable,
-            Self::Timeout(_) => ErrorCode::Timeout,
+            Self::Timeout(_) | Self::QueryTimeout(_) => ErrorCode::Timeout,
+            Self::Cancelled(_) => ErrorCode::Cancelled,
             Self::TenantQueueFull { .. } => ErrorCode::TenantQueueFull,
             Self::Remote(body) => body.code,
             Self::Internal(_) => ErrorCode::Internal,

@@ -5,6 +5,7 @@
 
 mod admission;
 mod config;
+mod control;
 mod error;
 mod gossip;
 mod http;
@@ -20,12 +21,13 @@ mod telemetry;
 
 pub use admission::{Admission, AdmissionLayer};
 pub use config::{
-    AdmissionConfig, Config, HttpConfig, RoutingConfig, ShardsConfig, TaskManagersConfig,
-    TenantConfig,
+    AdmissionConfig, Config, HttpConfig, QueryConfig, RoutingConfig, ShardsConfig,
+    TaskManagersConfig, TenantConfig,
 };
+pub use control::{Control, ControlLayer, Registry as QueryRegistry, RunningQuery};
 pub use error::{BoxError, GatewayError};
 pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer};
-pub use http::{Gateway, ResponseBody};
+pub use http::{Gateway, Members, ResponseBody};
 pub use layered::load_layered;
 pub use membership::{Health, Member, Membership, StaticMembership};
 pub use metrics::GatewayMetrics;

@@ -19,8 +19,9 @@ pub struct GatewayMetrics {
     pub shard_in_flight: IntGaugeVec,
     /// Routing decisions: `affinity` (first ring candidate) or `spill` (bounded load).
     pub routing_decisions: IntCounterVec,
-    /// Attempts retried on another shard after a failure before the first byte.
-    pub retries: IntCounter,
+    /// Queries re-run after a failure before the first byte, by `reason`: `shard` (the shard
+    /// failed; another is tried) or `taskmanager` (a TaskManager failed; the query is re-planned).
+    pub retries: IntCounterVec,
     /// Queries refused by admission (429), by tenant (`other` for unconfigured tenants).
     pub admission_rejected: IntCounterVec,
     /// Seconds admitted queries waited for their tenant's and the global permit.
@@ -72,9 +73,12 @@ impl GatewayMetrics {
                 ),
                 &["decision"],
             )?,
-            retries: IntCounter::new(
-                "flotilla_gateway_retries_total",
-                "Attempts retried on another shard after a failure before the first byte",
+            retries: IntCounterVec::new(
+                Opts::new(
+                    "flotilla_gateway_retries_total",
+                    "Queries re-run after a failure before the first byte, by reason (shard, taskmanager)",
+                ),
+                &["reason"],
             )?,
             admission_rejected: IntCounterVec::new(
                 Opts::new(

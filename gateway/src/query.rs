@@ -3,6 +3,7 @@
 use arrow_flight::FlightData;
 use flotilla_protocol::QueryId;
 use futures::stream::BoxStream;
+use std::time::Duration;
 
 /// A query admitted by the HTTP edge.
 #[derive(Clone, Debug)]
@@ -17,6 +18,8 @@ pub struct QueryRequest {
     pub tenant: String,
     /// The TaskManager pool it must run on; set by admission from the tenant's config.
     pub pool: String,
+    /// How long it may run, from admission to its last byte.
+    pub timeout: Duration,
 }
 
 impl QueryRequest {
@@ -28,6 +31,7 @@ impl QueryRequest {
             routing_key: None,
             tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
             pool: flotilla_protocol::DEFAULT_POOL.to_string(),
+            timeout: Duration::from_secs(300),
         }
     }
 

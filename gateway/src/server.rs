@@ -96,13 +96,22 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
         let taskmanagers: Arc<dyn Membership> = taskmanagers;
         (shards, taskmanagers, None)
     };
-    let queries = crate::stack::query_stack(&config, Arc::clone(&shards), metrics.clone());
+    let running = crate::control::Registry::new();
+    let queries = crate::stack::query_stack(
+        &config,
+        Arc::clone(&shards),
+        Arc::clone(&running),
+        metrics.clone(),
+    );
     let gateway = Gateway::new(
         &config,
         queries,
-        shards,
-        taskmanagers,
-        gossip.clone(),
+        running,
+        crate::http::Members {
+            shards,
+            taskmanagers,
+            gossip: gossip.clone(),
+        },
         metrics,
         registry,
     );

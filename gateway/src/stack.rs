@@ -2,6 +2,7 @@
 
 use crate::admission::{AdmissionLayer, Tenants};
 use crate::config::Config;
+use crate::control::{ControlLayer, Registry};
 use crate::error::BoxError;
 use crate::membership::Membership;
 use crate::metrics::GatewayMetrics;
@@ -20,6 +21,7 @@ pub type QueryService = BoxCloneSyncService<QueryRequest, QueryResult, BoxError>
 pub fn query_stack(
     config: &Config,
     shards: Arc<dyn Membership>,
+    registry: Arc<Registry>,
     metrics: GatewayMetrics,
 ) -> QueryService {
     let tenants = Arc::new(Tenants::new(
@@ -28,6 +30,9 @@ pub fn query_stack(
         metrics.clone(),
     ));
     let service = ServiceBuilder::new()
+        // 0. Control: the query is registered (cancel by id) and bounded by its timeout, from
+        //    here to the last byte of its result; both end the result stream with an error.
+        .layer(ControlLayer::new(registry))
         // 1. Admission: the tenant's concurrency limit and bounded queue, then the global
         //    bound; both permits are held until the result stream ends. Sets the pool.
         .layer(AdmissionLayer::new(tenants))

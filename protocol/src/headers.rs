@@ -6,3 +6,9 @@ pub const QUERY_ID_HEADER: &str = "x-flotilla-query-id";
 pub const ROUTING_KEY_HEADER: &str = "x-flotilla-routing-key";
 /// Names the tenant a query runs for.
 pub const TENANT_HEADER: &str = "x-flotilla-tenant";
+/// Asks for a shorter query timeout than the gateway's default, in milliseconds.
+pub const TIMEOUT_HEADER: &str = "x-flotilla-timeout-ms";
+/// Names the TaskManager a result streams from (for operators and tests).
+pub const TASKMANAGER_HEADER: &str = "x-flotilla-taskmanager";
+/// Names the shard that planned the query (for operators and tests).
+pub const SHARD_HEADER: &str = "x-flotilla-shard";

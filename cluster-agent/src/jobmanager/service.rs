@@ -8,7 +8,7 @@ use crate::config::{Config, Role};
 use crate::error::AgentError;
 use crate::flight_clients::call_action;
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
-use crate::node::{NodeHandle, NodeListeners, serve_node};
+use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
@@ -36,6 +36,7 @@ struct Inner {
     planner: Planner,
     leaser: Arc<SlotLeaser>,
     metrics: JobManagerMetrics,
+    drain: Drain,
 }
 
 /// Starts a shard on the configured addresses, joins gossip, and returns its handle.
@@ -78,19 +79,29 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
                 metrics.clone(),
             )),
             metrics,
+            drain: Drain::default(),
         }),
     };
     let router = tonic::transport::Server::builder()
         .add_service(FlightServiceServer::new(jobmanager.clone()));
     let state_view = jobmanager.clone();
+    let in_flight = jobmanager.inner.metrics.in_flight.clone();
+    let lifecycle = Lifecycle {
+        drain: jobmanager.inner.drain.clone(),
+        idle: Arc::new(move || in_flight.get() <= 0),
+        drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
+    };
     serve_node(
         Role::JobManager,
         listeners,
         gossip,
         router,
         registry,
-        Arc::new(move || state_view.state_json()),
-        Arc::new(|| {}),
+        Views {
+            state: Arc::new(move || state_view.state_json()),
+            refresh: Arc::new(|| {}),
+        },
+        lifecycle,
     )
     .await
 }
@@ -113,11 +124,16 @@ impl JobManager {
     /// Plans a query, leases slots for it, and hands it to one of the leased TaskManagers.
     async fn plan_and_hand_over(&self, command: &QueryCommand) -> Result<FlightInfo, AgentError> {
         let logical = self.inner.planner.prepare(&command.sql).await?;
-        let leased = self.inner.leaser.lease(command).await?;
-        let result = self.hand_over_leased(command, &logical, &leased).await;
-        if result.is_err() {
-            self.inner.leaser.release(&leased);
-        }
+        let mut guard = LeaseGuard {
+            leaser: Arc::clone(&self.inner.leaser),
+            leased: self.inner.leaser.lease(command).await?,
+            armed: true,
+        };
+        let result = self
+            .hand_over_leased(command, &logical, &guard.leased)
+            .await;
+        // From a successful hand-over on, the head TaskManager owns the lease.
+        guard.armed = result.is_err();
         result
     }
 
@@ -185,6 +201,22 @@ fn body_to_error(body: ErrorBody) -> AgentError {
     }
 }
 
+/// Returns a query's slots unless its hand-over succeeded: on an error, and also when the
+/// gateway gives up on the call (cancel, timeout, disconnect) and tonic drops this future.
+struct LeaseGuard {
+    leaser: Arc<SlotLeaser>,
+    leased: Leased,
+    armed: bool,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.leaser.release(&self.leased);
+        }
+    }
+}
+
 /// Decrements the in-flight gauge however planning ends.
 struct InFlightGuard(prometheus::IntGauge);
 
@@ -213,6 +245,14 @@ impl FlightService for JobManager {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let descriptor = request.into_inner();
+        if self.inner.drain.is_draining() {
+            // A bare status reads as a transport failure: the gateway marks this shard down
+            // and runs the query on the next one.
+            return Err(Status::unavailable(format!(
+                "shard {} is draining",
+                self.inner.node_id
+            )));
+        }
         let command = QueryCommand::from_bytes(&descriptor.cmd)
             .map_err(|error| AgentError::BadRequest(format!("query command: {error}")))?;
         let metrics = &self.inner.metrics;

@@ -21,6 +21,8 @@ pub struct TaskManagerMetrics {
     pub tasks_refused: IntCounter,
     /// Slots leased now (updated on scrape and gossip).
     pub slots_used: IntGauge,
+    /// Stage tasks running here now (open `ExecuteTask` streams).
+    pub tasks_running: IntGauge,
     /// Slots offered.
     pub slots: IntGauge,
     /// Bytes reserved in the DataFusion memory pool (updated on scrape).
@@ -40,6 +42,10 @@ impl TaskManagerMetrics {
             tasks_refused: IntCounter::new(
                 "flotilla_taskmanager_tasks_refused_total",
                 "Stage tasks refused for want of a valid slot lease",
+            )?,
+            tasks_running: IntGauge::new(
+                "flotilla_taskmanager_tasks_running",
+                "Stage tasks running here now (open ExecuteTask streams)",
             )?,
             slots_used: IntGauge::new(
                 "flotilla_taskmanager_slots_used",
@@ -79,6 +85,7 @@ impl TaskManagerMetrics {
         registry.register(Box::new(metrics.tasks.clone()))?;
         registry.register(Box::new(metrics.tasks_refused.clone()))?;
         registry.register(Box::new(metrics.slots_used.clone()))?;
+        registry.register(Box::new(metrics.tasks_running.clone()))?;
         registry.register(Box::new(metrics.handovers.clone()))?;
         registry.register(Box::new(metrics.tickets_served.clone()))?;
         registry.register(Box::new(metrics.tickets_expired.clone()))?;

@@ -4,6 +4,7 @@
 use super::keeper::keep_leases;
 use super::leases::LeaseTable;
 use super::metrics::TaskManagerMetrics;
+use super::running::CountTasks;
 use super::tickets::{PendingQuery, QueryLease, TicketStore};
 use crate::codec::{FlotillaCodec, decode_plan};
 use crate::config::{Config, Role};
@@ -14,7 +15,7 @@ use crate::lease::{
     LEASE_HEADER, LeaseIds, RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION, RenewResponse,
     ReserveRequest, ReserveResponse,
 };
-use crate::node::{NodeHandle, NodeListeners, serve_node};
+use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -59,6 +60,7 @@ struct Inner {
     leases: Arc<LeaseTable>,
     peers: Arc<FlightClients>,
     pool: String,
+    drain: Drain,
 }
 
 /// Starts a TaskManager on the configured addresses, joins gossip, and returns its handle.
@@ -99,6 +101,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             leases,
             peers: Arc::new(FlightClients::new(Duration::from_secs(5))),
             pool: section.pool.clone(),
+            drain: Drain::default(),
         }),
     };
     let listeners =
@@ -112,7 +115,10 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     )
     .await?;
     let router = tonic::transport::Server::builder()
-        .add_service(worker.into_worker_server())
+        .add_service(CountTasks::new(
+            worker.into_worker_server(),
+            taskmanager.inner.metrics.tasks_running.clone(),
+        ))
         .add_service(
             FlightServiceServer::new(taskmanager.clone())
                 .max_decoding_message_size(256 * 1024 * 1024)
@@ -120,14 +126,23 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         );
     let state_view = taskmanager.clone();
     let metrics_view = taskmanager.clone();
+    let idle_view = taskmanager.clone();
+    let lifecycle = Lifecycle {
+        drain: taskmanager.inner.drain.clone(),
+        idle: Arc::new(move || idle_view.is_idle()),
+        drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
+    };
     serve_node(
         Role::TaskManager,
         listeners,
         gossip,
         router,
         registry,
-        Arc::new(move || state_view.state_json()),
-        Arc::new(move || metrics_view.refresh_gauges()),
+        Views {
+            state: Arc::new(move || state_view.state_json()),
+            refresh: Arc::new(move || metrics_view.refresh_gauges()),
+        },
+        lifecycle,
     )
     .await
 }
@@ -145,6 +160,7 @@ impl TaskManager {
             "handovers_total": inner.metrics.handovers.get(),
             "tasks_total": inner.metrics.tasks.get(),
             "tasks_refused_total": inner.metrics.tasks_refused.get(),
+            "tasks_running": inner.metrics.tasks_running.get(),
             "pending_tickets": inner.tickets.len(),
             "results_streaming": inner.metrics.results_streaming.get(),
             "memory_used_bytes": inner.runtime.memory_pool.reserved(),
@@ -158,6 +174,16 @@ impl TaskManager {
         self.inner.metrics.memory_used.set(used);
         let slots = self.inner.leases.stats();
         self.inner.metrics.slots_used.set(slots.slots_used as i64);
+    }
+
+    /// Says whether nothing runs here: no lease (a query of any shard may still send tasks),
+    /// no unfetched result, no result streaming. A draining TaskManager exits once idle.
+    fn is_idle(&self) -> bool {
+        let inner = &self.inner;
+        inner.leases.stats().slots_used == 0
+            && inner.tickets.len() == 0
+            && inner.metrics.results_streaming.get() <= 0
+            && inner.metrics.tasks_running.get() <= 0
     }
 
     /// The load published over gossip; also sweeps expired tickets (releasing their leases).
@@ -182,6 +208,12 @@ impl TaskManager {
         match action.r#type.as_str() {
             RESERVE_ACTION => {
                 let request = ReserveRequest::decode(action.body.clone()).map_err(bad)?;
+                if self.inner.drain.is_draining() {
+                    return Err(AgentError::ClusterBusy(format!(
+                        "taskmanager {} is draining",
+                        self.inner.node_id
+                    )));
+                }
                 let ttl = Duration::from_millis(request.ttl_ms.clamp(100, 600_000));
                 match leases.reserve(
                     &request.lease_id,

@@ -148,6 +148,37 @@ impl Federation {
         index
     }
 
+    /// Starts TaskManager `index` again (after it exited) from its config file, seeded by the
+    /// gateway's gossip address (the first TaskManager's own seed may be gone).
+    pub fn restart_taskmanager(&mut self, index: usize) {
+        let name = format!("tm-{index}");
+        let process = self.restart(&name, "taskmanager");
+        self.taskmanagers[index] = process;
+    }
+
+    /// Starts shard `index` again (after it exited) from its config file.
+    pub fn restart_shard(&mut self, index: usize) {
+        let name = format!("jm-{index}");
+        let process = self.restart(&name, "jobmanager");
+        self.shards[index] = process;
+    }
+
+    fn restart(&self, name: &str, role: &str) -> Process {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        let gateway_gossip = self.gateway.addresses["gossip"].clone();
+        let seeds = format!("gossip.seeds=[\"{gateway_gossip}\"]");
+        let old_log = self.dir.path().join(format!("{name}.log"));
+        let _ = std::fs::rename(
+            &old_log,
+            self.dir.path().join(format!("{name}.previous.log")),
+        );
+        Process::start(
+            name,
+            &[role, "--config", config.to_str().unwrap(), "--set", &seeds],
+            self.dir.path(),
+        )
+    }
+
     /// Waits (at most 20 s) until the gateway's gossip view holds every running process.
     pub fn wait_converged(&self) {
         let expected = self.taskmanagers.len() + self.shards.len() + 1;

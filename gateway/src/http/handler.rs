@@ -2,6 +2,7 @@
 
 use super::formats;
 use crate::config::Config;
+use crate::control::Registry as QueryRegistry;
 use crate::error::{BoxError, GatewayError};
 use crate::gossip::Gossip;
 use crate::membership::Membership;
@@ -11,7 +12,7 @@ use crate::stack::QueryService;
 use bytes::Bytes;
 use flotilla_protocol::{
     DEFAULT_POOL, DEFAULT_TENANT, ErrorBody, MediaType, QUERY_ID_HEADER, QueryId,
-    ROUTING_KEY_HEADER, TENANT_HEADER,
+    ROUTING_KEY_HEADER, SHARD_HEADER, TASKMANAGER_HEADER, TENANT_HEADER, TIMEOUT_HEADER,
 };
 use futures::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -21,15 +22,25 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tower::ServiceExt;
 use tracing::Instrument;
+
+/// Prefix of a query's own resource.
+const QUERY_PATH: &str = "/v1/query/";
 
 /// Every response body: a fixed document or a streamed result.
 pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// Header naming the shard that planned the query (for operators and tests).
-const SHARD_HEADER: &str = "x-flotilla-shard";
+/// What the gateway knows of the cluster, for `/readyz` and `/v1/cluster`.
+pub struct Members {
+    /// The shards.
+    pub shards: Arc<dyn Membership>,
+    /// The TaskManagers.
+    pub taskmanagers: Arc<dyn Membership>,
+    /// Gossip, unless shards are a fixed list.
+    pub gossip: Option<Gossip>,
+}
 
 /// The gateway's request handler; cheap to clone.
 #[derive(Clone)]
@@ -39,7 +50,9 @@ pub struct Gateway {
 
 struct Inner {
     max_body_bytes: usize,
+    timeout: Duration,
     queries: QueryService,
+    running: Arc<QueryRegistry>,
     shards: Arc<dyn Membership>,
     taskmanagers: Arc<dyn Membership>,
     gossip: Option<Gossip>,
@@ -52,16 +65,22 @@ impl Gateway {
     pub fn new(
         config: &Config,
         queries: QueryService,
-        shards: Arc<dyn Membership>,
-        taskmanagers: Arc<dyn Membership>,
-        gossip: Option<Gossip>,
+        running: Arc<QueryRegistry>,
+        members: Members,
         metrics: GatewayMetrics,
         registry: Registry,
     ) -> Self {
+        let Members {
+            shards,
+            taskmanagers,
+            gossip,
+        } = members;
         Self {
             inner: Arc::new(Inner {
                 max_body_bytes: config.http.max_body_bytes,
+                timeout: Duration::from_millis(config.query.timeout_ms),
                 queries,
+                running,
                 shards,
                 taskmanagers,
                 gossip,
@@ -85,6 +104,11 @@ impl Gateway {
             (Method::GET, "/readyz") => self.ready(),
             (Method::GET, "/v1/cluster") => self.cluster(),
             (Method::GET, "/metrics") => self.metrics(),
+            (Method::DELETE, path) if path.starts_with(QUERY_PATH) => self.cancel(path),
+            (Method::GET, "/v1/queries") => json_response(
+                StatusCode::OK,
+                &serde_json::json!({"running": self.inner.running.list(1000)}),
+            ),
             (_, "/v1/query" | "/healthz" | "/readyz" | "/v1/cluster" | "/metrics") => {
                 error_response(
                     None,
@@ -111,7 +135,22 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let query_id = QueryId::new();
+        // A client may name its query (to cancel it before the first byte); else a fresh id.
+        let query_id = match header_text(&request, http::HeaderName::from_static(QUERY_ID_HEADER)) {
+            Ok(None) => QueryId::new(),
+            Ok(Some(text)) => match QueryId::parse(&text) {
+                Some(query_id) => query_id,
+                None => {
+                    let error = GatewayError::BadRequest(format!(
+                        "{QUERY_ID_HEADER} must be a UUID, got `{text}`"
+                    ));
+                    return error_response(None, &error.to_body(), error.code().http_status());
+                }
+            },
+            Err(error) => {
+                return error_response(None, &error.to_body(), error.code().http_status());
+            }
+        };
         let span = tracing::info_span!("query", query_id = %query_id);
         let result = self
             .run_query(query_id, started, request)
@@ -151,6 +190,9 @@ impl Gateway {
         let tenant = parse_tenant(
             header_text(&request, http::HeaderName::from_static(TENANT_HEADER))?.as_deref(),
         )?;
+        let timeout_header = parse_timeout(
+            header_text(&request, http::HeaderName::from_static(TIMEOUT_HEADER))?.as_deref(),
+        )?;
         let declared_length =
             header_text(&request, CONTENT_LENGTH)?.and_then(|length| length.parse::<usize>().ok());
         let limit = self.inner.max_body_bytes;
@@ -184,6 +226,10 @@ impl Gateway {
         }
         let body = Bytes::from(collected);
         let sql = parse_sql(&body, is_json)?;
+        let timeout = match timeout_header {
+            Some(asked) => asked.min(self.inner.timeout),
+            None => self.inner.timeout,
+        };
         tracing::debug!(sql_bytes = sql.len(), "query admitted");
 
         let request = QueryRequest {
@@ -192,6 +238,7 @@ impl Gateway {
             routing_key,
             tenant,
             pool: DEFAULT_POOL.to_string(),
+            timeout,
         };
         let result = self
             .inner
@@ -219,7 +266,29 @@ impl Gateway {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
         insert_header(headers, QUERY_ID_HEADER, &query_id.to_string());
         insert_header(headers, SHARD_HEADER, &result.shard);
+        insert_header(headers, TASKMANAGER_HEADER, &result.taskmanager);
         Ok(response)
+    }
+
+    /// `DELETE /v1/query/{id}`: cancels a query running on this gateway.
+    fn cancel(&self, path: &str) -> Response<ResponseBody> {
+        let id = &path[QUERY_PATH.len()..];
+        let Some(query_id) = QueryId::parse(id) else {
+            let error = GatewayError::BadRequest(format!("`{id}` is not a query id"));
+            return error_response(None, &error.to_body(), error.code().http_status());
+        };
+        if self.inner.running.cancel(&query_id) {
+            tracing::info!(%query_id, "query cancelled by request");
+            return json_response(
+                StatusCode::OK,
+                &serde_json::json!({"query_id": query_id, "cancelled": true}),
+            );
+        }
+        let error = ErrorBody::new(
+            flotilla_protocol::ErrorCode::NotFound,
+            format!("query {query_id} is not running on this gateway"),
+        );
+        error_response(Some(query_id), &error, StatusCode::NOT_FOUND)
     }
 
     fn ready(&self) -> Response<ResponseBody> {
@@ -302,7 +371,14 @@ impl futures::Stream for Tracked {
                     .inc_by(chunk.len() as u64);
             }
             std::task::Poll::Ready(Some(Err(error))) => {
-                self.outcome.code = "stream_aborted";
+                self.outcome.code =
+                    match error.downcast_ref::<GatewayError>().map(GatewayError::code) {
+                        Some(
+                            code @ (flotilla_protocol::ErrorCode::Cancelled
+                            | flotilla_protocol::ErrorCode::Timeout),
+                        ) => code.as_str(),
+                        _ => "stream_aborted",
+                    };
                 tracing::warn!(parent: &self.span, %error, "result failed after the first byte; aborting the response");
             }
             std::task::Poll::Ready(None) => self.outcome.code = "ok",
@@ -433,6 +509,19 @@ fn error_response(
             .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// Reads the timeout header: a whole number of milliseconds, at least 1.
+fn parse_timeout(header: Option<&str>) -> Result<Option<Duration>, GatewayError> {
+    let Some(text) = header.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    match text.parse::<u64>() {
+        Ok(millis) if millis > 0 => Ok(Some(Duration::from_millis(millis))),
+        _ => Err(GatewayError::BadRequest(format!(
+            "{TIMEOUT_HEADER} must be a whole number of milliseconds, at least 1; got `{text}`"
+        ))),
+    }
 }
 
 /// Reads the tenant header: absent means the default tenant; a name is 1-64 characters of

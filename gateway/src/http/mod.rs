@@ -4,4 +4,4 @@
 mod formats;
 mod handler;
 
-pub use handler::{Gateway, ResponseBody};
+pub use handler::{Gateway, Members, ResponseBody};

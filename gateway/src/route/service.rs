@@ -70,39 +70,55 @@ impl Shared {
             ));
         }
         let candidates = self.ring.candidates(&request.ring_key(), &healthy);
-        let mut tried: Vec<String> = Vec::new();
-        let attempts = self.config.max_attempts.max(1).min(candidates.len());
+        // Shards that failed this query; a TaskManager failure does not count against its shard.
+        let mut failed: Vec<String> = Vec::new();
+        let shard_attempts = self.config.max_attempts.max(1);
+        let mut taskmanager_retries = 0;
         let mut last_error = None;
-        for attempt in 0..attempts {
-            let Some(shard) = self.choose(&candidates, &tried) else {
+        for attempt in 0.. {
+            let Some(shard) = self.choose(&candidates, &failed) else {
                 break;
             };
-            tried.push(shard.clone());
-            let _in_flight = InFlight::enter(self, &shard);
-            self.metrics
-                .shard_queries
-                .with_label_values(&[shard.as_str()])
-                .inc();
-            let routed = Routed {
-                shard: shard.clone(),
-                request: request.clone(),
+            let result = {
+                let _in_flight = InFlight::enter(self, &shard);
+                self.metrics
+                    .shard_queries
+                    .with_label_values(&[shard.as_str()])
+                    .inc();
+                let routed = Routed {
+                    shard: shard.clone(),
+                    request: request.clone(),
+                };
+                let span = tracing::info_span!("forward", shard = %shard, attempt);
+                inner.clone().oneshot(routed).instrument(span).await
             };
-            let span = tracing::info_span!("forward", shard = %shard, attempt);
-            match inner.clone().oneshot(routed).instrument(span).await {
+            let error = match result {
                 Ok(result) => return Ok(result),
-                Err(error) => {
-                    let error = GatewayError::from_boxed(error);
-                    if !error.is_retryable() {
-                        return Err(error);
-                    }
-                    if let GatewayError::ShardUnavailable { message, .. } = &error {
+                Err(error) => GatewayError::from_boxed(error),
+            };
+            let retry = match &error {
+                // Nothing reached the client and read-only SQL is idempotent: plan it again (the
+                // shard leases around the failed TaskManager, which refuses calls now).
+                GatewayError::TaskManagerUnavailable { .. } => {
+                    taskmanager_retries += 1;
+                    (taskmanager_retries <= self.config.taskmanager_retries)
+                        .then_some("taskmanager")
+                }
+                error if error.is_retryable() => {
+                    if let GatewayError::ShardUnavailable { message, .. } = error {
                         self.shards.mark_down(&shard, message);
                     }
-                    tracing::warn!(shard = %shard, error = %error, "attempt failed before the first byte; trying the next shard");
-                    self.metrics.retries.inc();
-                    last_error = Some(error);
+                    failed.push(shard.clone());
+                    (failed.len() < shard_attempts).then_some("shard")
                 }
-            }
+                _ => None,
+            };
+            let Some(reason) = retry else {
+                return Err(error);
+            };
+            tracing::warn!(shard = %shard, %error, reason, "attempt failed before the first byte; running the query again");
+            self.metrics.retries.with_label_values(&[reason]).inc();
+            last_error = Some(error);
         }
         Err(last_error.unwrap_or_else(|| GatewayError::NoShard("no shard left to try".into())))
     }

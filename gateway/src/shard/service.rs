@@ -154,15 +154,23 @@ fn shard_error(shard: &str, status: &tonic::Status) -> GatewayError {
     }
 }
 
+/// A transport failure, or an `unavailable` answer (the head lost a worker TaskManager), means
+/// the query may be run again; any other answer is the query's own error.
 fn taskmanager_error(taskmanager: &str, status: &tonic::Status) -> GatewayError {
     if status.details().is_empty() {
-        GatewayError::TaskManagerUnavailable {
+        return GatewayError::TaskManagerUnavailable {
             taskmanager: taskmanager.to_string(),
             message: status.message().to_string(),
-        }
-    } else {
-        GatewayError::Remote(ErrorBody::from(status))
+        };
     }
+    let body = ErrorBody::from(status);
+    if body.code.is_retryable() {
+        return GatewayError::TaskManagerUnavailable {
+            taskmanager: taskmanager.to_string(),
+            message: body.message,
+        };
+    }
+    GatewayError::Remote(body)
 }
 
 impl Service<Routed> for ShardClient {

@@ -1,0 +1,148 @@
+//! The [`Registry`] of running queries.
+
+use flotilla_protocol::QueryId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Running queries by id; an entry lives from admission to the end of the result stream.
+#[derive(Default)]
+pub struct Registry {
+    running: Mutex<HashMap<QueryId, Entry>>,
+}
+
+struct Entry {
+    tenant: String,
+    started: Instant,
+    cancel: watch::Sender<bool>,
+}
+
+/// A running query, as listed by [`Registry::list`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunningQuery {
+    /// The query's id.
+    pub query_id: QueryId,
+    /// Its tenant.
+    pub tenant: String,
+    /// Milliseconds since it was admitted.
+    pub elapsed_ms: u64,
+}
+
+/// Keeps a query registered; unregisters it when dropped.
+pub(super) struct Registration {
+    registry: Arc<Registry>,
+    query_id: QueryId,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.query_id);
+    }
+}
+
+impl Registry {
+    /// Returns an empty registry.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueryId, Entry>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Registers a query; the receiver turns `true` when it is cancelled. `None` when a query
+    /// with this id runs already (ids may come from clients).
+    pub(super) fn register(
+        self: &Arc<Self>,
+        query_id: QueryId,
+        tenant: &str,
+    ) -> Option<(Registration, watch::Receiver<bool>)> {
+        let (cancel, cancelled) = watch::channel(false);
+        let mut running = self.lock();
+        if running.contains_key(&query_id) {
+            return None;
+        }
+        running.insert(
+            query_id,
+            Entry {
+                tenant: tenant.to_string(),
+                started: Instant::now(),
+                cancel,
+            },
+        );
+        drop(running);
+        let registration = Registration {
+            registry: Arc::clone(self),
+            query_id,
+        };
+        Some((registration, cancelled))
+    }
+
+    /// Cancels a running query; returns `false` when no query of that id runs here.
+    pub fn cancel(&self, query_id: &QueryId) -> bool {
+        match self.lock().get(query_id) {
+            Some(entry) => {
+                entry.cancel.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Returns the tenant of a running query.
+    pub fn tenant_of(&self, query_id: &QueryId) -> Option<String> {
+        self.lock().get(query_id).map(|entry| entry.tenant.clone())
+    }
+
+    /// Returns how many queries run now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Says whether no query runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lists up to `limit` running queries, oldest first.
+    pub fn list(&self, limit: usize) -> Vec<RunningQuery> {
+        let mut queries: Vec<RunningQuery> = self
+            .lock()
+            .iter()
+            .map(|(query_id, entry)| RunningQuery {
+                query_id: *query_id,
+                tenant: entry.tenant.clone(),
+                elapsed_ms: entry.started.elapsed().as_millis() as u64,
+            })
+            .collect();
+        queries.sort_by_key(|query| std::cmp::Reverse(query.elapsed_ms));
+        queries.truncate(limit);
+        queries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_reaches_the_registered_query_and_drop_unregisters() {
+        let registry = Registry::new();
+        let query_id = QueryId::new();
+        let (registration, cancelled) = registry.register(query_id, "a").unwrap();
+        assert!(registry.register(query_id, "b").is_none(), "ids are unique");
+        assert_eq!(registry.tenant_of(&query_id).as_deref(), Some("a"));
+        assert!(!*cancelled.borrow());
+        assert!(registry.cancel(&query_id));
+        assert!(*cancelled.borrow());
+        drop(registration);
+        assert!(registry.is_empty());
+        assert!(
+            !registry.cancel(&query_id),
+            "an ended query cannot be cancelled"
+        );
+    }
+}
