@@ -1,0 +1,65 @@
+# Shared by the scenario scripts: build the release binaries, start a `local` federation (or
+# use --url), read its federation.json, and stop only what was started, by PID.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+OUT_DIR="$ROOT/load-tests/out"
+AGENT="$ROOT/target/release/cluster-agent"
+LOAD="$ROOT/target/release/flotilla-load"
+LOCAL_PID=""
+
+build() {
+    echo "building release binaries (first time: about 30 min on 2 cores)..."
+    (cd "$ROOT" && cargo build --release -q -p cluster-agent && cargo build --release -q -p flotilla-load)
+}
+
+# start_local SCALE PORT: starts `cluster-agent local` in the background; sets URL, FEDERATION.
+start_local() {
+    local scale="$1" port="$2"
+    local data="$ROOT/data/tpch-sf$scale"
+    FEDERATION="$data/local/federation.json"
+    URL="http://127.0.0.1:$port"
+    mkdir -p "$OUT_DIR"
+    rm -f "$FEDERATION"
+    "$AGENT" local --scale "$scale" --data-dir "$data" --http "127.0.0.1:$port" \
+        >"$OUT_DIR/local.log" 2>&1 &
+    LOCAL_PID=$!
+    trap stop_local EXIT
+    local waited=0
+    until [ -s "$FEDERATION" ] && grep -q "Serving" "$OUT_DIR/local.log"; do
+        if ! kill -0 "$LOCAL_PID" 2>/dev/null; then
+            echo "local federation failed to start; see $OUT_DIR/local.log" >&2
+            exit 1
+        fi
+        if [ "$waited" -ge 600 ]; then
+            echo "local federation not up after 300 s; see $OUT_DIR/local.log" >&2
+            exit 1
+        fi
+        sleep 0.5
+        waited=$((waited + 1))
+    done
+    echo "local federation up at $URL (pid $LOCAL_PID; log $OUT_DIR/local.log)"
+}
+
+stop_local() {
+    if [ -n "$LOCAL_PID" ] && kill -0 "$LOCAL_PID" 2>/dev/null; then
+        kill -TERM "$LOCAL_PID"
+        wait "$LOCAL_PID" 2>/dev/null || true
+        echo "local federation stopped"
+    fi
+}
+
+# node_field NAME FIELD: reads `pid`, or an address key (`grpc`, `admin`, `gossip`, `http`), of
+# a node in federation.json (pretty-printed: one node object per 4-space-indented block).
+node_field() {
+    local name="$1" field="$2"
+    awk -v name="$name" -v field="$field" '
+        /^    [{]/ { delete values }
+        /^ +"[a-z_]+": / {
+            key = $1; gsub(/[":]/, "", key)
+            value = $2; gsub(/[",]/, "", value)
+            values[key] = value
+        }
+        /^    [}]/ { if (values["name"] == name) { print values[field]; exit } }
+    ' "$FEDERATION"
+}
