@@ -43,6 +43,7 @@ impl Planner {
         let state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(session_config)
+            .with_physical_optimizer_rule(std::sync::Arc::new(super::coop::YieldAfterJoins))
             .with_distributed_planner()
             .with_distributed_worker_resolver(LeasedWorkers(Vec::new()))
             .with_distributed_user_codec(FlotillaCodec)
