@@ -81,33 +81,34 @@ impl Client {
         if let Some(timeout_ms) = options.timeout_ms {
             request = request.header(TIMEOUT_HEADER, timeout_ms.to_string());
         }
-        let request = request
-            .body(Full::new(Bytes::from(sql.to_string())))
-            .map_err(|error| Error::Transport(error.to_string()))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|error| Error::Transport(format!("{error:?}")))?;
+        let response = self.send(request, Bytes::from(sql.to_string())).await?;
         let (query_id, body) = Self::check(response).await?;
         QueryStream::open(query_id, body).await
     }
 
     /// Cancels a running query (`DELETE /v1/query/{id}`); `Ok(false)` when it no longer runs.
     pub async fn cancel(&self, query_id: &str) -> Result<bool, Error> {
-        let request = http::Request::delete(format!("{}/v1/query/{query_id}", self.base))
-            .body(Full::new(Bytes::new()))
-            .map_err(|error| Error::Transport(error.to_string()))?;
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|error| Error::Transport(format!("{error:?}")))?;
+        let request = http::Request::delete(format!("{}/v1/query/{query_id}", self.base));
+        let response = self.send(request, Bytes::new()).await?;
         match Self::check(response).await {
             Ok(_) => Ok(true),
             Err(error) if error.code() == Some(ErrorCode::NotFound) => Ok(false),
             Err(error) => Err(error),
         }
+    }
+
+    async fn send(
+        &self,
+        request: http::request::Builder,
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let request = request
+            .body(Full::new(body))
+            .map_err(|error| Error::Transport(error.to_string()))?;
+        self.http
+            .request(request)
+            .await
+            .map_err(|error| Error::Transport(format!("{error:?}")))
     }
 
     /// Returns the query id and body of a successful response, else its error.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Federation, FederationOptions, Process, http, reference_context, state, try_http};
+use common::{Federation, FederationOptions, Process, http, state, try_http};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use futures::StreamExt;
@@ -26,10 +26,9 @@ const SLOW_FIRST_BYTE: &str = "SELECT count(*) AS n FROM lineitem a JOIN lineite
 
 /// The expected answer of each short query, formatted.
 async fn expected_answers() -> Vec<(String, String)> {
-    let ctx = reference_context().await;
     let mut answers = Vec::new();
     for sql in SHORT_QUERIES {
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        let batches = common::reference_batches(sql).await;
         answers.push((sql.to_string(), format(&batches)));
     }
     answers
@@ -40,14 +39,7 @@ fn format(batches: &[RecordBatch]) -> String {
 }
 
 async fn reference_count(sql: &str) -> i64 {
-    let batches = reference_context()
-        .await
-        .sql(sql)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let batches = common::reference_batches(sql).await;
     let column = batches[0].column(0);
     column
         .as_any()
@@ -107,6 +99,25 @@ async fn steady_load(
     (count, failures)
 }
 
+/// Runs [`steady_load`] in the background.
+fn spawn_load(
+    url: &str,
+    rate: f64,
+    duration: Duration,
+    answers: &Arc<Vec<(String, String)>>,
+) -> tokio::task::JoinHandle<(usize, Vec<String>)> {
+    let url = url.to_string();
+    let answers = Arc::clone(answers);
+    gateway::spawn_instrumented(async move { steady_load(&url, rate, duration, answers).await })
+}
+
+fn assert_none_failed(federation: &Federation, failures: &[String]) {
+    if !failures.is_empty() {
+        federation.dump_logs();
+    }
+    assert!(failures.is_empty(), "failed queries: {failures:#?}");
+}
+
 async fn gateway_counter(url: &str, name: &str) -> f64 {
     let metrics = http("GET", &format!("{url}/metrics"), &[], "").await;
     String::from_utf8_lossy(&metrics.body)
@@ -162,11 +173,7 @@ async fn killing_a_shard_under_load_fails_no_query() {
     });
     let answers = Arc::new(expected_answers().await);
     let url = federation.url();
-    let load = gateway::spawn_instrumented({
-        let url = url.clone();
-        let answers = Arc::clone(&answers);
-        async move { steady_load(&url, 50.0, Duration::from_secs(12), answers).await }
-    });
+    let load = spawn_load(&url, 50.0, Duration::from_secs(12), &answers);
     tokio::time::sleep(Duration::from_secs(4)).await;
     kill9(&mut federation.shards[1]);
     let (sent, failures) = load.await.unwrap();
@@ -175,10 +182,7 @@ async fn killing_a_shard_under_load_fails_no_query() {
         "{sent} queries at 50/s, shard jm-1 killed -9 at 4 s: {} failed, {retries} retried",
         failures.len()
     );
-    if !failures.is_empty() {
-        federation.dump_logs();
-    }
-    assert!(failures.is_empty(), "failed queries: {failures:#?}");
+    assert_none_failed(&federation, &failures);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -360,11 +364,7 @@ async fn a_rolling_restart_under_load_fails_no_query() {
     });
     let answers = Arc::new(expected_answers().await);
     let url = federation.url();
-    let load = gateway::spawn_instrumented({
-        let url = url.clone();
-        let answers = Arc::clone(&answers);
-        async move { steady_load(&url, 30.0, Duration::from_secs(16), answers).await }
-    });
+    let load = spawn_load(&url, 30.0, Duration::from_secs(16), &answers);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
     let roles = [
@@ -423,10 +423,7 @@ async fn a_rolling_restart_under_load_fails_no_query() {
         started.elapsed(),
         failures.len()
     );
-    if !failures.is_empty() {
-        federation.dump_logs();
-    }
-    assert!(failures.is_empty(), "failed queries: {failures:#?}");
+    assert_none_failed(&federation, &failures);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -91,14 +91,7 @@ async fn every_format_carries_the_same_rows() {
     let federation = Federation::start();
     let url = federation.url();
     let sql = "SELECT n_nationkey, n_name, n_comment FROM nation ORDER BY n_nationkey";
-    let expected = reference_context()
-        .await
-        .sql(sql)
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let expected = common::reference_batches(sql).await;
     let expected_rows: usize = expected.iter().map(|batch| batch.num_rows()).sum();
 
     let json = post_sql(&url, sql, "application/json").await;

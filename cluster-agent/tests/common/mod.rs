@@ -332,6 +332,18 @@ pub async fn reference_context() -> datafusion::prelude::SessionContext {
     ctx
 }
 
+/// Runs `sql` in in-process DataFusion over the same files.
+pub async fn reference_batches(sql: &str) -> Vec<RecordBatch> {
+    reference_context()
+        .await
+        .sql(sql)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+}
+
 /// Reads a file of `sql-samples/`.
 pub fn sample(path: &str) -> String {
     std::fs::read_to_string(

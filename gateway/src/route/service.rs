@@ -263,6 +263,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reruns_a_query_whose_taskmanager_failed_a_bounded_number_of_times() {
+        let shared = Arc::new(shared(&["a", "b"]));
+        let retries = shared.config.taskmanager_retries;
+        let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
+        let route = Route::new(mock, Arc::clone(&shared));
+        let call =
+            crate::spawn_instrumented(route.oneshot(QueryRequest::new(QueryId::new(), "select 1")));
+        let lost = |respond: tower_test::mock::SendResponse<QueryResult>| {
+            respond.send_error(GatewayError::TaskManagerUnavailable {
+                taskmanager: "tm".into(),
+                message: "connection reset".into(),
+            })
+        };
+        let (first, respond) = handle.next_request().await.unwrap();
+        lost(respond);
+        for _ in 0..retries {
+            let (again, respond) = handle.next_request().await.unwrap();
+            assert_eq!(again.shard, first.shard, "the shard is not to blame");
+            lost(respond);
+        }
+        let error = GatewayError::from_boxed(call.await.unwrap().unwrap_err());
+        assert!(matches!(error, GatewayError::TaskManagerUnavailable { .. }));
+        assert_eq!(shared.shards.healthy().len(), 2, "no shard marked down");
+        assert_eq!(
+            shared
+                .metrics
+                .retries
+                .with_label_values(&["taskmanager"])
+                .get(),
+            retries as u64
+        );
+    }
+
+    #[tokio::test]
     async fn does_not_retry_sql_errors() {
         let shared = Arc::new(shared(&["a", "b"]));
         let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
