@@ -151,7 +151,6 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         config.gossip.listen = node.address("gossip")?.parse()?;
         node.config = Some(RestartConfig::Gateway(Box::new(config)));
         nodes.push(node);
-        write_federation(&run_dir, &url, &nodes)?;
 
         println!();
         println!("Flotilla local federation is up:");
@@ -167,6 +166,8 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         println!("       --data-binary 'SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey ORDER BY n_name LIMIT 5'");
         println!();
         run_main_job(&url).await?;
+        // Written once the federation answered its first query: scripts wait for it.
+        write_federation(&run_dir, &url, &nodes)?;
         anyhow::Ok(url)
     }
     .await;

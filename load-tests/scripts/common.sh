@@ -63,3 +63,42 @@ node_field() {
         /^    [}]/ { if (values["name"] == name) { print values[field]; exit } }
     ' "$FEDERATION"
 }
+
+# rss_kb PID: resident set size in KiB (0 when the process is gone).
+rss_kb() {
+    awk '/^VmRSS:/ { print $2; found = 1 } END { if (!found) print 0 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# watch_rss FILE PID...: samples each PID's RSS every 100 ms into FILE (`ms pid kib` lines)
+# until killed; prints its own PID.
+watch_rss() {
+    local file="$1"
+    shift
+    (
+        local started
+        started=$(date +%s%N)
+        while true; do
+            local now=$((($(date +%s%N) - started) / 1000000))
+            for pid in "$@"; do
+                echo "$now $pid $(rss_kb "$pid")"
+            done
+            sleep 0.1
+        done
+    ) >"$file" &
+    echo $!
+}
+
+# rss_summary FILE PID NAME: `NAME: at rest X MiB, peak Y MiB (+Z MiB)` from watch_rss output.
+rss_summary() {
+    awk -v pid="$2" -v name="$3" '
+        $2 == pid { if (first == "") first = $3; if ($3 > peak) peak = $3 }
+        END { printf "%-10s at rest %7.1f MiB, peak %7.1f MiB (+%.1f MiB)\n", name, first / 1024, peak / 1024, (peak - first) / 1024 }
+    ' "$1"
+}
+
+# big_sql COPIES: every lineitem row COPIES times (about 100 MB of Arrow per copy at scale 0.1).
+big_sql() {
+    local copies="$1" values=""
+    for i in $(seq 1 "$copies"); do values="$values${values:+,}($i)"; done
+    echo "SELECT l.*, t.k FROM lineitem l CROSS JOIN (VALUES $values) AS t(k)"
+}

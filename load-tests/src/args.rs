@@ -41,6 +41,17 @@ pub struct Args {
     /// was back to 90 % of the rate before.
     #[arg(long, value_parser = parse_kill)]
     pub kill: Option<Kill>,
+    /// A ramp: open-loop steps of `--duration` each, from `--rate` up by `--ramp-factor`, until
+    /// a step's p99 exceeds this many milliseconds, a query fails, or the rate is not reached;
+    /// reports the highest rate that kept p99 under it.
+    #[arg(long, requires = "rate", requires = "duration")]
+    pub ramp_p99_ms: Option<f64>,
+    /// Rate multiplier between ramp steps.
+    #[arg(long, default_value_t = 1.5)]
+    pub ramp_factor: f64,
+    /// Most ramp steps.
+    #[arg(long, default_value_t = 12)]
+    pub ramp_steps: usize,
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,

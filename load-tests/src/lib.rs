@@ -12,6 +12,7 @@
 
 mod args;
 mod mix;
+mod ramp;
 mod report;
 mod run;
 
@@ -23,8 +24,8 @@ pub use run::run;
 /// Runs the tool: prints progress and the report; the exit code says whether queries failed.
 pub async fn main(args: Args) -> std::process::ExitCode {
     match run::run(args).await {
-        Ok(report) if report.summary.failed == 0 => std::process::ExitCode::SUCCESS,
-        Ok(_) => std::process::ExitCode::from(1),
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::from(2)

@@ -27,9 +27,27 @@ struct Shared {
     samples: mpsc::UnboundedSender<Sample>,
 }
 
-/// Runs the load described by `args`, printing progress and the report.
-pub async fn run(args: Args) -> anyhow::Result<Report> {
-    check_target(&args)?;
+/// Runs the load described by `args` (a ramp when `--ramp-p99-ms` is given), printing
+/// progress and the report; returns whether it passed (no failed query; for a ramp, a step
+/// within the bound).
+pub async fn run(args: Args) -> anyhow::Result<bool> {
+    if args.ramp_p99_ms.is_some() {
+        return crate::ramp::run(&args).await;
+    }
+    let (report, samples) = run_once(&args).await?;
+    print!("{}", report.text());
+    if let Some(path) = &args.out {
+        let mut document = serde_json::to_value(&report)?;
+        document["samples"] = serde_json::to_value(&samples)?;
+        std::fs::write(path, serde_json::to_vec_pretty(&document)?)?;
+        println!("report written to {}", path.display());
+    }
+    Ok(report.summary.failed == 0)
+}
+
+/// Runs one load, printing progress lines unless `--quiet`; returns the report and samples.
+pub(crate) async fn run_once(args: &Args) -> anyhow::Result<(Report, Vec<Sample>)> {
+    check_target(args)?;
     anyhow::ensure!(
         args.duration.is_some() || args.requests.is_some(),
         "give --duration and/or --requests: every run is bounded"
@@ -100,14 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let fault_ms = faults.try_join_next().and_then(Result::ok);
     faults.abort_all();
     let report = Report::new(mode, load, span, &samples, fault_ms);
-    print!("{}", report.text());
-    if let Some(path) = &args.out {
-        let mut document = serde_json::to_value(&report)?;
-        document["samples"] = serde_json::to_value(&samples)?;
-        std::fs::write(path, serde_json::to_vec_pretty(&document)?)?;
-        println!("report written to {}", path.display());
-    }
-    Ok(report)
+    Ok((report, samples))
 }
 
 /// Refuses a gateway that is not on loopback unless `--allow-remote`.
