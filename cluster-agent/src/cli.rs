@@ -32,6 +32,8 @@ enum Command {
     Local(crate::local::LocalArgs),
     /// Generate TPC-H data as Parquet.
     GenData(GenDataArgs),
+    /// Measure a running federation next to in-process DataFusion on the same data.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags shared by the long-running roles.
@@ -68,6 +70,7 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> ExitCode {
         Command::Taskmanager(args) => run_agent(Role::TaskManager, args, &env).await,
         Command::Gateway(args) => run_gateway(args, &env).await,
         Command::Local(args) => exit(crate::local::run_local(args).await),
+        Command::Bench(args) => exit(crate::bench::run_bench(args).await),
         Command::GenData(args) => {
             let result = tokio::task::spawn_blocking(move || {
                 crate::gendata::generate(args.scale, &args.out, &|line| eprintln!("{line}")).map(
