@@ -41,6 +41,16 @@ start_local() {
     echo "local federation up at $URL (pid $LOCAL_PID; log $OUT_DIR/local.log)"
 }
 
+# use_running FILE: uses the running federation described by FILE (a `local` run's
+# federation.json); sets URL and FEDERATION. Nothing is started, so nothing is stopped.
+use_running() {
+    FEDERATION="$1"
+    [ -s "$FEDERATION" ] || { echo "no federation at $FEDERATION" >&2; exit 1; }
+    URL="$(awk '$1 == "\"gateway\":" { gsub(/[",]/, "", $2); print $2; exit }' "$FEDERATION")"
+    mkdir -p "$OUT_DIR"
+    echo "using the running federation at $URL ($FEDERATION)"
+}
+
 stop_local() {
     if [ -n "$LOCAL_PID" ] && kill -0 "$LOCAL_PID" 2>/dev/null; then
         kill -TERM "$LOCAL_PID"
