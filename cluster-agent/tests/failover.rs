@@ -118,6 +118,47 @@ fn assert_none_failed(federation: &Federation, failures: &[String]) {
     assert!(failures.is_empty(), "failed queries: {failures:#?}");
 }
 
+/// Hand-overs so far on each TaskManager of `indexes`.
+async fn handovers(taskmanagers: &[Process], indexes: &[usize]) -> Vec<i64> {
+    let mut counts = Vec::with_capacity(indexes.len());
+    for &index in indexes {
+        counts.push(
+            state(&taskmanagers[index]).await["handovers_total"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    counts
+}
+
+/// Waits (at most 30 s) until a TaskManager of `indexes` took a hand-over beyond `before`: the
+/// head of the query just sent. Returns its index.
+async fn wait_for_head(taskmanagers: &[Process], indexes: &[usize], before: &[i64]) -> usize {
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no hand-over seen"
+        );
+        let now = handovers(taskmanagers, indexes).await;
+        if let Some(position) = (0..now.len()).find(|&position| now[position] > before[position]) {
+            return indexes[position];
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Posts `sql` for JSON in the background; the whole response, or why it broke.
+fn spawn_json_query(
+    url: &str,
+    sql: &'static str,
+) -> tokio::task::JoinHandle<Result<common::HttpResponse, String>> {
+    let url = format!("{url}/v1/query");
+    gateway::spawn_instrumented(async move {
+        try_http("POST", &url, &[("accept", "application/json")], sql).await
+    })
+}
+
 async fn gateway_counter(url: &str, name: &str) -> f64 {
     let metrics = http("GET", &format!("{url}/metrics"), &[], "").await;
     String::from_utf8_lossy(&metrics.body)
@@ -215,38 +256,12 @@ async fn a_taskmanager_lost_before_the_first_byte_is_retried() {
     let mut federation = Federation::start_with(3, 2);
     let expected = reference_count(SLOW_FIRST_BYTE).await;
     let url = federation.url();
-    let before: Vec<i64> = states(&federation.taskmanagers)
-        .await
-        .iter()
-        .map(|state| state["handovers_total"].as_i64().unwrap())
-        .collect();
+    let all: Vec<usize> = (0..federation.taskmanagers.len()).collect();
+    let before = handovers(&federation.taskmanagers, &all).await;
     let started = Instant::now();
-    let query = gateway::spawn_instrumented({
-        let url = url.clone();
-        async move {
-            try_http(
-                "POST",
-                &format!("{url}/v1/query"),
-                &[("accept", "application/json")],
-                SLOW_FIRST_BYTE,
-            )
-            .await
-        }
-    });
+    let query = spawn_json_query(&url, SLOW_FIRST_BYTE);
     // Find the head (the TaskManager the plan was handed to) and kill it while it computes.
-    let head = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no hand-over seen"
-        );
-        let now = states(&federation.taskmanagers).await;
-        if let Some(head) = (0..now.len())
-            .find(|&index| now[index]["handovers_total"].as_i64().unwrap() > before[index])
-        {
-            break head;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let head = wait_for_head(&federation.taskmanagers, &all, &before).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !query.is_finished(),
@@ -310,37 +325,9 @@ async fn a_taskmanager_lost_mid_stream_is_an_error_never_a_short_result() {
     let live: Vec<usize> = (0..federation.taskmanagers.len())
         .filter(|&index| index != head)
         .collect();
-    let mut before = Vec::new();
-    for &index in &live {
-        before.push(
-            state(&federation.taskmanagers[index]).await["handovers_total"]
-                .as_i64()
-                .unwrap(),
-        );
-    }
-    let response = gateway::spawn_instrumented({
-        let url = url.clone();
-        async move {
-            try_http(
-                "POST",
-                &format!("{url}/v1/query"),
-                &[("accept", "application/json")],
-                BIG_RESULT,
-            )
-            .await
-        }
-    });
-    let second_head = 'found: loop {
-        for (position, &index) in live.iter().enumerate() {
-            let handovers = state(&federation.taskmanagers[index]).await["handovers_total"]
-                .as_i64()
-                .unwrap();
-            if handovers > before[position] {
-                break 'found index;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
+    let before = handovers(&federation.taskmanagers, &live).await;
+    let response = spawn_json_query(&url, BIG_RESULT);
+    let second_head = wait_for_head(&federation.taskmanagers, &live, &before).await;
     // Let the first bytes reach the client.
     tokio::time::sleep(Duration::from_millis(200)).await;
     kill9(&mut federation.taskmanagers[second_head]);
