@@ -96,6 +96,9 @@ pub struct JobManagerConfig {
     pub target_partitions: usize,
     /// DataFusion batch size, in rows.
     pub batch_size: usize,
+    /// With gossip discovery: how long a starting shard waits to see a TaskManager before it
+    /// announces itself ready anyway, in milliseconds. Until ready, gateways send it nothing.
+    pub startup_wait_ms: u64,
 }
 
 impl Default for JobManagerConfig {
@@ -113,6 +116,7 @@ impl Default for JobManagerConfig {
             handover_timeout_ms: 5000,
             target_partitions: 0,
             batch_size: 8192,
+            startup_wait_ms: 5_000,
         }
     }
 }

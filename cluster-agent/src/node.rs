@@ -172,6 +172,7 @@ impl NodeListeners {
             admin_addr: Some(self.admin_addr.to_string()),
             pool,
             draining: false,
+            starting: false,
         }
     }
 }

@@ -75,6 +75,7 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
             admin_addr: Some(addr.to_string()),
             pool: None,
             draining: false,
+            starting: false,
         };
         let load: LoadSource = Arc::new(move || NodeLoad {
             in_flight: total_in_flight(&in_flight),

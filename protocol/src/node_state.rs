@@ -57,6 +57,10 @@ pub struct NodeInfo {
     /// Set when it takes no new work and is about to leave.
     #[serde(default)]
     pub draining: bool,
+    /// Set while it has joined but cannot take work yet (a shard that has not yet seen any
+    /// TaskManager over gossip).
+    #[serde(default)]
+    pub starting: bool,
 }
 
 /// A process's live load.

@@ -15,7 +15,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use async_trait::async_trait;
-use flotilla_protocol::{ErrorBody, ErrorCode, NodeLoad, NodeRole, QueryCommand};
+use flotilla_protocol::{ErrorBody, ErrorCode, NodeInfo, NodeLoad, NodeRole, QueryCommand};
 use futures::stream::BoxStream;
 use gateway::{Gossip, GossipMembership, StaticMembership};
 use prometheus::Registry;
@@ -51,16 +51,25 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     let node_id = config.node_id(Role::JobManager);
     let metrics = JobManagerMetrics::new(&registry)?;
     let in_flight = metrics.in_flight.clone();
+    let gossip_discovery = section.taskmanagers.is_empty();
     let gossip = Gossip::start(
         config.gossip.clone(),
-        listeners.node_info(node_id.clone(), Role::JobManager, None),
+        NodeInfo {
+            // Gateways send it nothing until it knows a TaskManager to run queries on.
+            starting: gossip_discovery,
+            ..listeners.node_info(node_id.clone(), Role::JobManager, None)
+        },
         Arc::new(move || NodeLoad {
             in_flight: in_flight.get().max(0) as u64,
             ..NodeLoad::default()
         }),
     )
     .await?;
-    let taskmanagers = if section.taskmanagers.is_empty() {
+    let taskmanagers = if gossip_discovery {
+        gateway::spawn_instrumented(announce_ready(
+            gossip.clone(),
+            Duration::from_millis(section.startup_wait_ms),
+        ));
         TaskManagers::Gossip(GossipMembership::new(gossip.clone(), NodeRole::TaskManager))
     } else {
         let membership = StaticMembership::new(section.taskmanagers.clone());
@@ -104,6 +113,31 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         lifecycle,
     )
     .await
+}
+
+/// Announces the shard ready once gossip shows it a TaskManager, or after `wait` anyway (its
+/// queries then fail with `no_taskmanager`, which says more than no shard at all).
+async fn announce_ready(gossip: Gossip, wait: Duration) {
+    let started = Instant::now();
+    let mut view = gossip.subscribe();
+    let seen = tokio::time::timeout(
+        wait,
+        view.wait_for(|peers| {
+            peers.iter().any(|peer| {
+                peer.info.role == NodeRole::TaskManager
+                    && !peer.info.draining
+                    && !peer.info.starting
+            })
+        }),
+    )
+    .await
+    .is_ok_and(|changed| changed.is_ok());
+    gossip.set_ready().await;
+    tracing::info!(
+        taskmanager_seen = seen,
+        waited_ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
 }
 
 // === impl JobManager ===

@@ -179,14 +179,22 @@ impl Federation {
         )
     }
 
-    /// Waits (at most 20 s) until the gateway's gossip view holds every running process.
+    /// Waits (at most 20 s) until the gateway's gossip view holds every running process, each
+    /// ready for work.
     pub fn wait_converged(&self) {
         let expected = self.taskmanagers.len() + self.shards.len() + 1;
         let url = format!("{}/v1/cluster", self.url());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let members = blocking_get_json(&url)
-                .and_then(|view| view["members"].as_array().map(Vec::len))
+                .and_then(|view| {
+                    view["members"].as_array().map(|members| {
+                        members
+                            .iter()
+                            .filter(|member| member["starting"] == false)
+                            .count()
+                    })
+                })
                 .unwrap_or(0);
             if members == expected {
                 return;
@@ -204,7 +212,8 @@ impl Federation {
         format!("http://{}", self.gateway.addresses["http"])
     }
 
-    /// Prints every process's log (for failing tests).
+    /// Prints every process's warnings and errors (INFO lines would bury them: CI shows only
+    /// part of a failing test's output), with at most the last 200 such lines per process.
     pub fn dump_logs(&self) {
         for process in self
             .taskmanagers
@@ -212,10 +221,19 @@ impl Federation {
             .chain(&self.shards)
             .chain([&self.gateway])
         {
+            let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+            let notable: Vec<&str> = log
+                .lines()
+                .filter(|line| !line.contains(" INFO ") && !line.contains(" DEBUG "))
+                .collect();
+            let shown = &notable[notable.len().saturating_sub(200)..];
             eprintln!(
-                "==== {} ====\n{}",
+                "==== {} ({} of {} log lines are not INFO; last {} shown) ====\n{}",
                 process.name,
-                std::fs::read_to_string(&process.log).unwrap_or_default()
+                notable.len(),
+                log.lines().count(),
+                shown.len(),
+                shown.join("\n")
             );
         }
     }

@@ -142,24 +142,34 @@ impl Gossip {
         self.inner.view.clone()
     }
 
-    /// Returns the live, non-draining members of `role`.
+    /// Returns the live members of `role` that take work: neither starting nor draining.
     pub fn serving(&self, role: NodeRole) -> Vec<Peer> {
         self.view()
             .iter()
-            .filter(|peer| peer.info.role == role && !peer.info.draining)
+            .filter(|peer| peer.info.role == role && !peer.info.draining && !peer.info.starting)
             .cloned()
             .collect()
     }
 
     /// Announces that this process takes no new work.
     pub async fn set_draining(&self) {
+        self.publish_info(|info| info.draining = true).await;
+    }
+
+    /// Announces that this process, which joined as `starting`, now takes work.
+    pub async fn set_ready(&self) {
+        self.publish_info(|info| info.starting = false).await;
+    }
+
+    /// Changes what this process publishes about itself, and publishes it.
+    async fn publish_info(&self, change: impl FnOnce(&mut NodeInfo)) {
         let info = {
             let mut info = self
                 .inner
                 .info
                 .write()
                 .unwrap_or_else(|poison| poison.into_inner());
-            info.draining = true;
+            change(&mut info);
             info.clone()
         };
         if let Ok(json) = serde_json::to_string(&info) {
@@ -315,6 +325,7 @@ mod tests {
             admin_addr: None,
             pool: None,
             draining: false,
+            starting: false,
         }
     }
 
@@ -334,7 +345,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn members_join_publish_load_drain_and_leave() {
+    async fn members_join_start_publish_load_drain_and_leave() {
         let config = GossipConfig {
             interval_ms: 50,
             ..GossipConfig::default()
@@ -351,7 +362,10 @@ mod tests {
                 seeds: vec![first.addr().to_string()],
                 ..config
             },
-            info("jm-1", NodeRole::JobManager),
+            NodeInfo {
+                starting: true,
+                ..info("jm-1", NodeRole::JobManager)
+            },
             fixed_load(0),
         )
         .await
@@ -364,6 +378,16 @@ mod tests {
         .await;
         wait_for(&first, "the jobmanager", |peers| peers.len() == 2).await;
         assert_eq!(second.serving(NodeRole::TaskManager).len(), 1);
+        // Joined while starting: seen, but given no work until it says it is ready.
+        assert!(first.serving(NodeRole::JobManager).is_empty());
+        second.set_ready().await;
+        wait_for(&first, "the jobmanager ready", |peers| {
+            peers
+                .iter()
+                .any(|peer| peer.info.id == "jm-1" && !peer.info.starting)
+        })
+        .await;
+        assert_eq!(first.serving(NodeRole::JobManager).len(), 1);
 
         first.set_draining().await;
         wait_for(&second, "the drain flag", |peers| {
