@@ -35,6 +35,22 @@ enum Bench {
     Short(ShortArgs),
     /// Each TPC-H query: Flotilla vs in-process DataFusion.
     Tpch(TpchArgs),
+    /// Where a shard's time goes for one query (no federation needed): each planning step,
+    /// sequentially, next to the whole query in-process.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The TPC-H data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The query.
+    #[arg(long, default_value = "SELECT count(*) FROM nation")]
+    sql: String,
+    /// Timed runs of each step.
+    #[arg(long, default_value_t = 2000)]
+    runs: usize,
 }
 
 /// Where both sides find the data.
@@ -80,6 +96,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         Bench::Short(args) => short(args).await,
         Bench::Tpch(args) => tpch(args).await,
+        Bench::Plan(args) => plan(args).await,
     }
 }
 
@@ -284,5 +301,67 @@ async fn tpch(args: TpchArgs) -> anyhow::Result<()> {
         "total",
         remote_total / local_total
     );
+    Ok(())
+}
+
+/// Times each step a shard and the head take for one query, in-process and sequentially.
+async fn plan(args: PlanArgs) -> anyhow::Result<()> {
+    use crate::jobmanager::planner::Planner;
+    let ctx = reference(&args.data_dir).await?;
+    let catalog = CatalogConfig::tpch(&args.data_dir);
+    let planner = Planner::new(&catalog, &crate::config::JobManagerConfig::default()).await?;
+    let workers = vec![
+        "http://127.0.0.1:1".to_string(),
+        "http://127.0.0.1:2".to_string(),
+    ];
+    let sql = args.sql.as_str();
+    let runs = args.runs.max(1);
+    let logical = planner.prepare(sql).await?;
+    let planned = planner.plan(&logical, &workers).await?;
+    let task_ctx = ctx.state().task_ctx();
+    let shown: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    let shown = shown
+        .get(..70)
+        .map_or(shown.clone(), |head| format!("{head}..."));
+    println!("`{shown}`: mean of {runs} sequential runs per step");
+    println!(
+        "encoded plan {} bytes, {} session options shipped, widest stage {} task(s)",
+        planned.plan.len(),
+        planned.options.len(),
+        planned.width
+    );
+    let mean_us = |started: Instant| started.elapsed().as_secs_f64() * 1e6 / runs as f64;
+    let started = Instant::now();
+    for _ in 0..runs {
+        in_process(&ctx, sql).await?;
+    }
+    println!(
+        "{:<40} {:>9.1} us",
+        "in-process sql + collect",
+        mean_us(started)
+    );
+    let started = Instant::now();
+    for _ in 0..runs {
+        planner.prepare(sql).await?;
+    }
+    println!(
+        "{:<40} {:>9.1} us",
+        "shard: parse + logical plan",
+        mean_us(started)
+    );
+    let started = Instant::now();
+    for _ in 0..runs {
+        planner.plan(&logical, &workers).await?;
+    }
+    println!(
+        "{:<40} {:>9.1} us",
+        "shard: optimize + physical plan + encode",
+        mean_us(started)
+    );
+    let started = Instant::now();
+    for _ in 0..runs {
+        crate::codec::decode_plan(&planned.plan, &task_ctx)?;
+    }
+    println!("{:<40} {:>9.1} us", "head: decode plan", mean_us(started));
     Ok(())
 }

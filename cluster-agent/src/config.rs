@@ -96,6 +96,10 @@ pub struct JobManagerConfig {
     pub target_partitions: usize,
     /// DataFusion batch size, in rows.
     pub batch_size: usize,
+    /// Parquet bytes each scan partition is planned to read; a scan that needs more partitions
+    /// than one TaskManager has cores is spread over several TaskManagers. 0 keeps
+    /// datafusion-distributed's default (16 MiB).
+    pub scan_bytes_per_partition: usize,
     /// With gossip discovery: how long a starting shard waits to see a TaskManager before it
     /// announces itself ready anyway, in milliseconds. Until ready, gateways send it nothing.
     pub startup_wait_ms: u64,
@@ -116,6 +120,7 @@ impl Default for JobManagerConfig {
             handover_timeout_ms: 5000,
             target_partitions: 0,
             batch_size: 8192,
+            scan_bytes_per_partition: 0,
             startup_wait_ms: 5_000,
         }
     }

@@ -7,6 +7,9 @@
 //!     └──── FlightInfo(ticket, TM) ──┘
 //!  gateway ──DoGet(ticket)──▶ head TM: execute, stream Arrow back
 //! ```
+//!
+//! A query whose plan runs on its head alone skips the separate reservation: its hand-over
+//! carries `reserve_slots`, and the head reserves and adopts the lease in one step.
 
 /// The Flight action type of a hand-over.
 pub const HANDOVER_ACTION: &str = "flotilla.handover";
@@ -37,6 +40,14 @@ pub struct HandoverRequest {
     /// The lease's lifetime unless renewed, in milliseconds.
     #[prost(uint64, tag = "7")]
     pub lease_ttl_ms: u64,
+    /// When not 0: the shard reserved nothing yet, and the head reserves this many slots under
+    /// `lease_id` itself, or refuses with `cluster_busy` (a query that runs on its head alone
+    /// saves the round trip of a separate reservation).
+    #[prost(uint64, tag = "8")]
+    pub reserve_slots: u64,
+    /// The shard the reservation is made for, with `reserve_slots`.
+    #[prost(string, tag = "9")]
+    pub holder: String,
 }
 
 /// The answer to a hand-over.

@@ -490,3 +490,69 @@ async fn a_tenant_bound_to_a_pool_runs_only_there() {
     );
     assert!(after_default[0] + after_default[1] > after_secure[0] + after_secure[1]);
 }
+
+/// Leases granted and stage tasks run so far, summed over the TaskManagers.
+async fn leases_and_tasks(taskmanagers: &[Process]) -> (u64, u64) {
+    let (mut leases, mut tasks) = (0, 0);
+    for taskmanager in taskmanagers {
+        let view = state(taskmanager).await;
+        leases += u64_at(&view, "/slots/leases_granted_total");
+        tasks += u64_at(&view, "/tasks_total");
+    }
+    (leases, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_leases_slots_only_on_the_taskmanagers_its_plan_uses() {
+    // Small scan partitions: the test data is big enough to spread over both TaskManagers.
+    let federation = Federation::start_with_options(FederationOptions {
+        jobmanager_toml: "queue_max_wait_ms = 30000\nscan_bytes_per_partition = 65536\n".into(),
+        ..FederationOptions::default()
+    });
+    let url = federation.url();
+    // A single-stage query runs on its head alone: one lease (taken by the hand-over itself),
+    // not one on each of `taskmanagers_per_query` TaskManagers; no stage task anywhere.
+    let before = leases_and_tasks(&federation.taskmanagers).await;
+    for _ in 0..5 {
+        assert_regions(&query(&url, REGIONS, &[]).await);
+    }
+    let after = leases_and_tasks(&federation.taskmanagers).await;
+    assert_eq!(after.0 - before.0, 5, "one lease per single-stage query");
+    assert_eq!(after.1, before.1, "no stage task for a single-stage query");
+    for taskmanager in &federation.taskmanagers {
+        assert_eq!(u64_at(&state(taskmanager).await, "/slots/slots_used"), 0);
+    }
+    // A multi-stage query leases every TaskManager its stage tasks run on, and no other.
+    let mut distributed = 0;
+    for sql in [
+        ORDERS_BY_PRIORITY,
+        "SELECT l_returnflag, count(*) AS n FROM lineitem GROUP BY l_returnflag",
+        "SELECT count(*) AS n FROM lineitem JOIN orders ON l_orderkey = o_orderkey",
+    ] {
+        let mut before = Vec::new();
+        for taskmanager in &federation.taskmanagers {
+            let view = state(taskmanager).await;
+            before.push((
+                u64_at(&view, "/slots/leases_granted_total"),
+                u64_at(&view, "/tasks_total"),
+            ));
+        }
+        let response = query(&url, sql, &[]).await;
+        assert_eq!(response.status, 200, "{sql}");
+        let (mut leased, mut ran_tasks) = (0, 0);
+        for (taskmanager, (leases, tasks)) in federation.taskmanagers.iter().zip(before) {
+            let view = state(taskmanager).await;
+            leased += u64_at(&view, "/slots/leases_granted_total") - leases;
+            ran_tasks += u64::from(u64_at(&view, "/tasks_total") > tasks);
+        }
+        println!("{sql}: {leased} lease(s), stage tasks on {ran_tasks} taskmanager(s)");
+        assert_eq!(leased, ran_tasks.max(1), "{sql}");
+        if ran_tasks > 1 {
+            distributed += 1;
+        }
+    }
+    assert!(
+        distributed > 0,
+        "some query ran stage tasks on both taskmanagers"
+    );
+}

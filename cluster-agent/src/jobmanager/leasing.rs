@@ -85,9 +85,53 @@ impl SlotLeaser {
         self.taskmanagers.membership().mark_down(url, reason);
     }
 
-    /// Reserves slots for a query on up to `taskmanagers_per_query` TaskManagers of its pool,
-    /// waiting in the bounded queue while none is free.
-    pub(super) async fn lease(&self, command: &QueryCommand) -> Result<Leased, AgentError> {
+    /// Returns the TaskManagers a query of `pool` could run on now (at most
+    /// `taskmanagers_per_query`): what its plan is sized for.
+    pub(super) fn planning_targets(&self, pool: &str) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .taskmanagers
+            .candidates(pool)
+            .into_iter()
+            .map(|candidate| candidate.url)
+            .collect();
+        urls.truncate(self.config.taskmanagers_per_query);
+        urls
+    }
+
+    /// For a query that runs on one TaskManager: the one to hand it over to with a reservation
+    /// (power of two choices), the lease id and the slots to reserve. None while this shard's
+    /// queue holds queries (they go first) or when no TaskManager of the pool is up.
+    pub(super) fn solo_head(&self, pool: &str) -> Option<(String, String, u64)> {
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let head = power_of_two_order(self.taskmanagers.candidates(pool), random())
+            .into_iter()
+            .next()?;
+        Some((
+            head,
+            uuid::Uuid::new_v4().simple().to_string(),
+            self.config.slots_per_query,
+        ))
+    }
+
+    /// Counts a reservation a TaskManager refused.
+    pub(super) fn count_refused(&self) {
+        self.metrics.leases_refused.inc();
+    }
+
+    /// Returns this shard's node id, the holder of its leases.
+    pub(super) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Reserves slots for a query on up to `want` (at most `taskmanagers_per_query`)
+    /// TaskManagers of its pool, waiting in the bounded queue while none is free.
+    pub(super) async fn lease(
+        &self,
+        command: &QueryCommand,
+        want: usize,
+    ) -> Result<Leased, AgentError> {
         let inner = self;
         let started = Instant::now();
         let max_wait = Duration::from_millis(inner.config.queue_max_wait_ms);
@@ -101,7 +145,7 @@ impl SlotLeaser {
                     command.pool
                 )));
             }
-            let holders = self.reserve_on(command, &lease_id, candidates).await;
+            let holders = self.reserve_on(command, &lease_id, candidates, want).await;
             if !holders.is_empty() {
                 inner
                     .metrics
@@ -134,20 +178,19 @@ impl SlotLeaser {
     }
 
     /// Tries candidates in power-of-two order until the query holds `taskmanagers_per_query`
-    /// leases; returns the TaskManagers that granted one.
+    /// leases, asking as many at once as leases are missing; returns the TaskManagers that
+    /// granted one.
     async fn reserve_on(
         &self,
         command: &QueryCommand,
         lease_id: &str,
         candidates: Vec<Candidate>,
+        want: usize,
     ) -> Vec<String> {
         let inner = self;
-        let want = inner.config.taskmanagers_per_query.min(candidates.len());
-        let mut seed = uuid::Uuid::new_v4().as_u128();
-        let random = move || {
-            seed = seed.rotate_left(17) ^ (seed >> 7);
-            seed as usize
-        };
+        let want = want
+            .clamp(1, inner.config.taskmanagers_per_query)
+            .min(candidates.len());
         let request = ReserveRequest {
             lease_id: lease_id.to_string(),
             query_id: command.query_id.to_string(),
@@ -157,20 +200,30 @@ impl SlotLeaser {
         }
         .encode_to_vec();
         let mut holders = Vec::with_capacity(want);
-        for url in power_of_two_order(candidates, random) {
-            if holders.len() == want {
+        let mut order = power_of_two_order(candidates, random()).into_iter();
+        while holders.len() < want {
+            let batch: Vec<String> = order.by_ref().take(want - holders.len()).collect();
+            if batch.is_empty() {
                 break;
             }
-            match call_action(&inner.peers, &url, RESERVE_ACTION, request.clone()).await {
-                Ok(_) => holders.push(url),
-                Err(error) if error.code == ErrorCode::ClusterBusy => {
-                    inner.metrics.leases_refused.inc();
-                }
-                Err(error) if error.code == ErrorCode::Unavailable => {
-                    inner.mark_down(&url, &error.message);
-                }
-                Err(error) => {
-                    tracing::warn!(taskmanager = %url, code = %error.code, error = %error.message, "lease reservation failed");
+            let answers = futures::future::join_all(
+                batch
+                    .iter()
+                    .map(|url| call_action(&inner.peers, url, RESERVE_ACTION, request.clone())),
+            )
+            .await;
+            for (url, answer) in batch.into_iter().zip(answers) {
+                match answer {
+                    Ok(_) => holders.push(url),
+                    Err(error) if error.code == ErrorCode::ClusterBusy => {
+                        inner.metrics.leases_refused.inc();
+                    }
+                    Err(error) if error.code == ErrorCode::Unavailable => {
+                        inner.mark_down(&url, &error.message);
+                    }
+                    Err(error) => {
+                        tracing::warn!(taskmanager = %url, code = %error.code, error = %error.message, "lease reservation failed");
+                    }
                 }
             }
         }
@@ -251,6 +304,15 @@ impl TaskManagers {
             Self::Static(membership) => membership.as_ref(),
             Self::Gossip(membership) => membership,
         }
+    }
+}
+
+/// A cheap random source for power of two choices, seeded afresh per call.
+fn random() -> impl FnMut() -> usize {
+    let mut seed = uuid::Uuid::new_v4().as_u128();
+    move || {
+        seed = seed.rotate_left(17) ^ (seed >> 7);
+        seed as usize
     }
 }
 

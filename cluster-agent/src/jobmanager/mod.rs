@@ -4,7 +4,7 @@
 mod coop;
 mod leasing;
 mod metrics;
-mod planner;
+pub(crate) mod planner;
 mod service;
 
 pub use metrics::JobManagerMetrics;

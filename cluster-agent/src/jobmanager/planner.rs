@@ -5,12 +5,18 @@ use crate::codec::{FlotillaCodec, encode_plan};
 use crate::config::JobManagerConfig;
 use crate::error::AgentError;
 use datafusion::common::DataFusionError;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
-use datafusion_distributed::{DistributedExt, SessionStateBuilderExt, WorkerResolver};
+use datafusion_distributed::{
+    DistributedExt, NetworkBoundaryExt, SessionStateBuilderExt, WorkerResolver,
+};
 use std::collections::HashMap;
+use std::sync::Arc;
 use url::Url;
 
 /// A query ready to hand over.
@@ -19,11 +25,15 @@ pub(crate) struct PlannedQuery {
     pub(crate) plan: Vec<u8>,
     /// The session options it was planned with.
     pub(crate) options: HashMap<String, String>,
+    /// The most tasks any of its stages runs: how many TaskManagers it can use (at least 1).
+    pub(crate) width: usize,
 }
 
 /// Plans queries against the catalog, distributing them over the live TaskManagers.
 pub(crate) struct Planner {
-    ctx: SessionContext,
+    /// Fixed after start-up and shared by every query: no per-query copy of its function
+    /// registries. The TaskManagers a query leased reach its planner through [`LEASED`].
+    state: SessionState,
     /// The session options, as the head TaskManager applies them; fixed after start-up.
     options: HashMap<String, String>,
 }
@@ -40,31 +50,30 @@ impl Planner {
         if config.target_partitions > 0 {
             session_config = session_config.with_target_partitions(config.target_partitions);
         }
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(session_config)
             .with_physical_optimizer_rule(std::sync::Arc::new(super::coop::YieldAfterJoins))
             .with_distributed_planner()
-            .with_distributed_worker_resolver(LeasedWorkers(Vec::new()))
-            .with_distributed_user_codec(FlotillaCodec)
-            .build();
+            .with_distributed_worker_resolver(LeasedWorkers)
+            .with_distributed_user_codec(FlotillaCodec);
+        if config.scan_bytes_per_partition > 0 {
+            builder = builder.with_distributed_file_scan_config_bytes_per_partition(
+                config.scan_bytes_per_partition,
+            )?;
+        }
+        let state = builder.build();
         let ctx = SessionContext::new_with_state(state);
         catalog.register(&ctx).await?;
-        let options = ctx
-            .state()
-            .config()
-            .options()
-            .entries()
-            .into_iter()
-            .filter_map(|entry| entry.value.map(|value| (entry.key, value)))
-            .collect();
-        Ok(Self { ctx, options })
+        let state = ctx.state();
+        let options = shipped_options(state.config().options());
+        Ok(Self { state, options })
     }
 
     /// Parses, checks and plans one read-only statement logically: everything that can be the
     /// SQL's fault fails here, before any slot is leased.
     pub(crate) async fn prepare(&self, sql: &str) -> Result<LogicalPlan, AgentError> {
-        let state = self.ctx.state();
+        let state = &self.state;
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state
             .sql_to_statement(sql, &dialect)
@@ -76,7 +85,8 @@ impl Planner {
             .map_err(AgentError::from_planning)
     }
 
-    /// Plans `logical` physically over the TaskManagers the query leased, and encodes it.
+    /// Plans `logical` physically with its stages sized for `workers` TaskManagers (only their
+    /// number matters: the head routes tasks to those the query leased), and encodes it.
     pub(crate) async fn plan(
         &self,
         logical: &LogicalPlan,
@@ -90,20 +100,56 @@ impl Planner {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut state = self.ctx.state();
-        state
-            .config_mut()
-            .set_distributed_worker_resolver(LeasedWorkers(urls));
-        let physical = state
-            .create_physical_plan(logical)
+        let state = &self.state;
+        let physical = LEASED
+            .scope(urls, state.create_physical_plan(logical))
             .await
             .map_err(AgentError::from_planning)?;
+        let width = widest_stage(&physical);
         let plan = encode_plan(physical, state.config()).map_err(AgentError::DataFusion)?;
         Ok(PlannedQuery {
             plan,
             options: self.options.clone(),
+            width,
         })
     }
+}
+
+/// Returns the most tasks any stage below the head of `plan` runs, at least 1.
+fn widest_stage(plan: &Arc<dyn ExecutionPlan>) -> usize {
+    let mut widest = 1;
+    let _ = plan.apply(|node| {
+        if let Some(boundary) = node.as_network_boundary() {
+            widest = widest.max(boundary.input_stage().task_count());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    widest
+}
+
+/// The session options the head must apply: those that differ from DataFusion's defaults, and
+/// those whose default depends on the machine. Shipping all of them (about 150 strings, each
+/// parsed again on the head) cost both sides more than planning a short query's hand-over.
+fn shipped_options(options: &ConfigOptions) -> HashMap<String, String> {
+    const MACHINE_DEPENDENT: [&str; 2] = [
+        "datafusion.execution.target_partitions",
+        "datafusion.execution.planning_concurrency",
+    ];
+    let defaults: HashMap<String, Option<String>> = ConfigOptions::default()
+        .entries()
+        .into_iter()
+        .map(|entry| (entry.key, entry.value))
+        .collect();
+    options
+        .entries()
+        .into_iter()
+        .filter_map(|entry| {
+            let value = entry.value?;
+            let differs = defaults.get(&entry.key) != Some(&Some(value.clone()));
+            (differs || MACHINE_DEPENDENT.contains(&entry.key.as_str()))
+                .then_some((entry.key, value))
+        })
+        .collect()
 }
 
 /// Refuses anything but queries: no DDL, DML, `COPY`, `SET` or transactions.
@@ -133,12 +179,20 @@ fn statement_kind(text: &str) -> String {
         .to_uppercase()
 }
 
-/// The TaskManagers one query leased slots on: stages are sized for them alone.
-struct LeasedWorkers(Vec<Url>);
+tokio::task_local! {
+    /// The TaskManagers the query being planned leased slots on.
+    static LEASED: Vec<Url>;
+}
+
+/// Resolves to the TaskManagers the query being planned leased: stages are sized for them
+/// alone.
+struct LeasedWorkers;
 
 impl WorkerResolver for LeasedWorkers {
     fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
-        Ok(self.0.clone())
+        LEASED.try_with(Clone::clone).map_err(|_| {
+            DataFusionError::Internal("planned outside a query's leased TaskManagers".into())
+        })
     }
 }
 
@@ -172,6 +226,32 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    #[test]
+    fn only_changed_and_machine_dependent_options_are_shipped() {
+        let mut options = ConfigOptions::default();
+        options
+            .set("datafusion.execution.batch_size", "1234")
+            .unwrap();
+        let shipped = shipped_options(&options);
+        assert_eq!(shipped["datafusion.execution.batch_size"], "1234");
+        assert!(shipped.contains_key("datafusion.execution.target_partitions"));
+        assert!(!shipped.contains_key("datafusion.optimizer.max_passes"));
+        // Applied to a default config, they give the same options back.
+        let mut applied = ConfigOptions::default();
+        for (key, value) in &shipped {
+            applied.set(key, value).unwrap();
+        }
+        assert_eq!(
+            applied
+                .entries()
+                .into_iter()
+                .find(|e| e.key == "datafusion.execution.batch_size")
+                .and_then(|e| e.value)
+                .as_deref(),
+            Some("1234")
+        );
     }
 
     #[test]

@@ -156,29 +156,117 @@ impl JobManager {
     }
 
     /// Plans a query, leases slots for it, and hands it to one of the leased TaskManagers.
+    ///
+    /// The plan is sized for the TaskManagers the query could use; slots are then leased only
+    /// on as many as its widest stage runs tasks on (one for a single-stage query). Records
+    /// each step's time on the current `plan` span.
     async fn plan_and_hand_over(&self, command: &QueryCommand) -> Result<FlightInfo, AgentError> {
-        let logical = self.inner.planner.prepare(&command.sql).await?;
+        let inner = &self.inner;
+        let mut step = Instant::now();
+        let logical = inner.planner.prepare(&command.sql).await?;
+        record_step("prepare_us", &mut step);
+        let targets = inner.leaser.planning_targets(&command.pool);
+        let planned = if targets.is_empty() {
+            None // Leasing says why: no TaskManager of the pool is up.
+        } else {
+            Some(inner.planner.plan(&logical, &targets).await?)
+        };
+        record_step("plan_us", &mut step);
+        let want = planned.as_ref().map_or(1, |planned| planned.width);
+        if let (1, Some(planned)) = (want, &planned)
+            && let Some(info) = self.hand_over_reserving(command, planned).await?
+        {
+            record_step("handover_us", &mut step);
+            return Ok(info);
+        }
         let mut guard = LeaseGuard {
-            leaser: Arc::clone(&self.inner.leaser),
-            leased: self.inner.leaser.lease(command).await?,
+            leaser: Arc::clone(&inner.leaser),
+            leased: inner.leaser.lease(command, want).await?,
             armed: true,
         };
-        let result = self
-            .hand_over_leased(command, &logical, &guard.leased)
-            .await;
+        record_step("lease_us", &mut step);
+        let planned = match planned {
+            Some(planned) => planned,
+            // TaskManagers showed up while the query waited for them.
+            None => inner.planner.plan(&logical, &guard.leased.holders).await?,
+        };
+        let result = self.hand_over_leased(command, planned, &guard.leased).await;
         // From a successful hand-over on, the head TaskManager owns the lease.
         guard.armed = result.is_err();
         result
     }
 
+    /// Hands a query that runs on one TaskManager over with a reservation: one round trip
+    /// instead of two. None when there is no candidate or it has no free slot (the caller
+    /// then leases, queueing if need be).
+    async fn hand_over_reserving(
+        &self,
+        command: &QueryCommand,
+        planned: &PlannedQuery,
+    ) -> Result<Option<FlightInfo>, AgentError> {
+        let leaser = &self.inner.leaser;
+        let Some((head, lease_id, slots)) = leaser.solo_head(&command.pool) else {
+            return Ok(None);
+        };
+        let request = HandoverRequest {
+            query_id: command.query_id.to_string(),
+            plan: planned.plan.clone(),
+            options: planned.options.clone(),
+            worker_urls: vec![head.clone()],
+            head_url: head.clone(),
+            lease_id: lease_id.clone(),
+            lease_ttl_ms: leaser.lease_ttl_ms(),
+            reserve_slots: slots,
+            holder: leaser.node_id().to_string(),
+        };
+        // Dropped mid-call (the gateway gave up): release what the head may have reserved.
+        let mut guard = LeaseGuard {
+            leaser: Arc::clone(leaser),
+            leased: Leased {
+                lease_id,
+                holders: vec![head.clone()],
+            },
+            armed: true,
+        };
+        let answer = call_action(
+            leaser.peers(),
+            &head,
+            HANDOVER_ACTION,
+            request.encode_to_vec(),
+        )
+        .instrument(tracing::info_span!("handover", taskmanager = %head, reserve = slots))
+        .await
+        .and_then(decode_handover);
+        match answer {
+            Ok(response) => {
+                guard.armed = false;
+                Ok(Some(flight_info(response, &head)))
+            }
+            Err(error) if error.code == ErrorCode::ClusterBusy => {
+                guard.armed = false;
+                leaser.count_refused();
+                Ok(None)
+            }
+            Err(error) if error.code == ErrorCode::Unavailable => {
+                leaser.mark_down(&head, &error.message);
+                Ok(None)
+            }
+            Err(error) => {
+                // The head gave back what it reserved before it answered.
+                guard.armed = false;
+                Err(body_to_error(error))
+            }
+        }
+    }
+
     async fn hand_over_leased(
         &self,
         command: &QueryCommand,
-        logical: &datafusion::logical_expr::LogicalPlan,
+        planned: PlannedQuery,
         leased: &Leased,
     ) -> Result<FlightInfo, AgentError> {
-        let PlannedQuery { plan, options } =
-            self.inner.planner.plan(logical, &leased.holders).await?;
+        let mut step = Instant::now();
+        let PlannedQuery { plan, options, .. } = planned;
         let mut last_error = None;
         for head in &leased.holders {
             let request = HandoverRequest {
@@ -189,6 +277,8 @@ impl JobManager {
                 head_url: head.clone(),
                 lease_id: leased.lease_id.clone(),
                 lease_ttl_ms: self.inner.leaser.lease_ttl_ms(),
+                reserve_slots: 0,
+                holder: String::new(),
             };
             let span = tracing::info_span!("handover", taskmanager = %head);
             match call_action(
@@ -199,16 +289,11 @@ impl JobManager {
             )
             .instrument(span)
             .await
-            .and_then(|body| {
-                HandoverResponse::decode(body).map_err(|error| {
-                    ErrorBody::new(ErrorCode::Internal, format!("hand-over answer: {error}"))
-                })
-            }) {
+            .and_then(decode_handover)
+            {
                 Ok(response) => {
-                    let endpoint = FlightEndpoint::new()
-                        .with_ticket(Ticket::new(response.ticket))
-                        .with_location(head.clone());
-                    return Ok(FlightInfo::new().with_endpoint(endpoint));
+                    record_step("handover_us", &mut step);
+                    return Ok(flight_info(response, head));
                 }
                 Err(error) if error.code == ErrorCode::Unavailable => {
                     tracing::warn!(taskmanager = %head, error = %error.message, "hand-over failed, trying the next taskmanager");
@@ -221,6 +306,25 @@ impl JobManager {
         }
         Err(AgentError::NoTaskManager(last_error.unwrap_or_default()))
     }
+}
+
+fn decode_handover(body: bytes::Bytes) -> Result<HandoverResponse, ErrorBody> {
+    HandoverResponse::decode(body)
+        .map_err(|error| ErrorBody::new(ErrorCode::Internal, format!("hand-over answer: {error}")))
+}
+
+/// Where the gateway fetches a handed-over query's result: the head, with its ticket.
+fn flight_info(response: HandoverResponse, head: &str) -> FlightInfo {
+    let endpoint = FlightEndpoint::new()
+        .with_ticket(Ticket::new(response.ticket))
+        .with_location(head.to_string());
+    FlightInfo::new().with_endpoint(endpoint)
+}
+
+/// Records the time since `step` as `field` of the current span, and restarts `step`.
+fn record_step(field: &'static str, step: &mut Instant) {
+    tracing::Span::current().record(field, step.elapsed().as_micros() as u64);
+    *step = Instant::now();
 }
 
 /// Rebuilds an error received from a TaskManager so that it keeps its code.
@@ -293,7 +397,14 @@ impl FlightService for JobManager {
         metrics.in_flight.inc();
         let _in_flight = InFlightGuard(metrics.in_flight.clone());
         let started = Instant::now();
-        let span = tracing::info_span!("plan", query_id = %command.query_id);
+        let span = tracing::info_span!(
+            "plan",
+            query_id = %command.query_id,
+            prepare_us = tracing::field::Empty,
+            lease_us = tracing::field::Empty,
+            plan_us = tracing::field::Empty,
+            handover_us = tracing::field::Empty,
+        );
         let result = self
             .plan_and_hand_over(&command)
             .instrument(span.clone())

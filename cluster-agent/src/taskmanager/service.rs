@@ -26,7 +26,7 @@ use arrow_flight::{
 use async_trait::async_trait;
 use datafusion::common::DataFusionError;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::prelude::SessionConfig;
 use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
@@ -208,26 +208,14 @@ impl TaskManager {
         match action.r#type.as_str() {
             RESERVE_ACTION => {
                 let request = ReserveRequest::decode(action.body.clone()).map_err(bad)?;
-                if self.inner.drain.is_draining() {
-                    return Err(AgentError::ClusterBusy(format!(
-                        "taskmanager {} is draining",
-                        self.inner.node_id
-                    )));
-                }
-                let ttl = Duration::from_millis(request.ttl_ms.clamp(100, 600_000));
-                match leases.reserve(
+                let slots_free = self.reserve(
                     &request.lease_id,
                     &request.query_id,
                     &request.holder,
                     request.slots,
-                    ttl,
-                ) {
-                    Ok(slots_free) => Ok(ReserveResponse { slots_free }.encode_to_vec()),
-                    Err(free) => Err(AgentError::ClusterBusy(format!(
-                        "taskmanager {} has {free} free slots, {} asked",
-                        self.inner.node_id, request.slots
-                    ))),
-                }
+                    request.ttl_ms,
+                )?;
+                Ok(ReserveResponse { slots_free }.encode_to_vec())
             }
             RENEW_ACTION => {
                 let request = LeaseIds::decode(action.body.clone()).map_err(bad)?;
@@ -256,31 +244,93 @@ impl TaskManager {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| AgentError::BadRequest(format!("worker url: {error}")))?;
 
+        if request.reserve_slots > 0 {
+            self.reserve(
+                &request.lease_id,
+                &request.query_id,
+                &request.holder,
+                request.reserve_slots,
+                request.lease_ttl_ms,
+            )?;
+            // Reserved here: any failure from now on gives the slots back.
+            let accepted = self.adopt_and_stage(&request, head_url, worker_urls);
+            if accepted.is_err() {
+                inner
+                    .leases
+                    .release(std::slice::from_ref(&request.lease_id));
+            }
+            return accepted;
+        }
+        self.adopt_and_stage(&request, head_url, worker_urls)
+    }
+
+    /// Reserves `slots` under `lease_id`, unless draining or short of free slots.
+    fn reserve(
+        &self,
+        lease_id: &str,
+        query_id: &str,
+        holder: &str,
+        slots: u64,
+        ttl_ms: u64,
+    ) -> Result<u64, AgentError> {
+        let inner = &self.inner;
+        if inner.drain.is_draining() {
+            return Err(AgentError::ClusterBusy(format!(
+                "taskmanager {} is draining",
+                inner.node_id
+            )));
+        }
+        let ttl = Duration::from_millis(ttl_ms.clamp(100, 600_000));
+        inner
+            .leases
+            .reserve(lease_id, query_id, holder, slots, ttl)
+            .map_err(|free| {
+                AgentError::ClusterBusy(format!(
+                    "taskmanager {} has {free} free slots, {slots} asked",
+                    inner.node_id
+                ))
+            })
+    }
+
+    /// Adopts the query's lease, decodes its plan and keeps it under a new ticket.
+    fn adopt_and_stage(
+        &self,
+        request: &HandoverRequest,
+        head_url: Url,
+        worker_urls: Vec<Url>,
+    ) -> Result<HandoverResponse, AgentError> {
+        let inner = &self.inner;
         if !inner.leases.adopt(&request.lease_id) {
             return Err(AgentError::NoLease(format!(
                 "lease `{}` of query {} is not held by taskmanager {}",
                 request.lease_id, request.query_id, inner.node_id
             )));
         }
-        let mut state = inner.base_state.clone();
-        {
-            let config = state.config_mut();
-            let builder_config = std::mem::take(config);
-            *config = head_session_config(
-                builder_config,
-                worker_urls,
-                &inner.worker,
-                head_url,
-                &request.lease_id,
-            )?;
-            let options = config.options_mut();
-            for (key, value) in &request.options {
-                if let Err(error) = options.set(key, value) {
-                    tracing::debug!(%key, %error, "planning option not applied on the head");
-                }
+        let base = &inner.base_state;
+        let mut config = head_session_config(
+            base.config().clone(),
+            worker_urls,
+            &inner.worker,
+            head_url,
+            &request.lease_id,
+        )?;
+        let options = config.options_mut();
+        for (key, value) in &request.options {
+            if let Err(error) = options.set(key, value) {
+                tracing::debug!(%key, %error, "planning option not applied on the head");
             }
         }
-        let task_ctx = state.task_ctx();
+        // Straight from the base session's registries: no copy of the whole session.
+        let task_ctx = Arc::new(TaskContext::new(
+            None,
+            request.query_id.clone(),
+            config,
+            base.scalar_functions().clone(),
+            base.higher_order_functions().clone(),
+            base.aggregate_functions().clone(),
+            base.window_functions().clone(),
+            Arc::clone(base.runtime_env()),
+        ));
         let plan = decode_plan(&request.plan, &task_ctx)?;
         let ticket = format!("{}.{}", request.query_id, uuid::Uuid::new_v4().simple());
         let lease = QueryLease {
