@@ -186,12 +186,9 @@ fn open_loop(
 ) -> futures::future::BoxFuture<'static, ()> {
     Box::pin(async move {
         let mut tasks = JoinSet::new();
-        let interval = Duration::from_secs_f64(1.0 / rate);
-        for n in 0..limit {
-            let intended = shared.started + interval.mul_f64(n as f64);
-            if end.is_some_and(|end| intended >= end) {
-                break;
-            }
+        let within = end.map(|end| end.duration_since(shared.started));
+        for (n, offset) in (0..).zip(schedule(rate, within, limit)) {
+            let intended = shared.started + offset;
             tokio::time::sleep_until(intended).await;
             while tasks.try_join_next().is_some() {}
             if tasks.len() >= MAX_OUTSTANDING {
@@ -203,6 +200,16 @@ fn open_loop(
         }
         while tasks.join_next().await.is_some() {}
     })
+}
+
+/// The open loop's send times, as offsets from the start: one every `1 / rate` seconds, fixed
+/// in advance (a slow answer never delays the next send, so latency counts from here), before
+/// `within` and at most `limit` of them.
+fn schedule(rate: f64, within: Option<Duration>, limit: u64) -> impl Iterator<Item = Duration> {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    (0..limit)
+        .map(move |n| interval.mul_f64(n as f64))
+        .take_while(move |offset| within.is_none_or(|within| *offset < within))
 }
 
 /// Runs query number `n`, due at `intended`, and records it.
@@ -262,6 +269,29 @@ fn outcome(error: &Error) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn the_open_loop_schedule_is_fixed_by_rate_duration_and_count() {
+        let offsets: Vec<Duration> = schedule(4.0, Some(Duration::from_secs(1)), 1000).collect();
+        assert_eq!(
+            offsets,
+            [0, 250, 500, 750].map(Duration::from_millis),
+            "evenly spaced, none at or after the end"
+        );
+        assert_eq!(schedule(1000.0, None, 7).count(), 7, "bounded by count");
+        assert_eq!(
+            schedule(100.0, Some(Duration::from_secs(30)), 50).count(),
+            50,
+            "the smaller bound wins"
+        );
+        let offsets: Vec<Duration> =
+            schedule(3.0, Some(Duration::from_millis(2100)), 100).collect();
+        assert_eq!(offsets.len(), 7);
+        assert!(
+            (offsets[6].as_secs_f64() - 2.0).abs() < 1e-6,
+            "no drift: the n-th send is at n / rate"
+        );
+    }
 
     #[test]
     fn only_loopback_unless_allowed() {
