@@ -504,9 +504,12 @@ async fn leases_and_tasks(taskmanagers: &[Process]) -> (u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_leases_slots_only_on_the_taskmanagers_its_plan_uses() {
-    // Small scan partitions: the test data is big enough to spread over both TaskManagers.
+    // Small scan partitions, and spreading over TaskManagers that share a host (all do here):
+    // the test data is big enough to spread over both.
     let federation = Federation::start_with_options(FederationOptions {
-        jobmanager_toml: "queue_max_wait_ms = 30000\nscan_bytes_per_partition = 65536\n".into(),
+        jobmanager_toml:
+            "queue_max_wait_ms = 30000\nscan_bytes_per_partition = 65536\nspread_within_host = true\n"
+                .into(),
         ..FederationOptions::default()
     });
     let url = federation.url();

@@ -107,6 +107,16 @@ rss_summary() {
 }
 
 # big_sql COPIES: every lineitem row COPIES times (about 100 MB of Arrow per copy at scale 0.1).
+# warm_up COPIES: runs the short mix for 3 s and the big query's plan (LIMIT 10) on every shard,
+# so that "at rest" memory already includes what planning and first queries allocate once.
+warm_up() {
+    local copies="$1"
+    "$LOAD" --url "$URL" --rate 40 --duration 3s --queries "$ROOT/sql-samples/short" --quiet >/dev/null
+    for _ in 1 2 3 4 5 6; do
+        curl -sS -o /dev/null "$URL/v1/query" --data-binary "SELECT * FROM ($(big_sql "$copies")) LIMIT 10"
+    done
+}
+
 big_sql() {
     local copies="$1" values=""
     for i in $(seq 1 "$copies"); do values="$values${values:+,}($i)"; done

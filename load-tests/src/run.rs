@@ -87,6 +87,14 @@ pub(crate) async fn run_once(args: &Args) -> anyhow::Result<(Report, Vec<Sample>
         }
     };
     drop(shared);
+    // SIGINT or SIGTERM ends the load early; the report covers the queries answered so far
+    // (those in flight are dropped).
+    let load_task = async move {
+        tokio::select! {
+            () = load_task => {}
+            () = stop_signal() => eprintln!("stopped by a signal: reporting the queries answered so far"),
+        }
+    };
 
     // Collect samples (the channel closes when every query is done) with a line a second.
     let quiet = args.quiet;
@@ -119,6 +127,23 @@ pub(crate) async fn run_once(args: &Args) -> anyhow::Result<(Report, Vec<Sample>
     faults.abort_all();
     let report = Report::new(mode, load, span, &samples, fault_ms);
     Ok((report, samples))
+}
+
+/// Resolves on SIGINT or SIGTERM (never, if neither can be watched).
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// Refuses a gateway that is not on loopback unless `--allow-remote`.

@@ -86,16 +86,17 @@ impl SlotLeaser {
     }
 
     /// Returns the TaskManagers a query of `pool` could run on now (at most
-    /// `taskmanagers_per_query`): what its plan is sized for.
+    /// `taskmanagers_per_query`, and one per host unless `spread_within_host`): what its plan
+    /// is sized for.
     pub(super) fn planning_targets(&self, pool: &str) -> Vec<String> {
-        let mut urls: Vec<String> = self
+        let urls = self
             .taskmanagers
             .candidates(pool)
             .into_iter()
-            .map(|candidate| candidate.url)
-            .collect();
-        urls.truncate(self.config.taskmanagers_per_query);
-        urls
+            .map(|candidate| candidate.url);
+        one_per_host(urls, !self.config.spread_within_host)
+            .take(self.config.taskmanagers_per_query)
+            .collect()
     }
 
     /// For a query that runs on one TaskManager: the one to hand it over to with a reservation
@@ -307,6 +308,18 @@ impl TaskManagers {
     }
 }
 
+/// Keeps the first URL of each host when `enabled`; all of them otherwise.
+fn one_per_host(urls: impl Iterator<Item = String>, enabled: bool) -> impl Iterator<Item = String> {
+    let mut hosts = std::collections::HashSet::new();
+    urls.filter(move |url| {
+        let host = url::Url::parse(url)
+            .ok()
+            .and_then(|parsed| parsed.host_str().map(str::to_string))
+            .unwrap_or_else(|| url.clone());
+        !enabled || hosts.insert(host)
+    })
+}
+
 /// A cheap random source for power of two choices, seeded afresh per call.
 fn random() -> impl FnMut() -> usize {
     let mut seed = uuid::Uuid::new_v4().as_u128();
@@ -337,6 +350,22 @@ fn power_of_two_order(mut left: Vec<Candidate>, mut random: impl FnMut() -> usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_is_sized_for_one_taskmanager_per_host_unless_spreading() {
+        let urls = || {
+            [
+                "http://10.0.0.1:1",
+                "http://10.0.0.1:2",
+                "http://10.0.0.2:1",
+            ]
+            .map(String::from)
+            .into_iter()
+        };
+        let one: Vec<String> = one_per_host(urls(), true).collect();
+        assert_eq!(one, ["http://10.0.0.1:1", "http://10.0.0.2:1"]);
+        assert_eq!(one_per_host(urls(), false).count(), 3);
+    }
 
     #[test]
     fn power_of_two_prefers_free_slots_and_keeps_everyone() {
