@@ -330,38 +330,38 @@ async fn plan(args: PlanArgs) -> anyhow::Result<()> {
         planned.options.len(),
         planned.width
     );
-    let mean_us = |started: Instant| started.elapsed().as_secs_f64() * 1e6 / runs as f64;
-    let started = Instant::now();
-    for _ in 0..runs {
-        in_process(&ctx, sql).await?;
-    }
-    println!(
-        "{:<40} {:>9.1} us",
-        "in-process sql + collect",
-        mean_us(started)
-    );
-    let started = Instant::now();
-    for _ in 0..runs {
-        planner.prepare(sql).await?;
-    }
-    println!(
-        "{:<40} {:>9.1} us",
-        "shard: parse + logical plan",
-        mean_us(started)
-    );
-    let started = Instant::now();
-    for _ in 0..runs {
-        planner.plan(&logical, &workers).await?;
-    }
-    println!(
-        "{:<40} {:>9.1} us",
+    time_step("in-process sql + collect", runs, async || {
+        in_process(&ctx, sql).await.map(drop)
+    })
+    .await?;
+    time_step("shard: parse + logical plan", runs, async || {
+        Ok(planner.prepare(sql).await.map(drop)?)
+    })
+    .await?;
+    time_step(
         "shard: optimize + physical plan + encode",
-        mean_us(started)
-    );
+        runs,
+        async || Ok(planner.plan(&logical, &workers).await.map(drop)?),
+    )
+    .await?;
+    time_step("head: decode plan", runs, async || {
+        Ok(crate::codec::decode_plan(&planned.plan, &task_ctx).map(drop)?)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs `step` `runs` times in a row and prints its mean time.
+async fn time_step(
+    name: &str,
+    runs: usize,
+    step: impl AsyncFn() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     for _ in 0..runs {
-        crate::codec::decode_plan(&planned.plan, &task_ctx)?;
+        step().await?;
     }
-    println!("{:<40} {:>9.1} us", "head: decode plan", mean_us(started));
+    let mean_us = started.elapsed().as_secs_f64() * 1e6 / runs as f64;
+    println!("{name:<40} {mean_us:>9.1} us");
     Ok(())
 }
