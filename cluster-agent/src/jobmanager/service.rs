@@ -208,16 +208,11 @@ impl JobManager {
         let Some((head, lease_id, slots)) = leaser.solo_head(&command.pool) else {
             return Ok(None);
         };
+        let workers = [head.clone()];
         let request = HandoverRequest {
-            query_id: command.query_id.to_string(),
-            plan: planned.plan.clone(),
-            options: planned.options.clone(),
-            worker_urls: vec![head.clone()],
-            head_url: head.clone(),
-            lease_id: lease_id.clone(),
-            lease_ttl_ms: leaser.lease_ttl_ms(),
             reserve_slots: slots,
             holder: leaser.node_id().to_string(),
+            ..self.handover_request(command, planned, &head, &workers, &lease_id)
         };
         // Dropped mid-call (the gateway gave up): release what the head may have reserved.
         let mut guard = LeaseGuard {
@@ -228,16 +223,7 @@ impl JobManager {
             },
             armed: true,
         };
-        let answer = call_action(
-            leaser.peers(),
-            &head,
-            HANDOVER_ACTION,
-            request.encode_to_vec(),
-        )
-        .instrument(tracing::info_span!("handover", taskmanager = %head, reserve = slots))
-        .await
-        .and_then(decode_handover);
-        match answer {
+        match self.send_handover(&head, &request).await {
             Ok(response) => {
                 guard.armed = false;
                 Ok(Some(flight_info(response, &head)))
@@ -259,6 +245,47 @@ impl JobManager {
         }
     }
 
+    /// The hand-over of `planned` to `head`, under a lease held on `workers`.
+    fn handover_request(
+        &self,
+        command: &QueryCommand,
+        planned: &PlannedQuery,
+        head: &str,
+        workers: &[String],
+        lease_id: &str,
+    ) -> HandoverRequest {
+        HandoverRequest {
+            query_id: command.query_id.to_string(),
+            plan: planned.plan.clone(),
+            options: planned.options.clone(),
+            worker_urls: workers.to_vec(),
+            head_url: head.to_string(),
+            lease_id: lease_id.to_string(),
+            lease_ttl_ms: self.inner.leaser.lease_ttl_ms(),
+            reserve_slots: 0,
+            holder: String::new(),
+        }
+    }
+
+    /// Sends a hand-over to `head` and decodes its answer.
+    async fn send_handover(
+        &self,
+        head: &str,
+        request: &HandoverRequest,
+    ) -> Result<HandoverResponse, ErrorBody> {
+        let span =
+            tracing::info_span!("handover", taskmanager = %head, reserve = request.reserve_slots);
+        call_action(
+            self.inner.leaser.peers(),
+            head,
+            HANDOVER_ACTION,
+            request.encode_to_vec(),
+        )
+        .instrument(span)
+        .await
+        .and_then(decode_handover)
+    }
+
     async fn hand_over_leased(
         &self,
         command: &QueryCommand,
@@ -266,31 +293,11 @@ impl JobManager {
         leased: &Leased,
     ) -> Result<FlightInfo, AgentError> {
         let mut step = Instant::now();
-        let PlannedQuery { plan, options, .. } = planned;
         let mut last_error = None;
         for head in &leased.holders {
-            let request = HandoverRequest {
-                query_id: command.query_id.to_string(),
-                plan: plan.clone(),
-                options: options.clone(),
-                worker_urls: leased.holders.clone(),
-                head_url: head.clone(),
-                lease_id: leased.lease_id.clone(),
-                lease_ttl_ms: self.inner.leaser.lease_ttl_ms(),
-                reserve_slots: 0,
-                holder: String::new(),
-            };
-            let span = tracing::info_span!("handover", taskmanager = %head);
-            match call_action(
-                self.inner.leaser.peers(),
-                head,
-                HANDOVER_ACTION,
-                request.encode_to_vec(),
-            )
-            .instrument(span)
-            .await
-            .and_then(decode_handover)
-            {
+            let request =
+                self.handover_request(command, &planned, head, &leased.holders, &leased.lease_id);
+            match self.send_handover(head, &request).await {
                 Ok(response) => {
                     record_step("handover_us", &mut step);
                     return Ok(flight_info(response, head));
