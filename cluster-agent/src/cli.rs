@@ -142,7 +142,13 @@ async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -
         Err(code) => return code,
     };
     gateway::init_tracing(&config.log);
-    let registry = prometheus::Registry::new();
+    let registry = match gateway::process_registry(role.as_str()) {
+        Ok(registry) => registry,
+        Err(error) => {
+            eprintln!("error: cannot register metrics: {error}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
     let started = match role {
         Role::JobManager => crate::jobmanager::start_jobmanager(config, registry).await,
         Role::TaskManager => crate::taskmanager::start_taskmanager(config, registry).await,
@@ -170,7 +176,13 @@ async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode
         Err(code) => return code,
     };
     gateway::init_tracing(&config.log);
-    let registry = prometheus::Registry::new();
+    let registry = match gateway::process_registry("gateway") {
+        Ok(registry) => registry,
+        Err(error) => {
+            eprintln!("error: cannot register metrics: {error}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
     let handle = match gateway::start_gateway(config, registry).await {
         Ok(handle) => handle,
         Err(error) => {

@@ -1,7 +1,9 @@
-//! Flight clients of peer agents, one lazily-connected channel per address.
+//! Flight clients of peer agents, one lazily-connected channel per address, and the trace
+//! context their calls carry.
 
 use crate::error::AgentError;
 use arrow_flight::flight_service_client::FlightServiceClient;
+use flotilla_protocol::{TRACEPARENT_HEADER, TraceContext};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -44,6 +46,21 @@ impl FlightClients {
     }
 }
 
+tokio::task_local! {
+    /// The trace of the query this task serves: every action it sends carries a child span of
+    /// it as W3C `traceparent` metadata.
+    pub(crate) static CURRENT_TRACE: TraceContext;
+}
+
+/// The trace context a call arrived with, or a new trace when it carried none (or a bad one).
+pub(crate) fn incoming_trace(metadata: &tonic::metadata::MetadataMap) -> TraceContext {
+    metadata
+        .get(TRACEPARENT_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceContext::parse)
+        .unwrap_or_else(TraceContext::root)
+}
+
 /// Runs one Flight action on `address` and returns the body of its first result.
 pub(crate) async fn call_action(
     clients: &FlightClients,
@@ -53,7 +70,12 @@ pub(crate) async fn call_action(
 ) -> Result<bytes::Bytes, flotilla_protocol::ErrorBody> {
     use flotilla_protocol::{ErrorBody, ErrorCode};
     let mut client = clients.get(address).map_err(|error| error.to_body())?;
-    let action = arrow_flight::Action::new(action_type.to_string(), body);
+    let mut action = tonic::Request::new(arrow_flight::Action::new(action_type.to_string(), body));
+    if let Ok(trace) = CURRENT_TRACE.try_with(|trace| trace.child())
+        && let Ok(value) = trace.header().parse()
+    {
+        action.metadata_mut().insert(TRACEPARENT_HEADER, value);
+    }
     let mut results = client
         .do_action(action)
         .await

@@ -168,6 +168,8 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         run_main_job(&url).await?;
         // Written once the federation answered its first query: scripts wait for it.
         write_federation(&run_dir, &url, &nodes)?;
+        write_prometheus_targets(&run_dir, &nodes)?;
+        println!("Metrics: Prometheus targets in {} (read by dashboards/prometheus.yml)", run_dir.join(PROMETHEUS_TARGETS).display());
         anyhow::Ok(url)
     }
     .await;
@@ -413,6 +415,31 @@ fn write_federation(run_dir: &Path, url: &str, nodes: &[Node]) -> anyhow::Result
     let path = run_dir.join("federation.json");
     let temporary = run_dir.join("federation.json.tmp");
     std::fs::write(&temporary, serde_json::to_vec_pretty(&document)?)?;
+    std::fs::rename(&temporary, &path)?;
+    Ok(())
+}
+
+/// The Prometheus file-discovery targets `local` writes into its run directory.
+const PROMETHEUS_TARGETS: &str = "prometheus-targets.json";
+
+/// Writes every child's metrics address for Prometheus's `file_sd_configs`: one target group
+/// per child, labelled `job` (`flotilla-<role>`) and `node` (its id).
+fn write_prometheus_targets(run_dir: &Path, nodes: &[Node]) -> anyhow::Result<()> {
+    let groups: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|node| {
+            // Shards and TaskManagers serve /metrics on their admin address; the gateway on
+            // its HTTP address.
+            let address = node.address("admin").or_else(|_| node.address("http"))?;
+            anyhow::Ok(serde_json::json!({
+                "targets": [address],
+                "labels": {"job": format!("flotilla-{}", node.role), "node": node.name},
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let path = run_dir.join(PROMETHEUS_TARGETS);
+    let temporary = run_dir.join(format!("{PROMETHEUS_TARGETS}.tmp"));
+    std::fs::write(&temporary, serde_json::to_vec_pretty(&groups)?)?;
     std::fs::rename(&temporary, &path)?;
     Ok(())
 }

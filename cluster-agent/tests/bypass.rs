@@ -7,20 +7,7 @@ use common::{Federation, post_sql, state};
 
 /// The metric value of `name` in a Prometheus text exposition.
 async fn metric(process: &common::Process, name: &str) -> f64 {
-    let text = common::http(
-        "GET",
-        &format!("{}/metrics", process.admin_url()),
-        &[],
-        bytes::Bytes::new(),
-    )
-    .await;
-    String::from_utf8_lossy(&text.body)
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no metric {name} on {}", process.name))
+    common::metric_sum(&format!("{}/metrics", process.admin_url()), name).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

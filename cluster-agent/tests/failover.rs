@@ -166,12 +166,7 @@ fn spawn_json_query(
 }
 
 async fn gateway_counter(url: &str, name: &str) -> f64 {
-    let metrics = http("GET", &format!("{url}/metrics"), &[], "").await;
-    String::from_utf8_lossy(&metrics.body)
-        .lines()
-        .filter(|line| line.starts_with(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::metric_sum(&format!("{url}/metrics"), name).await
 }
 
 fn kill9(process: &mut Process) -> Instant {

@@ -93,12 +93,15 @@ pub struct QueryConfig {
     /// Longest a query may run, from admission to its last byte, in milliseconds; a request
     /// may ask for less with the `x-flotilla-timeout-ms` header, never for more.
     pub timeout_ms: u64,
+    /// Ended queries whose record `GET /v1/query/{id}` still shows (about 2 KiB each).
+    pub history: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
         Self {
             timeout_ms: 300_000,
+            history: 1000,
         }
     }
 }

@@ -24,13 +24,15 @@ pub use config::{
     AdmissionConfig, Config, HttpConfig, QueryConfig, RoutingConfig, ShardsConfig,
     TaskManagersConfig, TenantConfig,
 };
-pub use control::{Control, ControlLayer, Registry as QueryRegistry, RunningQuery};
+pub use control::{
+    Control, ControlLayer, PhaseDurations, Registry as QueryRegistry, RunningQuery, Timeline,
+};
 pub use error::{BoxError, GatewayError};
 pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer};
 pub use http::{Gateway, Members, ResponseBody};
 pub use layered::load_layered;
 pub use membership::{Health, Member, Membership, StaticMembership};
-pub use metrics::GatewayMetrics;
+pub use metrics::{GatewayMetrics, process_registry};
 pub use query::{QueryRequest, QueryResult, Routed};
 pub use route::{Route, RouteLayer};
 pub use server::{GatewayHandle, shutdown_signal, start_gateway};

@@ -59,7 +59,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let registry = prometheus::Registry::new();
+        let registry = match gateway::process_registry("gateway") {
+            Ok(registry) => registry,
+            Err(error) => {
+                eprintln!("error: cannot register metrics: {error}");
+                return ExitCode::from(EX_SOFTWARE);
+            }
+        };
         let handle = match gateway::start_gateway(config, registry).await {
             Ok(handle) => handle,
             Err(error) => {

@@ -1,18 +1,55 @@
-//! Prometheus metrics of the gateway.
+//! Prometheus metrics of the gateway, and the process registry every Flotilla process starts
+//! from (process CPU, RSS, open fds, build info).
 
+use flotilla_protocol::ErrorCode;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+
+/// The phases of a query the gateway times (label `phase` of
+/// `flotilla_gateway_query_phase_seconds`).
+pub const PHASES: [&str; 4] = ["queued", "planned", "first_byte", "total"];
+
+/// Outcome codes besides the error codes: `ok`, and a result cut off after its first byte.
+pub const OUTCOMES: [&str; 2] = ["ok", "stream_aborted"];
+
+/// Returns a registry holding this process's CPU, memory, fd and thread metrics
+/// (`flotilla_process_*`) and `flotilla_build_info{version, role}`; every process's metric
+/// families join it.
+pub fn process_registry(role: &str) -> prometheus::Result<Registry> {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "flotilla"),
+    ))?;
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "flotilla_build_info",
+            "Always 1; labels name the version and role of this process",
+        ),
+        &["version", "role"],
+    )?;
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), role])
+        .set(1);
+    registry.register(Box::new(build))?;
+    Ok(registry)
+}
 
 /// The gateway's metric families, registered in the process registry.
 #[derive(Clone, Debug)]
 pub struct GatewayMetrics {
-    /// Queries by final code (`ok` for success).
+    /// Queries by final code (`ok` for success, `stream_aborted` for a result cut off).
     pub queries: IntCounterVec,
-    /// Seconds from request to the first result byte.
-    pub first_byte_seconds: Histogram,
+    /// Seconds per query phase: `queued` (admission wait), `planned` (admission to the shard's
+    /// answer), `first_byte` (request to first result byte), `total` (request to last byte).
+    pub phase_seconds: HistogramVec,
     /// Result bytes streamed to clients.
     pub bytes_streamed: IntCounter,
+    /// Result rows streamed to clients.
+    pub rows_streamed: IntCounter,
+    /// Queries admitted and not yet ended (updated on scrape).
+    pub in_flight: IntGauge,
     /// Queries routed to each shard.
     pub shard_queries: IntCounterVec,
     /// Queries being routed to each shard now.
@@ -20,92 +57,169 @@ pub struct GatewayMetrics {
     /// Routing decisions: `affinity` (first ring candidate) or `spill` (bounded load).
     pub routing_decisions: IntCounterVec,
     /// Queries re-run after a failure before the first byte, by `reason`: `shard` (the shard
-    /// failed; another is tried) or `taskmanager` (a TaskManager failed; the query is re-planned).
+    /// failed; another is tried: a fail-over) or `taskmanager` (a TaskManager failed; the query
+    /// is re-planned).
     pub retries: IntCounterVec,
+    /// Shards or TaskManagers the gateway can reach now, by `role` and `state` (updated on
+    /// scrape).
+    pub members: IntGaugeVec,
     /// Queries refused by admission (429), by tenant (`other` for unconfigured tenants).
     pub admission_rejected: IntCounterVec,
-    /// Seconds admitted queries waited for their tenant's and the global permit.
-    pub admission_wait_seconds: Histogram,
+    /// Queries waiting in their tenant's queue now, by tenant.
+    pub tenant_queued: IntGaugeVec,
+    /// Length of each tenant's queue.
+    pub tenant_queue_limit: IntGaugeVec,
 }
 
 impl GatewayMetrics {
     /// Creates the families and registers them in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels)
+        };
         let metrics = Self {
-            queries: IntCounterVec::new(
-                Opts::new(
-                    "flotilla_gateway_queries_total",
-                    "Queries by outcome code (ok on success)",
-                ),
+            queries: counter(
+                "flotilla_gateway_queries_total",
+                "Queries by outcome code (ok on success, stream_aborted for a result cut off)",
                 &["code"],
             )?,
-            first_byte_seconds: Histogram::with_opts(
+            phase_seconds: HistogramVec::new(
                 HistogramOpts::new(
-                    "flotilla_gateway_first_byte_seconds",
-                    "Time from request to the first result byte",
+                    "flotilla_gateway_query_phase_seconds",
+                    "Seconds per query phase: queued (admission wait), planned (admission to the \
+                     shard's answer), first_byte (request to first result byte), total (request \
+                     to last byte)",
                 )
                 .buckets(vec![
-                    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
                 ]),
+                &["phase"],
             )?,
             bytes_streamed: IntCounter::new(
                 "flotilla_gateway_bytes_streamed_total",
                 "Result bytes streamed to clients",
             )?,
-            shard_queries: IntCounterVec::new(
-                Opts::new(
-                    "flotilla_gateway_shard_queries_total",
-                    "Queries routed to each shard",
-                ),
+            rows_streamed: IntCounter::new(
+                "flotilla_gateway_rows_streamed_total",
+                "Result rows streamed to clients",
+            )?,
+            in_flight: IntGauge::new(
+                "flotilla_gateway_in_flight",
+                "Queries admitted and not yet ended",
+            )?,
+            shard_queries: counter(
+                "flotilla_gateway_shard_queries_total",
+                "Queries routed to each shard",
                 &["shard"],
             )?,
-            shard_in_flight: IntGaugeVec::new(
-                Opts::new(
-                    "flotilla_gateway_shard_in_flight",
-                    "Queries being routed to each shard",
-                ),
+            shard_in_flight: gauge(
+                "flotilla_gateway_shard_in_flight",
+                "Queries being routed to each shard now",
                 &["shard"],
             )?,
-            routing_decisions: IntCounterVec::new(
-                Opts::new(
-                    "flotilla_gateway_routing_decisions_total",
-                    "Routing decisions: affinity (first candidate) or spill (bounded load)",
-                ),
+            routing_decisions: counter(
+                "flotilla_gateway_routing_decisions_total",
+                "Routing decisions: affinity (first candidate) or spill (bounded load)",
                 &["decision"],
             )?,
-            retries: IntCounterVec::new(
-                Opts::new(
-                    "flotilla_gateway_retries_total",
-                    "Queries re-run after a failure before the first byte, by reason (shard, taskmanager)",
-                ),
+            retries: counter(
+                "flotilla_gateway_retries_total",
+                "Queries re-run after a failure before the first byte, by reason: shard \
+                 (fail-over to another shard) or taskmanager (re-planned)",
                 &["reason"],
             )?,
-            admission_rejected: IntCounterVec::new(
-                Opts::new(
-                    "flotilla_gateway_admission_rejected_total",
-                    "Queries refused by admission (tenant_queue_full), by tenant",
-                ),
+            members: gauge(
+                "flotilla_gateway_members",
+                "Shards and TaskManagers the gateway knows, by role and state (serving or down)",
+                &["role", "state"],
+            )?,
+            admission_rejected: counter(
+                "flotilla_gateway_admission_rejected_total",
+                "Queries refused by admission (tenant_queue_full), by tenant",
                 &["tenant"],
             )?,
-            admission_wait_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "flotilla_gateway_admission_wait_seconds",
-                    "Time admitted queries waited in their tenant's queue",
-                )
-                .buckets(vec![
-                    0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
-                ]),
+            tenant_queued: gauge(
+                "flotilla_gateway_tenant_queued",
+                "Queries waiting in their tenant's admission queue now",
+                &["tenant"],
+            )?,
+            tenant_queue_limit: gauge(
+                "flotilla_gateway_tenant_queue_limit",
+                "Length of the tenant's admission queue",
+                &["tenant"],
             )?,
         };
-        registry.register(Box::new(metrics.admission_rejected.clone()))?;
-        registry.register(Box::new(metrics.admission_wait_seconds.clone()))?;
+        // Every series a dashboard or alert reads exists from the start, at zero.
+        for code in ErrorCode::ALL
+            .iter()
+            .map(|code| code.as_str())
+            .chain(OUTCOMES)
+        {
+            metrics.queries.with_label_values(&[code]);
+        }
+        for phase in PHASES {
+            metrics.phase_seconds.with_label_values(&[phase]);
+        }
+        for decision in ["affinity", "spill"] {
+            metrics.routing_decisions.with_label_values(&[decision]);
+        }
+        for reason in ["shard", "taskmanager"] {
+            metrics.retries.with_label_values(&[reason]);
+        }
         registry.register(Box::new(metrics.queries.clone()))?;
-        registry.register(Box::new(metrics.first_byte_seconds.clone()))?;
+        registry.register(Box::new(metrics.phase_seconds.clone()))?;
         registry.register(Box::new(metrics.bytes_streamed.clone()))?;
+        registry.register(Box::new(metrics.rows_streamed.clone()))?;
+        registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.shard_queries.clone()))?;
         registry.register(Box::new(metrics.shard_in_flight.clone()))?;
         registry.register(Box::new(metrics.routing_decisions.clone()))?;
         registry.register(Box::new(metrics.retries.clone()))?;
+        registry.register(Box::new(metrics.members.clone()))?;
+        registry.register(Box::new(metrics.admission_rejected.clone()))?;
+        registry.register(Box::new(metrics.tenant_queued.clone()))?;
+        registry.register(Box::new(metrics.tenant_queue_limit.clone()))?;
         Ok(metrics)
+    }
+
+    /// Observes `seconds` for `phase`.
+    pub fn observe_phase(&self, phase: &str, seconds: f64) {
+        self.phase_seconds
+            .with_label_values(&[phase])
+            .observe(seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_named_flotilla_and_documented() {
+        let registry = process_registry("gateway").unwrap();
+        GatewayMetrics::new(&registry).unwrap();
+        let families = registry.gather();
+        let names: Vec<&str> = families.iter().map(|family| family.name()).collect();
+        for family in &families {
+            assert!(family.name().starts_with("flotilla_"), "{}", family.name());
+            assert!(!family.help().is_empty(), "{} has no HELP", family.name());
+        }
+        for expected in [
+            "flotilla_build_info",
+            "flotilla_process_cpu_seconds_total",
+            "flotilla_process_resident_memory_bytes",
+            "flotilla_process_open_fds",
+            "flotilla_gateway_queries_total",
+            "flotilla_gateway_query_phase_seconds",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
     }
 }

@@ -1,8 +1,10 @@
 //! The request and response types that travel down the tower stack.
 
+use crate::control::Timeline;
 use arrow_flight::FlightData;
-use flotilla_protocol::QueryId;
+use flotilla_protocol::{QueryId, TraceContext};
 use futures::stream::BoxStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A query admitted by the HTTP edge.
@@ -20,6 +22,8 @@ pub struct QueryRequest {
     pub pool: String,
     /// How long it may run, from admission to its last byte.
     pub timeout: Duration,
+    /// Its record: phase times, shard, TaskManager, outcome; and its trace context.
+    pub timeline: Arc<Timeline>,
 }
 
 impl QueryRequest {
@@ -32,6 +36,7 @@ impl QueryRequest {
             tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
             pool: flotilla_protocol::DEFAULT_POOL.to_string(),
             timeout: Duration::from_secs(300),
+            timeline: Arc::new(Timeline::new(query_id, TraceContext::root())),
         }
     }
 

@@ -97,7 +97,7 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
         let taskmanagers: Arc<dyn Membership> = taskmanagers;
         (shards, taskmanagers, None)
     };
-    let running = crate::control::Registry::new();
+    let running = crate::control::Registry::with_history(config.query.history);
     let queries = crate::stack::query_stack(
         &config,
         Arc::clone(&shards),

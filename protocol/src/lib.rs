@@ -9,6 +9,7 @@ mod headers;
 mod media;
 mod node_state;
 mod query_id;
+mod trace;
 
 pub use command::{DEFAULT_POOL, DEFAULT_TENANT, QueryCommand};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
@@ -19,3 +20,4 @@ pub use headers::{
 pub use media::MediaType;
 pub use node_state::{LOAD_KEY, NODE_KEY, NodeInfo, NodeLoad, NodeRole};
 pub use query_id::QueryId;
+pub use trace::{TRACEPARENT_HEADER, TraceContext};

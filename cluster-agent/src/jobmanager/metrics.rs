@@ -33,7 +33,7 @@ impl JobManagerMetrics {
             lease_wait_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "flotilla_jobmanager_lease_wait_seconds",
-                    "Time queries waited for TaskManager slot leases",
+                    "Time queries waited for free TaskManager slots (0 when their hand-over reserved them at once)",
                 )
                 .buckets(vec![
                     0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,

@@ -6,7 +6,7 @@ use super::metrics::JobManagerMetrics;
 use super::planner::{PlannedQuery, Planner};
 use crate::config::{Config, Role};
 use crate::error::AgentError;
-use crate::flight_clients::call_action;
+use crate::flight_clients::{CURRENT_TRACE, call_action, incoming_trace};
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -226,6 +226,8 @@ impl JobManager {
         match self.send_handover(&head, &request).await {
             Ok(response) => {
                 guard.armed = false;
+                // The slots were free at once: this query waited for none.
+                self.inner.metrics.lease_wait_seconds.observe(0.0);
                 Ok(Some(flight_info(response, &head)))
             }
             Err(error) if error.code == ErrorCode::ClusterBusy => {
@@ -389,6 +391,7 @@ impl FlightService for JobManager {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let trace = incoming_trace(request.metadata());
         let descriptor = request.into_inner();
         if self.inner.drain.is_draining() {
             // A bare status reads as a transport failure: the gateway marks this shard down
@@ -407,13 +410,14 @@ impl FlightService for JobManager {
         let span = tracing::info_span!(
             "plan",
             query_id = %command.query_id,
+            trace_id = %trace.trace_id(),
             prepare_us = tracing::field::Empty,
             lease_us = tracing::field::Empty,
             plan_us = tracing::field::Empty,
             handover_us = tracing::field::Empty,
         );
-        let result = self
-            .plan_and_hand_over(&command)
+        let result = CURRENT_TRACE
+            .scope(trace, self.plan_and_hand_over(&command))
             .instrument(span.clone())
             .await;
         metrics

@@ -2,6 +2,14 @@
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
+/// Sets a counter that mirrors a running total kept elsewhere (it only ever rises).
+pub(crate) fn catch_up(counter: &IntCounter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}
+
 /// The TaskManager's metric families, registered in the process registry.
 #[derive(Clone, Debug)]
 pub struct TaskManagerMetrics {
@@ -29,6 +37,14 @@ pub struct TaskManagerMetrics {
     pub memory_used: IntGauge,
     /// Limit of the DataFusion memory pool.
     pub memory_limit: IntGauge,
+    /// Slot leases live now (updated on scrape).
+    pub leases_active: IntGauge,
+    /// Slot leases that expired unreleased (updated on scrape).
+    pub leases_expired: IntCounter,
+    /// Bytes of spill files on disk now (updated on scrape).
+    pub spill_bytes: IntGauge,
+    /// Limit of the spill files' total size.
+    pub spill_limit: IntGauge,
 }
 
 impl TaskManagerMetrics {
@@ -80,7 +96,27 @@ impl TaskManagerMetrics {
                 "flotilla_taskmanager_memory_limit_bytes",
                 "Limit of the DataFusion memory pool",
             )?,
+            leases_active: IntGauge::new(
+                "flotilla_taskmanager_leases_active",
+                "Slot leases live now",
+            )?,
+            leases_expired: IntCounter::new(
+                "flotilla_taskmanager_leases_expired_total",
+                "Slot leases that expired without being released (their holder vanished)",
+            )?,
+            spill_bytes: IntGauge::new(
+                "flotilla_taskmanager_spill_bytes",
+                "Bytes of DataFusion spill files on disk now",
+            )?,
+            spill_limit: IntGauge::new(
+                "flotilla_taskmanager_spill_limit_bytes",
+                "Limit of the total size of spill files",
+            )?,
         };
+        registry.register(Box::new(metrics.leases_active.clone()))?;
+        registry.register(Box::new(metrics.leases_expired.clone()))?;
+        registry.register(Box::new(metrics.spill_bytes.clone()))?;
+        registry.register(Box::new(metrics.spill_limit.clone()))?;
         registry.register(Box::new(metrics.flight_bytes_sent.clone()))?;
         registry.register(Box::new(metrics.tasks.clone()))?;
         registry.register(Box::new(metrics.tasks_refused.clone()))?;

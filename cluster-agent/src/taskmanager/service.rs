@@ -9,7 +9,7 @@ use super::tickets::{PendingQuery, QueryLease, TicketStore};
 use crate::codec::{FlotillaCodec, decode_plan};
 use crate::config::{Config, Role};
 use crate::error::AgentError;
-use crate::flight_clients::FlightClients;
+use crate::flight_clients::{FlightClients, incoming_trace};
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 use crate::lease::{
     LEASE_HEADER, LeaseIds, RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION, RenewResponse,
@@ -32,7 +32,7 @@ use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
     WorkerSessionBuilder,
 };
-use flotilla_protocol::NodeLoad;
+use flotilla_protocol::{NodeLoad, QUERY_ID_HEADER, TRACEPARENT_HEADER, TraceContext};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use gateway::Gossip;
@@ -170,10 +170,20 @@ impl TaskManager {
     }
 
     fn refresh_gauges(&self) {
-        let used = i64::try_from(self.inner.runtime.memory_pool.reserved()).unwrap_or(i64::MAX);
-        self.inner.metrics.memory_used.set(used);
-        let slots = self.inner.leases.stats();
-        self.inner.metrics.slots_used.set(slots.slots_used as i64);
+        let (inner, metrics) = (&self.inner, &self.inner.metrics);
+        let used = i64::try_from(inner.runtime.memory_pool.reserved()).unwrap_or(i64::MAX);
+        metrics.memory_used.set(used);
+        let slots = inner.leases.stats();
+        metrics.slots_used.set(slots.slots_used as i64);
+        metrics.leases_active.set(slots.leases_active as i64);
+        super::metrics::catch_up(&metrics.leases_expired, slots.leases_expired_total);
+        let disk = &inner.runtime.disk_manager;
+        metrics
+            .spill_bytes
+            .set(i64::try_from(disk.used_disk_space()).unwrap_or(i64::MAX));
+        metrics
+            .spill_limit
+            .set(i64::try_from(disk.max_temp_directory_size()).unwrap_or(i64::MAX));
     }
 
     /// Says whether nothing runs here: no lease (a query of any shard may still send tasks),
@@ -233,7 +243,11 @@ impl TaskManager {
     }
 
     /// Decodes a handed-over plan and keeps it under a fresh ticket.
-    fn accept_handover(&self, request: HandoverRequest) -> Result<HandoverResponse, AgentError> {
+    fn accept_handover(
+        &self,
+        request: HandoverRequest,
+        trace: TraceContext,
+    ) -> Result<HandoverResponse, AgentError> {
         let inner = &self.inner;
         let head_url = Url::parse(&request.head_url)
             .map_err(|error| AgentError::BadRequest(format!("head url: {error}")))?;
@@ -253,7 +267,7 @@ impl TaskManager {
                 request.lease_ttl_ms,
             )?;
             // Reserved here: any failure from now on gives the slots back.
-            let accepted = self.adopt_and_stage(&request, head_url, worker_urls);
+            let accepted = self.adopt_and_stage(&request, head_url, worker_urls, trace);
             if accepted.is_err() {
                 inner
                     .leases
@@ -261,7 +275,7 @@ impl TaskManager {
             }
             return accepted;
         }
-        self.adopt_and_stage(&request, head_url, worker_urls)
+        self.adopt_and_stage(&request, head_url, worker_urls, trace)
     }
 
     /// Reserves `slots` under `lease_id`, unless draining or short of free slots.
@@ -298,6 +312,7 @@ impl TaskManager {
         request: &HandoverRequest,
         head_url: Url,
         worker_urls: Vec<Url>,
+        trace: TraceContext,
     ) -> Result<HandoverResponse, AgentError> {
         let inner = &self.inner;
         if !inner.leases.adopt(&request.lease_id) {
@@ -312,7 +327,11 @@ impl TaskManager {
             worker_urls,
             &inner.worker,
             head_url,
-            &request.lease_id,
+            StageHeaders {
+                lease_id: &request.lease_id,
+                query_id: &request.query_id,
+                trace,
+            },
         )?;
         let options = config.options_mut();
         for (key, value) in &request.options {
@@ -356,6 +375,31 @@ impl TaskManager {
     }
 }
 
+/// What every stage task of a query carries to the TaskManagers running it: the slot lease it
+/// runs under, the query id and the trace (for their logs).
+struct StageHeaders<'a> {
+    lease_id: &'a str,
+    query_id: &'a str,
+    trace: TraceContext,
+}
+
+impl StageHeaders<'_> {
+    fn to_headers(&self) -> Result<http::HeaderMap, AgentError> {
+        let value = |text: &str, what: &str| {
+            http::HeaderValue::from_str(text)
+                .map_err(|_| AgentError::BadRequest(format!("{what} is not a header value")))
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(LEASE_HEADER, value(self.lease_id, "lease id")?);
+        headers.insert(QUERY_ID_HEADER, value(self.query_id, "query id")?);
+        headers.insert(
+            TRACEPARENT_HEADER,
+            value(&self.trace.child().header(), "trace")?,
+        );
+        Ok(headers)
+    }
+}
+
 /// Builds the head's session config: the planner's event handlers, the workers the shard chose,
 /// this TaskManager as the local worker (single-task stages run in-process), and the codec.
 fn head_session_config(
@@ -363,21 +407,16 @@ fn head_session_config(
     worker_urls: Vec<Url>,
     worker: &Worker,
     head_url: Url,
-    lease_id: &str,
+    stage_headers: StageHeaders<'_>,
 ) -> Result<SessionConfig, AgentError> {
-    let mut lease_header = http::HeaderMap::new();
-    lease_header.insert(
-        LEASE_HEADER,
-        http::HeaderValue::from_str(lease_id)
-            .map_err(|_| AgentError::BadRequest("lease id is not a header value".into()))?,
-    );
+    let passthrough = stage_headers.to_headers()?;
     let builder = SessionStateBuilder::new()
         .with_config(base)
         .with_distributed_planner()
         .with_distributed_worker_resolver(FixedWorkers(worker_urls))
         .with_distributed_local_worker_context(worker.to_local_worker_context(head_url))
         .with_distributed_user_codec(FlotillaCodec)
-        .with_distributed_passthrough_headers(lease_header)
+        .with_distributed_passthrough_headers(passthrough)
         .map_err(AgentError::DataFusion)?;
     let state = builder.build();
     Ok(state.config().clone())
@@ -410,7 +449,18 @@ impl WorkerSessionBuilder for WorkerSessions {
             .get(LEASE_HEADER)
             .and_then(|value| value.to_str().ok());
         match lease {
-            Some(lease_id) if self.leases.is_valid(lease_id) => {}
+            Some(lease_id) if self.leases.is_valid(lease_id) => {
+                let header = |name: &str| {
+                    ctx.headers
+                        .get(name)
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or_default()
+                };
+                let trace_id = TraceContext::parse(header(TRACEPARENT_HEADER))
+                    .map(|trace| trace.trace_id())
+                    .unwrap_or_default();
+                tracing::info!(query_id = header(QUERY_ID_HEADER), %trace_id, %lease_id, "stage task accepted");
+            }
             other => {
                 self.metrics.tasks_refused.inc();
                 let error = AgentError::NoLease(match other {
@@ -428,6 +478,10 @@ impl WorkerSessionBuilder for WorkerSessions {
     }
 }
 
+fn flight_result(item: Result<FlightData, FlightError>) -> Result<FlightData, Status> {
+    item.map_err(flight_error_to_status)
+}
+
 fn flight_error_to_status(error: FlightError) -> Status {
     match error {
         FlightError::ExternalError(external) => match external.downcast::<DataFusionError>() {
@@ -439,12 +493,59 @@ fn flight_error_to_status(error: FlightError) -> Status {
     }
 }
 
-/// Decrements the streaming gauge when a result stream ends or is dropped.
-struct StreamingGuard(prometheus::IntGauge);
+/// Decrements the streaming gauge and logs the result's end when its stream ends or is
+/// dropped (the reader went away).
+struct StreamingGuard {
+    streaming: prometheus::IntGauge,
+    span: tracing::Span,
+    started: std::time::Instant,
+    bytes: u64,
+    outcome: &'static str,
+}
 
 impl Drop for StreamingGuard {
     fn drop(&mut self) {
-        self.0.dec();
+        self.streaming.dec();
+        tracing::info!(
+            parent: &self.span,
+            outcome = self.outcome,
+            bytes = self.bytes,
+            elapsed_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            "result stream ended"
+        );
+    }
+}
+
+/// A result's Flight stream: counts its bytes, keeps its slot leases alive, and logs how it
+/// ended (`complete`, `failed`, or `dropped` when the reader went away).
+struct ResultStream<K> {
+    inner: BoxStream<'static, Result<FlightData, Status>>,
+    guard: StreamingGuard,
+    bytes_sent: prometheus::IntCounter,
+    _keep_alive: K,
+}
+
+impl<K: Unpin> futures::Stream for ResultStream<K> {
+    type Item = Result<FlightData, Status>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.poll_next_unpin(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(data))) => {
+                let bytes = (data.data_header.len() + data.data_body.len()) as u64;
+                self.bytes_sent.inc_by(bytes);
+                self.guard.bytes += bytes;
+            }
+            std::task::Poll::Ready(Some(Err(_))) => self.guard.outcome = "failed",
+            std::task::Poll::Ready(None) if self.guard.outcome == "dropped" => {
+                self.guard.outcome = "complete";
+            }
+            _ => {}
+        }
+        polled
     }
 }
 
@@ -466,6 +567,7 @@ impl FlightService for TaskManager {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        let trace = incoming_trace(request.metadata());
         let ticket = String::from_utf8(request.into_inner().ticket.to_vec())
             .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
         let pending = self
@@ -489,28 +591,31 @@ impl FlightService for TaskManager {
             Arc::clone(&self.inner.leases),
             Arc::clone(&self.inner.peers),
         );
-        let span = tracing::info_span!("result", query_id = %pending.query_id);
+        let span = tracing::info_span!("result", query_id = %pending.query_id, trace_id = %trace.trace_id());
         let stream = span
             .in_scope(|| datafusion::physical_plan::execute_stream(pending.plan, pending.task_ctx))
             .map_err(AgentError::DataFusion)?;
         let metrics = self.inner.metrics.clone();
         metrics.tickets_served.inc();
         metrics.results_streaming.inc();
-        let guard = StreamingGuard(metrics.results_streaming.clone());
+        let guard = StreamingGuard {
+            streaming: metrics.results_streaming.clone(),
+            span: span.clone(),
+            started: std::time::Instant::now(),
+            bytes: 0,
+            outcome: "dropped",
+        };
         let bytes_sent = metrics.flight_bytes_sent.clone();
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(stream.schema())
             .build(stream.map_err(|error| FlightError::ExternalError(Box::new(error))))
-            .map(move |item| {
-                let _keep = (&guard, &keep_alive);
-                match item {
-                    Ok(data) => {
-                        bytes_sent.inc_by((data.data_header.len() + data.data_body.len()) as u64);
-                        Ok(data)
-                    }
-                    Err(error) => Err(flight_error_to_status(error)),
-                }
-            });
+            .map(flight_result);
+        let flight = ResultStream {
+            inner: flight.boxed(),
+            guard,
+            bytes_sent,
+            _keep_alive: keep_alive,
+        };
         drop(span);
         Ok(Response::new(flight.boxed()))
     }
@@ -519,6 +624,7 @@ impl FlightService for TaskManager {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
+        let trace = incoming_trace(request.metadata());
         let action = request.into_inner();
         if matches!(
             action.r#type.as_str(),
@@ -536,8 +642,8 @@ impl FlightService for TaskManager {
         }
         let handover = HandoverRequest::decode(action.body)
             .map_err(|error| AgentError::BadRequest(format!("hand-over: {error}")))?;
-        let span = tracing::info_span!("handover", query_id = %handover.query_id);
-        let response = span.in_scope(|| self.accept_handover(handover))?;
+        let span = tracing::info_span!("handover", query_id = %handover.query_id, trace_id = %trace.trace_id());
+        let response = span.in_scope(|| self.accept_handover(handover, trace))?;
         tracing::debug!(parent: &span, "plan handed over");
         let result = arrow_flight::Result {
             body: response.encode_to_vec().into(),

@@ -212,15 +212,18 @@ impl Federation {
         format!("http://{}", self.gateway.addresses["http"])
     }
 
-    /// Prints every process's warnings and errors (INFO lines would bury them: CI shows only
-    /// part of a failing test's output), with at most the last 200 such lines per process.
-    pub fn dump_logs(&self) {
-        for process in self
-            .taskmanagers
+    /// Every process: TaskManagers, shards, the gateway.
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.taskmanagers
             .iter()
             .chain(&self.shards)
             .chain([&self.gateway])
-        {
+    }
+
+    /// Prints every process's warnings and errors (INFO lines would bury them: CI shows only
+    /// part of a failing test's output), with at most the last 200 such lines per process.
+    pub fn dump_logs(&self) {
+        for process in self.processes() {
             let log = std::fs::read_to_string(&process.log).unwrap_or_default();
             let notable: Vec<&str> = log
                 .lines()

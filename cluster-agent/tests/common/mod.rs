@@ -304,6 +304,23 @@ pub async fn post_sql(url: &str, sql: &str, accept: &str) -> HttpResponse {
     .await
 }
 
+/// Sums the samples of `series` on the Prometheus endpoint `metrics_url`: `series` is a metric
+/// name (every label set counts) or a name with its exact label set, as the text format prints
+/// it (`flotilla_gateway_queries_total{code="ok"}`).
+pub async fn metric_sum(metrics_url: &str, series: &str) -> f64 {
+    let response = http("GET", metrics_url, &[], Bytes::new()).await;
+    assert_eq!(response.status, 200, "GET {metrics_url}");
+    String::from_utf8_lossy(&response.body)
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(key, _)| {
+            *key == series || (!series.contains('{') && key.starts_with(&format!("{series}{{")))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .sum()
+}
+
 /// Reads an agent's `/v1/state` JSON.
 pub async fn state(process: &Process) -> serde_json::Value {
     http(

@@ -43,6 +43,7 @@ where
         Box::pin(async move {
             let permit = tenants.admit(&request.tenant).await?;
             request.pool = permit.pool().to_string();
+            request.timeline.admitted(permit.waited());
             let mut result = inner.oneshot(request).await?;
             let messages =
                 std::mem::replace(&mut result.messages, futures::stream::empty().boxed());

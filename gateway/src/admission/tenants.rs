@@ -33,6 +33,7 @@ pub(crate) struct AdmissionPermit {
     _tenant: OwnedSemaphorePermit,
     _global: OwnedSemaphorePermit,
     pool: String,
+    waited: Duration,
 }
 
 impl AdmissionPermit {
@@ -40,14 +41,20 @@ impl AdmissionPermit {
     pub(crate) fn pool(&self) -> &str {
         &self.pool
     }
+
+    /// Returns how long the query waited for its permits.
+    pub(crate) fn waited(&self) -> Duration {
+        self.waited
+    }
 }
 
-/// Decrements a tenant's waiter count however the wait ends.
-struct Waiting<'a>(&'a AtomicUsize);
+/// Decrements a tenant's waiter count and queue gauge however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize, prometheus::IntGauge);
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
     }
 }
 
@@ -57,6 +64,28 @@ impl Tenants {
         configured: BTreeMap<String, TenantConfig>,
         metrics: GatewayMetrics,
     ) -> Self {
+        // Every tenant label exists from the start: the default tenant, the configured ones,
+        // and `other` for every unconfigured tenant together.
+        let mut labels = vec![
+            (
+                flotilla_protocol::DEFAULT_TENANT,
+                defaults.tenant_queue_length,
+            ),
+            ("other", defaults.tenant_queue_length),
+        ];
+        for (name, tenant) in &configured {
+            labels.push((
+                name.as_str(),
+                tenant.queue_length.unwrap_or(defaults.tenant_queue_length),
+            ));
+        }
+        for (label, queue_length) in labels {
+            metrics.tenant_queued.with_label_values(&[label]);
+            metrics
+                .tenant_queue_limit
+                .with_label_values(&[label])
+                .set(i64::try_from(queue_length).unwrap_or(i64::MAX));
+        }
         Self {
             global: Arc::new(Semaphore::new(defaults.max_in_flight.max(1))),
             defaults,
@@ -70,12 +99,15 @@ impl Tenants {
     pub(crate) async fn admit(&self, tenant: &str) -> Result<AdmissionPermit, GatewayError> {
         let started = Instant::now();
         let state = self.state(tenant)?;
+        let label = tenant_label(tenant, &self.configured);
+        let queued = self.metrics.tenant_queued.with_label_values(&[label]);
+        queued.inc();
         let waiting = state.waiting.fetch_add(1, Ordering::AcqRel);
-        let _waiting = Waiting(&state.waiting);
+        let _waiting = Waiting(&state.waiting, queued);
         let reject = |reason: String| {
             self.metrics
                 .admission_rejected
-                .with_label_values(&[tenant_label(tenant, &self.configured)])
+                .with_label_values(&[label])
                 .inc();
             GatewayError::TenantQueueFull {
                 tenant: tenant.to_string(),
@@ -110,13 +142,12 @@ impl Tenants {
                     ))
                 })?
                 .map_err(|_| GatewayError::Internal("global semaphore closed".into()))?;
-        self.metrics
-            .admission_wait_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let waited = started.elapsed();
         Ok(AdmissionPermit {
             _tenant: tenant_permit,
             _global: global_permit,
             pool: state.pool.clone(),
+            waited,
         })
     }
 
@@ -222,6 +253,12 @@ mod tests {
         while tenants.waiting("a") == 0 {
             tokio::task::yield_now().await;
         }
+        let queue_gauge = tenants.metrics.tenant_queued.with_label_values(&["other"]);
+        assert_eq!(
+            queue_gauge.get(),
+            1,
+            "unconfigured tenants count as `other`"
+        );
         // ...the third finds the queue full...
         let refused = tenants.admit("a").await.err().unwrap();
         assert_eq!(
@@ -233,6 +270,7 @@ mod tests {
         assert!(other.unwrap().is_ok());
         drop(running);
         queued.await.unwrap().unwrap();
+        assert_eq!(queue_gauge.get(), 0);
     }
 
     #[tokio::test]

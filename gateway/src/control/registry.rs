@@ -1,21 +1,25 @@
-//! The [`Registry`] of running queries.
+//! The [`Registry`] of running queries, and the bounded history of recent ones.
 
+use super::timeline::Timeline;
 use flotilla_protocol::QueryId;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
 
-/// Running queries by id; an entry lives from admission to the end of the result stream.
-#[derive(Default)]
+/// Running queries by id; an entry lives from admission to the end of the result stream. Ended
+/// queries stay findable in a history of the last `history` ones.
 pub struct Registry {
     running: Mutex<HashMap<QueryId, Entry>>,
+    recent: Mutex<VecDeque<Arc<Timeline>>>,
+    history: usize,
 }
 
 struct Entry {
     tenant: String,
     started: Instant,
     cancel: watch::Sender<bool>,
+    timeline: Arc<Timeline>,
 }
 
 /// A running query, as listed by [`Registry::list`].
@@ -37,14 +41,56 @@ pub(super) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.query_id);
+        let ended = self.registry.lock().remove(&self.query_id);
+        if let Some(entry) = ended {
+            self.registry.remember(entry.timeline);
+        }
     }
 }
 
 impl Registry {
-    /// Returns an empty registry.
+    /// Returns an empty registry that remembers the last 1,000 ended queries.
     pub fn new() -> Arc<Self> {
-        Arc::default()
+        Self::with_history(1000)
+    }
+
+    /// Returns an empty registry that remembers the last `history` ended queries.
+    pub fn with_history(history: usize) -> Arc<Self> {
+        Arc::new(Self {
+            running: Mutex::default(),
+            recent: Mutex::default(),
+            history,
+        })
+    }
+
+    /// Keeps the record of a query that ended before it was registered (refused while its
+    /// request was read), so that its id can be looked up too.
+    pub fn remember(&self, timeline: Arc<Timeline>) {
+        if self.history == 0 {
+            return;
+        }
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if recent.len() >= self.history {
+            recent.pop_front();
+        }
+        recent.push_back(timeline);
+    }
+
+    /// Returns the record of a running or recently ended query.
+    pub fn find(&self, query_id: &QueryId) -> Option<Arc<Timeline>> {
+        if let Some(entry) = self.lock().get(query_id) {
+            return Some(Arc::clone(&entry.timeline));
+        }
+        self.recent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .iter()
+            .rev()
+            .find(|timeline| timeline.query_id() == *query_id)
+            .cloned()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueryId, Entry>> {
@@ -59,6 +105,7 @@ impl Registry {
         self: &Arc<Self>,
         query_id: QueryId,
         tenant: &str,
+        timeline: Arc<Timeline>,
     ) -> Option<(Registration, watch::Receiver<bool>)> {
         let (cancel, cancelled) = watch::channel(false);
         let mut running = self.lock();
@@ -71,6 +118,7 @@ impl Registry {
                 tenant: tenant.to_string(),
                 started: Instant::now(),
                 cancel,
+                timeline,
             },
         );
         drop(running);
@@ -128,12 +176,26 @@ impl Registry {
 mod tests {
     use super::*;
 
+    fn timeline(query_id: QueryId) -> Arc<Timeline> {
+        Arc::new(Timeline::new(
+            query_id,
+            flotilla_protocol::TraceContext::root(),
+        ))
+    }
+
     #[test]
     fn cancel_reaches_the_registered_query_and_drop_unregisters() {
         let registry = Registry::new();
         let query_id = QueryId::new();
-        let (registration, cancelled) = registry.register(query_id, "a").unwrap();
-        assert!(registry.register(query_id, "b").is_none(), "ids are unique");
+        let (registration, cancelled) = registry
+            .register(query_id, "a", timeline(query_id))
+            .unwrap();
+        assert!(
+            registry
+                .register(query_id, "b", timeline(query_id))
+                .is_none(),
+            "ids are unique"
+        );
         assert_eq!(registry.tenant_of(&query_id).as_deref(), Some("a"));
         assert!(!*cancelled.borrow());
         assert!(registry.cancel(&query_id));
@@ -144,5 +206,26 @@ mod tests {
             !registry.cancel(&query_id),
             "an ended query cannot be cancelled"
         );
+        assert!(registry.find(&query_id).is_some(), "it is remembered");
+    }
+
+    #[test]
+    fn the_history_keeps_only_the_last_queries() {
+        let registry = Registry::with_history(2);
+        let ids: Vec<QueryId> = (0..3).map(|_| QueryId::new()).collect();
+        for query_id in &ids {
+            let (registration, _) = registry
+                .register(*query_id, "a", timeline(*query_id))
+                .unwrap();
+            assert!(
+                registry.find(query_id).is_some(),
+                "a running query is found"
+            );
+            drop(registration);
+        }
+        assert!(registry.find(&ids[0]).is_none(), "the oldest was forgotten");
+        assert!(registry.find(&ids[1]).is_some());
+        assert!(registry.find(&ids[2]).is_some());
+        assert!(registry.find(&QueryId::new()).is_none());
     }
 }

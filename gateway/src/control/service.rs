@@ -43,9 +43,11 @@ where
 
     fn call(&mut self, request: QueryRequest) -> Self::Future {
         let inner = self.inner.clone();
-        let Some((registration, cancelled)) =
-            self.registry.register(request.query_id, &request.tenant)
-        else {
+        let Some((registration, cancelled)) = self.registry.register(
+            request.query_id,
+            &request.tenant,
+            Arc::clone(&request.timeline),
+        ) else {
             let error = GatewayError::BadRequest(format!(
                 "query id {} is already running; send a new id or none",
                 request.query_id

@@ -2,7 +2,7 @@
 
 use super::formats;
 use crate::config::Config;
-use crate::control::Registry as QueryRegistry;
+use crate::control::{Registry as QueryRegistry, Timeline};
 use crate::error::{BoxError, GatewayError};
 use crate::gossip::Gossip;
 use crate::membership::Membership;
@@ -13,6 +13,7 @@ use bytes::Bytes;
 use flotilla_protocol::{
     DEFAULT_POOL, DEFAULT_TENANT, ErrorBody, MediaType, QUERY_ID_HEADER, QueryId,
     ROUTING_KEY_HEADER, SHARD_HEADER, TASKMANAGER_HEADER, TENANT_HEADER, TIMEOUT_HEADER,
+    TRACEPARENT_HEADER, TraceContext,
 };
 use futures::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -22,7 +23,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tower::ServiceExt;
 use tracing::Instrument;
 
@@ -105,6 +106,7 @@ impl Gateway {
             (Method::GET, "/v1/cluster") => self.cluster(),
             (Method::GET, "/metrics") => self.metrics(),
             (Method::DELETE, path) if path.starts_with(QUERY_PATH) => self.cancel(path),
+            (Method::GET, path) if path.starts_with(QUERY_PATH) => self.status(path),
             (Method::GET, "/v1/queries") => json_response(
                 StatusCode::OK,
                 &serde_json::json!({"running": self.inner.running.list(1000)}),
@@ -134,7 +136,6 @@ impl Gateway {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let started = Instant::now();
         // A client may name its query (to cancel it before the first byte); else a fresh id.
         let query_id = match header_text(&request, http::HeaderName::from_static(QUERY_ID_HEADER)) {
             Ok(None) => QueryId::new(),
@@ -151,30 +152,45 @@ impl Gateway {
                 return error_response(None, &error.to_body(), error.code().http_status());
             }
         };
-        let span = tracing::info_span!("query", query_id = %query_id);
+        // A client's W3C trace goes on through the gateway; without one, a trace starts here.
+        let trace = request
+            .headers()
+            .get(TRACEPARENT_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(TraceContext::parse)
+            .map_or_else(TraceContext::root, |parent| parent.child());
+        let timeline = Arc::new(Timeline::new(query_id, trace));
+        let span = tracing::info_span!("query", query_id = %query_id, trace_id = %trace.trace_id());
         let result = self
-            .run_query(query_id, started, request)
+            .run_query(Arc::clone(&timeline), request)
             .instrument(span.clone())
             .await;
-        match result {
+        let mut response = match result {
             Ok(response) => response,
             Err(error) => {
                 let code = error.code();
-                self.inner
-                    .metrics
-                    .queries
-                    .with_label_values(&[code.as_str()])
-                    .inc();
-                tracing::info!(parent: &span, %code, error = %error, "query failed");
+                if timeline.tenant().is_empty() {
+                    // Refused while its request was read: never registered, remembered here.
+                    self.inner.running.remember(Arc::clone(&timeline));
+                }
+                let message = error.to_string();
+                record_end(
+                    &self.inner.metrics,
+                    &timeline,
+                    code.as_str(),
+                    Some(&message),
+                    &span,
+                );
                 error_response(Some(query_id), &error.to_body(), code.http_status())
             }
-        }
+        };
+        insert_header(response.headers_mut(), TRACEPARENT_HEADER, &trace.header());
+        response
     }
 
     async fn run_query<B>(
         &self,
-        query_id: QueryId,
-        started: Instant,
+        timeline: Arc<Timeline>,
         request: Request<B>,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
@@ -230,8 +246,9 @@ impl Gateway {
             Some(asked) => asked.min(self.inner.timeout),
             None => self.inner.timeout,
         };
-        tracing::debug!(sql_bytes = sql.len(), "query admitted");
-
+        tracing::debug!(sql_bytes = sql.len(), "query read");
+        timeline.describe(&tenant, &sql);
+        let query_id = timeline.query_id();
         let request = QueryRequest {
             query_id,
             sql,
@@ -239,6 +256,7 @@ impl Gateway {
             tenant,
             pool: DEFAULT_POOL.to_string(),
             timeout,
+            timeline: Arc::clone(&timeline),
         };
         let result = self
             .inner
@@ -248,18 +266,25 @@ impl Gateway {
             .await
             .map_err(GatewayError::from_boxed)?;
         let metrics = self.inner.metrics.clone();
-        metrics
-            .first_byte_seconds
-            .observe(started.elapsed().as_secs_f64());
-        tracing::info!(shard = %result.shard, taskmanager = %result.taskmanager, first_message_us = started.elapsed().as_micros() as u64, "result streaming");
-
+        timeline.first_byte();
+        tracing::debug!(shard = %result.shard, taskmanager = %result.taskmanager, "result streaming");
+        let counted = {
+            let (timeline, rows) = (Arc::clone(&timeline), metrics.rows_streamed.clone());
+            result.messages.inspect(move |message| {
+                if let Some(count) = message.as_ref().ok().and_then(crate::shard::batch_rows) {
+                    timeline.add_rows(count);
+                    rows.inc_by(count);
+                }
+            })
+        };
         let chunks = Tracked {
-            inner: formats::encode(media, result.messages),
+            inner: formats::encode(media, counted.boxed()),
             outcome: Outcome {
-                metrics: metrics.clone(),
+                metrics,
                 code: "cancelled",
+                timeline,
+                span: tracing::Span::current(),
             },
-            span: tracing::Span::current(),
         };
         let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
         let headers = response.headers_mut();
@@ -289,6 +314,27 @@ impl Gateway {
             format!("query {query_id} is not running on this gateway"),
         );
         error_response(Some(query_id), &error, StatusCode::NOT_FOUND)
+    }
+
+    /// `GET /v1/query/{id}`: the status and phase times of a running or recent query.
+    fn status(&self, path: &str) -> Response<ResponseBody> {
+        let id = &path[QUERY_PATH.len()..];
+        let Some(query_id) = QueryId::parse(id) else {
+            let error = GatewayError::BadRequest(format!("`{id}` is not a query id"));
+            return error_response(None, &error.to_body(), error.code().http_status());
+        };
+        match self.inner.running.find(&query_id) {
+            Some(timeline) => json_response(StatusCode::OK, &timeline.to_json()),
+            None => {
+                let error = ErrorBody::new(
+                    flotilla_protocol::ErrorCode::NotFound,
+                    format!(
+                        "query {query_id} is neither running nor among the recent queries of this gateway"
+                    ),
+                );
+                error_response(Some(query_id), &error, StatusCode::NOT_FOUND)
+            }
+        }
     }
 
     fn ready(&self) -> Response<ResponseBody> {
@@ -323,6 +369,18 @@ impl Gateway {
     }
 
     fn metrics(&self) -> Response<ResponseBody> {
+        let inner = &self.inner;
+        inner.metrics.in_flight.set(inner.running.len() as i64);
+        for (role, members) in [
+            ("shard", &inner.shards),
+            ("taskmanager", &inner.taskmanagers),
+        ] {
+            let known = members.members().len();
+            let serving = members.healthy().len();
+            let gauge = |state: &str| inner.metrics.members.with_label_values(&[role, state]);
+            gauge("serving").set(serving as i64);
+            gauge("down").set(known.saturating_sub(serving) as i64);
+        }
         let mut buffer = Vec::new();
         if let Err(error) = TextEncoder::new().encode(&self.inner.registry.gather(), &mut buffer) {
             return text_response(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string());
@@ -336,15 +394,54 @@ impl Gateway {
     }
 }
 
+/// Records a query's end: its outcome counter, its phase histograms, its timeline and one
+/// log line (inside the query's span, so it carries the query id and trace id).
+fn record_end(
+    metrics: &GatewayMetrics,
+    timeline: &Timeline,
+    code: &str,
+    error: Option<&str>,
+    span: &tracing::Span,
+) {
+    let Some(phases) = timeline.finish(code, error) else {
+        return;
+    };
+    metrics.queries.with_label_values(&[code]).inc();
+    for (phase, duration) in [
+        ("queued", phases.queued),
+        ("planned", phases.planned),
+        ("first_byte", phases.first_byte),
+        ("total", phases.total),
+    ] {
+        if let Some(duration) = duration {
+            metrics.observe_phase(phase, duration.as_secs_f64());
+        }
+    }
+    let total_ms = phases.total.unwrap_or_default().as_secs_f64() * 1e3;
+    match error {
+        None => tracing::info!(
+            parent: span,
+            code,
+            total_ms,
+            rows = timeline.rows(),
+            bytes = timeline.bytes(),
+            "query finished"
+        ),
+        Some(error) => tracing::info!(parent: span, code, total_ms, error, "query finished"),
+    }
+}
+
 /// Records a query's outcome when its response body is done (or dropped by the client).
 struct Outcome {
     metrics: GatewayMetrics,
     code: &'static str,
+    timeline: Arc<Timeline>,
+    span: tracing::Span,
 }
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        self.metrics.queries.with_label_values(&[self.code]).inc();
+        record_end(&self.metrics, &self.timeline, self.code, None, &self.span);
     }
 }
 
@@ -352,7 +449,6 @@ impl Drop for Outcome {
 struct Tracked {
     inner: formats::Chunks,
     outcome: Outcome,
-    span: tracing::Span,
 }
 
 impl futures::Stream for Tracked {
@@ -365,10 +461,9 @@ impl futures::Stream for Tracked {
         let polled = self.inner.poll_next_unpin(cx);
         match &polled {
             std::task::Poll::Ready(Some(Ok(chunk))) => {
-                self.outcome
-                    .metrics
-                    .bytes_streamed
-                    .inc_by(chunk.len() as u64);
+                let bytes = chunk.len() as u64;
+                self.outcome.metrics.bytes_streamed.inc_by(bytes);
+                self.outcome.timeline.add_bytes(bytes);
             }
             std::task::Poll::Ready(Some(Err(error))) => {
                 self.outcome.code =
@@ -379,7 +474,7 @@ impl futures::Stream for Tracked {
                         ) => code.as_str(),
                         _ => "stream_aborted",
                     };
-                tracing::warn!(parent: &self.span, %error, "result failed after the first byte; aborting the response");
+                tracing::warn!(parent: &self.outcome.span, %error, "result failed after the first byte; aborting the response");
             }
             std::task::Poll::Ready(None) => self.outcome.code = "ok",
             std::task::Poll::Pending => {}

@@ -85,6 +85,7 @@ impl Shared {
                     .shard_queries
                     .with_label_values(&[shard.as_str()])
                     .inc();
+                request.timeline.attempt(&shard);
                 let routed = Routed {
                     shard: shard.clone(),
                     request: request.clone(),

@@ -4,3 +4,4 @@
 mod service;
 
 pub use service::ShardClient;
+pub(crate) use service::batch_rows;

@@ -9,7 +9,7 @@ use crate::error::{BoxError, GatewayError};
 use crate::query::{QueryResult, Routed};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
-use flotilla_protocol::{ErrorBody, QueryCommand};
+use flotilla_protocol::{ErrorBody, QueryCommand, TRACEPARENT_HEADER, TraceContext};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -67,6 +67,7 @@ impl ShardClient {
 
     async fn attempt(self, routed: Routed) -> Result<QueryResult, GatewayError> {
         let Routed { shard, request } = routed;
+        let timeline = request.timeline;
         let command = QueryCommand {
             query_id: request.query_id,
             sql: request.sql,
@@ -76,7 +77,7 @@ impl ShardClient {
         let descriptor = FlightDescriptor::new_cmd(command.to_bytes());
         let info = self
             .client(&shard)?
-            .get_flight_info(descriptor)
+            .get_flight_info(traced(descriptor, &timeline.trace()))
             .await
             .map_err(|status| shard_error(&shard, &status))?
             .into_inner();
@@ -93,13 +94,17 @@ impl ShardClient {
             .next()
             .map(|location| location.uri)
             .ok_or_else(|| GatewayError::Internal(format!("shard {shard} named no location")))?;
+        timeline.planned(&taskmanager);
 
         let span = tracing::info_span!("fetch", taskmanager = %taskmanager);
         let mut messages = self
             .client(&taskmanager)?
-            .do_get(Ticket {
-                ticket: ticket.ticket,
-            })
+            .do_get(traced(
+                Ticket {
+                    ticket: ticket.ticket,
+                },
+                &timeline.trace(),
+            ))
             .instrument(span.clone())
             .await
             .map_err(|status| taskmanager_error(&taskmanager, &status))?
@@ -133,6 +138,22 @@ impl ShardClient {
             messages,
         })
     }
+}
+
+/// A gRPC request carrying the W3C `traceparent` of a new span of `trace`.
+fn traced<T>(message: T, trace: &TraceContext) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = trace.child().header().parse() {
+        request.metadata_mut().insert(TRACEPARENT_HEADER, value);
+    }
+    request
+}
+
+/// Returns the row count of a Flight message carrying a record batch.
+pub(crate) fn batch_rows(message: &arrow_flight::FlightData) -> Option<u64> {
+    let header = arrow_ipc::root_as_message(&message.data_header).ok()?;
+    let batch = header.header_as_record_batch()?;
+    u64::try_from(batch.length()).ok()
 }
 
 /// Says whether a Flight message carries a record batch (rather than a schema or dictionary).
