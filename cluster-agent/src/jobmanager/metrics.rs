@@ -77,6 +77,9 @@ impl JobManagerMetrics {
                 "Hand-overs retried on another TaskManager after a failure",
             )?,
         };
+        for code in flotilla_protocol::ErrorCode::ALL {
+            metrics.queries_failed.with_label_values(&[code.as_str()]);
+        }
         registry.register(Box::new(metrics.queries_planned.clone()))?;
         registry.register(Box::new(metrics.lease_wait_seconds.clone()))?;
         registry.register(Box::new(metrics.queued.clone()))?;

@@ -81,6 +81,7 @@ impl Tenants {
         }
         for (label, queue_length) in labels {
             metrics.tenant_queued.with_label_values(&[label]);
+            metrics.admission_rejected.with_label_values(&[label]);
             metrics
                 .tenant_queue_limit
                 .with_label_values(&[label])
