@@ -194,11 +194,13 @@ fn log_lines(process: &Process, needle: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_query_id_and_trace_id_join_the_logs_of_every_process_it_touched() {
-    // Small scan partitions, spread over both TaskManagers: some stage tasks run on each.
+    // Small scan partitions, spread over both TaskManagers: some stage tasks run on each. The
+    // gateway logs JSON, the others text: both carry the query id and trace id.
     let federation = Federation::start_with_options(FederationOptions {
         jobmanager_toml:
             "queue_max_wait_ms = 30000\nscan_bytes_per_partition = 65536\nspread_within_host = true\n"
                 .into(),
+        gateway_toml: "[log]\nformat = \"json\"\n".into(),
         ..FederationOptions::default()
     });
     let url = federation.url();
@@ -279,12 +281,22 @@ async fn one_query_id_and_trace_id_join_the_logs_of_every_process_it_touched() {
         for process in federation.processes() {
             for line in log_lines(process, &query_id) {
                 assert!(
-                    !line.contains("trace_id=") || line.contains(trace_id),
+                    !line.contains("trace_id") || line.contains(trace_id),
                     "{}: {line}",
                     process.name
                 );
             }
         }
+        // The gateway's JSON lines name both in the query span's fields.
+        let finished: Vec<serde_json::Value> = log_lines(&federation.gateway, &query_id)
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("a JSON log line"))
+            .filter(|line: &serde_json::Value| line["fields"]["message"] == "query finished")
+            .collect();
+        assert_eq!(finished.len(), 1, "{finished:?}");
+        assert_eq!(finished[0]["span"]["query_id"], query_id.as_str());
+        assert_eq!(finished[0]["span"]["trace_id"], trace_id);
+        assert_eq!(finished[0]["fields"]["code"], "ok");
         if ran_tasks > 1 {
             joined += 1;
         }

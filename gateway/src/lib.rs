@@ -12,6 +12,7 @@ mod http;
 mod layered;
 mod membership;
 mod metrics;
+mod process_metrics;
 mod query;
 mod route;
 mod server;

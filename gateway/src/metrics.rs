@@ -18,10 +18,7 @@ pub const OUTCOMES: [&str; 2] = ["ok", "stream_aborted"];
 /// families join it.
 pub fn process_registry(role: &str) -> prometheus::Result<Registry> {
     let registry = Registry::new();
-    #[cfg(target_os = "linux")]
-    registry.register(Box::new(
-        prometheus::process_collector::ProcessCollector::new(std::process::id() as i32, "flotilla"),
-    ))?;
+    registry.register(Box::new(crate::process_metrics::ProcessMetrics::new()?))?;
     let build = IntGaugeVec::new(
         Opts::new(
             "flotilla_build_info",
