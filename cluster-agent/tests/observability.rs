@@ -10,12 +10,7 @@ use std::time::Duration;
 const REGIONS: &str = "SELECT r_name FROM region ORDER BY r_name";
 
 async fn query(url: &str, sql: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    let mut all = vec![
-        ("content-type", "text/plain"),
-        ("accept", "application/json"),
-    ];
-    all.extend_from_slice(headers);
-    http("POST", &format!("{url}/v1/query"), &all, sql.to_string()).await
+    common::query_json(url, sql, headers).await
 }
 
 fn gateway_metrics(federation: &Federation) -> String {

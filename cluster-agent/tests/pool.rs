@@ -16,12 +16,7 @@ const REGIONS: &str = "SELECT count(*) AS n FROM region";
 const ORDERS_BY_PRIORITY: &str = "SELECT o_orderpriority, count(*) AS n FROM orders GROUP BY o_orderpriority ORDER BY o_orderpriority";
 
 async fn query(url: &str, sql: &str, headers: &[(&str, &str)]) -> HttpResponse {
-    let mut all = vec![
-        ("content-type", "text/plain"),
-        ("accept", "application/json"),
-    ];
-    all.extend_from_slice(headers);
-    http("POST", &format!("{url}/v1/query"), &all, sql.to_string()).await
+    common::query_json(url, sql, headers).await
 }
 
 fn assert_regions(response: &HttpResponse) {

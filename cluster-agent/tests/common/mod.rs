@@ -321,6 +321,16 @@ pub async fn metric_sum(metrics_url: &str, series: &str) -> f64 {
         .sum()
 }
 
+/// Posts SQL as text/plain asking for JSON rows, with extra headers.
+pub async fn query_json(url: &str, sql: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    let mut all = vec![
+        ("content-type", "text/plain"),
+        ("accept", "application/json"),
+    ];
+    all.extend_from_slice(headers);
+    http("POST", &format!("{url}/v1/query"), &all, sql.to_string()).await
+}
+
 /// Reads an agent's `/v1/state` JSON.
 pub async fn state(process: &Process) -> serde_json::Value {
     http(
