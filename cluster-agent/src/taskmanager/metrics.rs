@@ -132,3 +132,24 @@ impl TaskManagerMetrics {
         Ok(metrics)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_named_for_its_component_and_documented() {
+        let registry = Registry::new();
+        TaskManagerMetrics::new(&registry).unwrap();
+        let families = registry.gather();
+        assert!(families.len() >= 9);
+        for family in &families {
+            assert!(
+                family.name().starts_with("flotilla_taskmanager"),
+                "{}",
+                family.name()
+            );
+            assert!(!family.help().is_empty(), "{} has no HELP", family.name());
+        }
+    }
+}
