@@ -3,7 +3,7 @@
 //! Loaded with `gateway::load_layered`: defaults → `--config` file → `AGENT_*` env → flags.
 
 use crate::catalog::CatalogConfig;
-use gateway::{GossipConfig, LogConfig};
+use gateway::{ClusterConfig, GossipConfig, LogConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -41,6 +41,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// Gossip membership: every role joins one cluster through `gossip.seeds`.
     pub gossip: GossipConfig,
+    /// The cluster secret: carried on every internal call, required on every call received.
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
 }

@@ -4,6 +4,7 @@
 use crate::error::AgentError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use flotilla_protocol::{TRACEPARENT_HEADER, TraceContext};
+use gateway::ClusterSecret;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,14 +14,17 @@ use tonic::transport::Channel;
 pub(crate) struct FlightClients {
     clients: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
     timeout: Duration,
+    secret: ClusterSecret,
 }
 
 impl FlightClients {
-    /// Clients whose connects and calls time out after `timeout`.
-    pub(crate) fn new(timeout: Duration) -> Self {
+    /// Clients whose connects and calls time out after `timeout`, and whose calls carry the
+    /// cluster secret.
+    pub(crate) fn new(timeout: Duration, secret: ClusterSecret) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
             timeout,
+            secret,
         }
     }
 
@@ -70,7 +74,9 @@ pub(crate) async fn call_action(
 ) -> Result<bytes::Bytes, flotilla_protocol::ErrorBody> {
     use flotilla_protocol::{ErrorBody, ErrorCode};
     let mut client = clients.get(address).map_err(|error| error.to_body())?;
-    let mut action = tonic::Request::new(arrow_flight::Action::new(action_type.to_string(), body));
+    let mut action = clients
+        .secret
+        .request(arrow_flight::Action::new(action_type.to_string(), body));
     if let Ok(trace) = CURRENT_TRACE.try_with(|trace| trace.child())
         && let Ok(value) = trace.header().parse()
     {

@@ -103,6 +103,10 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     }
     let executable = std::env::current_exe().context("locating the cluster-agent executable")?;
     let catalog = CatalogConfig::tpch(&data_dir);
+    // A fresh cluster secret per run: every child carries it on its internal calls.
+    let cluster = gateway::ClusterConfig {
+        secret: uuid::Uuid::new_v4().simple().to_string(),
+    };
 
     let mut nodes: Vec<Node> = Vec::new();
     let result = async {
@@ -116,6 +120,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
             config.taskmanager.slots = args.slots;
             config.gossip.seeds = seeds.clone();
             config.catalog = catalog.clone();
+            config.cluster = cluster.clone();
             let mut node = start(&executable, Role::TaskManager.as_str(), &format!("tm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
             taskmanagers.push(format!("http://{}", node.address("grpc")?));
             if seeds.is_empty() {
@@ -134,6 +139,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
             config.jobmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
             config.gossip.seeds = seeds.clone();
             config.catalog = catalog.clone();
+            config.cluster = cluster.clone();
             let mut node = start(&executable, Role::JobManager.as_str(), &format!("jm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
             shards.push(format!("http://{}", node.address("grpc")?));
             config.jobmanager.listen = node.address("grpc")?.parse()?;
@@ -145,6 +151,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         let mut config = gateway::Config::default();
         config.http.listen = args.http;
         config.gossip.seeds = seeds.clone();
+        config.cluster = cluster.clone();
         let mut node = start(&executable, "gateway", "gateway", &toml::to_string(&config)?, &run_dir).await?;
         let url = format!("http://{}", node.address("http")?);
         config.http.listen = node.address("http")?.parse()?;

@@ -29,8 +29,50 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Gossip membership: how shards are discovered when `shards.addresses` is empty.
     pub gossip: GossipConfig,
+    /// The cluster secret, sent on every call to shards and TaskManagers.
+    pub cluster: crate::cluster::ClusterConfig,
+    /// Client authentication: bearer tokens, each bound to a tenant.
+    pub auth: AuthConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Client authentication. Off by default (`local` runs without tokens); when on, every call
+/// but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Turns authentication on.
+    pub enabled: bool,
+    /// `/metrics` answers without a token (for Prometheus); else it needs an admin token.
+    pub open_metrics: bool,
+    /// `/v1/cluster` answers without a token; else it needs an admin token.
+    pub open_admin: bool,
+    /// The accepted tokens, stored as hashes.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            open_metrics: true,
+            open_admin: false,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// One accepted bearer token.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// SHA-256 of the token, 64 hex digits (`printf %s "$TOKEN" | sha256sum`).
+    pub sha256: String,
+    /// The tenant its queries run as (its limits and pool).
+    pub tenant: String,
+    /// An admin token also sees every tenant's queries and the admin endpoints.
+    pub admin: bool,
 }
 
 /// The public HTTP API.

@@ -72,6 +72,13 @@ pub enum GatewayError {
     /// An error reported by a shard or TaskManager, with its code.
     #[error("{}", .0.message)]
     Remote(ErrorBody),
+    /// No valid bearer token, and authentication is on.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller may not do this (an admin endpoint without an admin token, or a tenant
+    /// header naming another tenant than the token's).
+    #[error("{0}")]
+    NotAllowed(String),
     /// A bug or unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -93,6 +100,8 @@ impl GatewayError {
             Self::Cancelled(_) => ErrorCode::Cancelled,
             Self::TenantQueueFull { .. } => ErrorCode::TenantQueueFull,
             Self::Remote(body) => body.code,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+            Self::NotAllowed(_) => ErrorCode::NotAllowed,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }

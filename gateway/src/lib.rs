@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod cluster;
 mod config;
 mod control;
 mod error;
@@ -21,6 +22,7 @@ mod stack;
 mod telemetry;
 
 pub use admission::{Admission, AdmissionLayer};
+pub use cluster::{ClusterConfig, ClusterSecret};
 pub use config::{
     AdmissionConfig, Config, HttpConfig, QueryConfig, RoutingConfig, ShardsConfig,
     TaskManagersConfig, TenantConfig,

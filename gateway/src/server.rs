@@ -54,6 +54,7 @@ impl GatewayHandle {
 /// Starts a gateway with `config`, registering its metrics in `registry`.
 pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result<GatewayHandle> {
     config.validate().map_err(anyhow::Error::msg)?;
+    config.cluster.warn_if_open();
     if config.shards.addresses.is_empty() && config.gossip.seeds.is_empty() {
         anyhow::bail!(
             "no shards to route to: set gossip.seeds (discovery) or shards.addresses (a fixed list)"
@@ -81,7 +82,7 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
             in_flight: total_in_flight(&in_flight),
             ..NodeLoad::default()
         });
-        let gossip = Gossip::start(config.gossip.clone(), info, load).await?;
+        let gossip = Gossip::start(config.cluster.gossip(&config.gossip), info, load).await?;
         let shards: Arc<dyn Membership> =
             Arc::new(GossipMembership::new(gossip.clone(), NodeRole::JobManager));
         let taskmanagers: Arc<dyn Membership> =
@@ -115,7 +116,7 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
         },
         metrics,
         registry,
-    );
+    )?;
     let (shutdown, stopped) = watch::channel(false);
     let task = crate::spawn_instrumented(serve(listener, gateway, stopped));
     tracing::info!(%addr, "gateway listening");

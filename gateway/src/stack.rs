@@ -43,6 +43,7 @@ pub fn query_stack(
         .service(ShardClient::new(
             Duration::from_millis(config.shards.connect_timeout_ms),
             Duration::from_millis(config.shards.first_result_timeout_ms),
+            config.cluster.secret(),
         ));
     BoxCloneSyncService::new(service)
 }

@@ -23,6 +23,8 @@ pub enum ErrorCode {
     NotAcceptable,
     /// The path or method does not exist.
     NotFound,
+    /// No valid bearer token (authentication is on).
+    Unauthorized,
     /// No shard or TaskManager could take the query.
     Unavailable,
     /// Every TaskManager slot the query could use stayed taken for the shard's queue wait.
@@ -57,6 +59,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::NotAcceptable => "not_acceptable",
             Self::NotFound => "not_found",
+            Self::Unauthorized => "unauthorized",
             Self::Unavailable => "unavailable",
             Self::ClusterBusy => "cluster_busy",
             Self::TenantQueueFull => "tenant_queue_full",
@@ -75,7 +78,7 @@ impl ErrorCode {
     }
 
     /// Every code.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::BadRequest,
         Self::SqlSyntax,
         Self::SqlPlanning,
@@ -84,6 +87,7 @@ impl ErrorCode {
         Self::UnsupportedMediaType,
         Self::NotAcceptable,
         Self::NotFound,
+        Self::Unauthorized,
         Self::Unavailable,
         Self::ClusterBusy,
         Self::TenantQueueFull,
@@ -101,6 +105,7 @@ impl ErrorCode {
         match self {
             Self::BadRequest | Self::SqlSyntax | Self::SqlPlanning => StatusCode::BAD_REQUEST,
             Self::NotAllowed => StatusCode::FORBIDDEN,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
@@ -189,6 +194,7 @@ mod grpc {
             match self {
                 Self::BadRequest | Self::SqlSyntax | Self::SqlPlanning => Code::InvalidArgument,
                 Self::NotAllowed => Code::PermissionDenied,
+                Self::Unauthorized => Code::Unauthenticated,
                 Self::PayloadTooLarge | Self::ResourcesExhausted => Code::ResourceExhausted,
                 Self::UnsupportedMediaType | Self::NotAcceptable => Code::InvalidArgument,
                 Self::NotFound | Self::TicketNotFound => Code::NotFound,

@@ -12,3 +12,6 @@ pub const TIMEOUT_HEADER: &str = "x-flotilla-timeout-ms";
 pub const TASKMANAGER_HEADER: &str = "x-flotilla-taskmanager";
 /// Names the shard that planned the query (for operators and tests).
 pub const SHARD_HEADER: &str = "x-flotilla-shard";
+/// Carries the cluster secret on every internal gRPC call (gateway → shard and TaskManager,
+/// shard → TaskManager, TaskManager → TaskManager).
+pub const CLUSTER_SECRET_HEADER: &str = "x-flotilla-cluster-secret";

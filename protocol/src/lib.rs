@@ -14,8 +14,8 @@ mod trace;
 pub use command::{DEFAULT_POOL, DEFAULT_TENANT, QueryCommand};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use headers::{
-    QUERY_ID_HEADER, ROUTING_KEY_HEADER, SHARD_HEADER, TASKMANAGER_HEADER, TENANT_HEADER,
-    TIMEOUT_HEADER,
+    CLUSTER_SECRET_HEADER, QUERY_ID_HEADER, ROUTING_KEY_HEADER, SHARD_HEADER, TASKMANAGER_HEADER,
+    TENANT_HEADER, TIMEOUT_HEADER,
 };
 pub use media::MediaType;
 pub use node_state::{LOAD_KEY, NODE_KEY, NodeInfo, NodeLoad, NodeRole};

@@ -53,11 +53,12 @@ impl SlotLeaser {
         taskmanagers: TaskManagers,
         config: JobManagerConfig,
         metrics: JobManagerMetrics,
+        secret: gateway::ClusterSecret,
     ) -> Self {
         Self {
             node_id,
             taskmanagers,
-            peers: FlightClients::new(Duration::from_millis(config.handover_timeout_ms)),
+            peers: FlightClients::new(Duration::from_millis(config.handover_timeout_ms), secret),
             config,
             waiting: AtomicUsize::new(0),
             released: Notify::new(),

@@ -43,6 +43,7 @@ struct Inner {
 pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Result<NodeHandle> {
     let section = &config.jobmanager;
     config.catalog.validate().map_err(anyhow::Error::msg)?;
+    config.cluster.warn_if_open();
     if section.taskmanagers_per_query == 0 || section.slots_per_query == 0 {
         anyhow::bail!("jobmanager.taskmanagers_per_query and slots_per_query must be at least 1");
     }
@@ -53,7 +54,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     let in_flight = metrics.in_flight.clone();
     let gossip_discovery = section.taskmanagers.is_empty();
     let gossip = Gossip::start(
-        config.gossip.clone(),
+        config.cluster.gossip(&config.gossip),
         NodeInfo {
             // Gateways send it nothing until it knows a TaskManager to run queries on.
             starting: gossip_discovery,
@@ -86,13 +87,15 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
                 taskmanagers,
                 section.clone(),
                 metrics.clone(),
+                config.cluster.secret(),
             )),
             metrics,
             drain: Drain::default(),
         }),
     };
-    let router = tonic::transport::Server::builder()
-        .add_service(FlightServiceServer::new(jobmanager.clone()));
+    let router = tonic::transport::Server::builder().add_service(
+        FlightServiceServer::with_interceptor(jobmanager.clone(), config.cluster.secret()),
+    );
     let state_view = jobmanager.clone();
     let in_flight = jobmanager.inner.metrics.in_flight.clone();
     let lifecycle = Lifecycle {

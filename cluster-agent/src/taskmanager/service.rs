@@ -32,14 +32,17 @@ use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
     WorkerSessionBuilder,
 };
-use flotilla_protocol::{NodeLoad, QUERY_ID_HEADER, TRACEPARENT_HEADER, TraceContext};
+use flotilla_protocol::{
+    CLUSTER_SECRET_HEADER, NodeLoad, QUERY_ID_HEADER, TRACEPARENT_HEADER, TraceContext,
+};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use gateway::Gossip;
+use gateway::{ClusterSecret, Gossip};
 use prometheus::Registry;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 use url::Url;
 
@@ -61,11 +64,14 @@ struct Inner {
     peers: Arc<FlightClients>,
     pool: String,
     drain: Drain,
+    /// Carried by this head's stage tasks to the TaskManagers running them.
+    secret: ClusterSecret,
 }
 
 /// Starts a TaskManager on the configured addresses, joins gossip, and returns its handle.
 pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Result<NodeHandle> {
     let section = &config.taskmanager;
+    config.cluster.warn_if_open();
     if section.slots == 0 {
         anyhow::bail!("taskmanager.slots must be at least 1");
     }
@@ -99,7 +105,11 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             ),
             metrics,
             leases,
-            peers: Arc::new(FlightClients::new(Duration::from_secs(5))),
+            peers: Arc::new(FlightClients::new(
+                Duration::from_secs(5),
+                config.cluster.secret(),
+            )),
+            secret: config.cluster.secret(),
             pool: section.pool.clone(),
             drain: Drain::default(),
         }),
@@ -109,21 +119,25 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     let info = listeners.node_info(node_id, Role::TaskManager, Some(section.pool.clone()));
     let load_view = taskmanager.clone();
     let gossip = Gossip::start(
-        config.gossip.clone(),
+        config.cluster.gossip(&config.gossip),
         info,
         Arc::new(move || load_view.load()),
     )
     .await?;
     let router = tonic::transport::Server::builder()
-        .add_service(CountTasks::new(
-            worker.into_worker_server(),
-            taskmanager.inner.metrics.tasks_running.clone(),
+        .add_service(InterceptedService::new(
+            CountTasks::new(
+                worker.into_worker_server(),
+                taskmanager.inner.metrics.tasks_running.clone(),
+            ),
+            config.cluster.secret(),
         ))
-        .add_service(
+        .add_service(InterceptedService::new(
             FlightServiceServer::new(taskmanager.clone())
                 .max_decoding_message_size(256 * 1024 * 1024)
                 .max_encoding_message_size(256 * 1024 * 1024),
-        );
+            config.cluster.secret(),
+        ));
     let state_view = taskmanager.clone();
     let metrics_view = taskmanager.clone();
     let idle_view = taskmanager.clone();
@@ -331,6 +345,7 @@ impl TaskManager {
                 lease_id: &request.lease_id,
                 query_id: &request.query_id,
                 trace,
+                secret: &inner.secret,
             },
         )?;
         let options = config.options_mut();
@@ -381,6 +396,7 @@ struct StageHeaders<'a> {
     lease_id: &'a str,
     query_id: &'a str,
     trace: TraceContext,
+    secret: &'a ClusterSecret,
 }
 
 impl StageHeaders<'_> {
@@ -396,6 +412,9 @@ impl StageHeaders<'_> {
             TRACEPARENT_HEADER,
             value(&self.trace.child().header(), "trace")?,
         );
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        self.secret.attach(&mut metadata);
+        headers.extend(metadata.into_headers());
         Ok(headers)
     }
 }
@@ -471,9 +490,23 @@ impl WorkerSessionBuilder for WorkerSessions {
             }
         }
         self.metrics.tasks.inc();
+        // This task may fetch from stage tasks on other TaskManagers: its calls carry the same
+        // lease, secret, query id and trace as the call that brought it.
+        let mut forwarded = http::HeaderMap::new();
+        for name in [
+            LEASE_HEADER,
+            CLUSTER_SECRET_HEADER,
+            QUERY_ID_HEADER,
+            TRACEPARENT_HEADER,
+        ] {
+            if let Some(value) = ctx.headers.get(name) {
+                forwarded.insert(name, value.clone());
+            }
+        }
         Ok(ctx
             .builder
             .with_distributed_user_codec(FlotillaCodec)
+            .with_distributed_passthrough_headers(forwarded)?
             .build())
     }
 }

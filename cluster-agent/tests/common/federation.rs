@@ -12,6 +12,8 @@ pub struct Federation {
     pub shards: Vec<Process>,
     pub gateway: Process,
     pub options: FederationOptions,
+    /// The cluster secret every process of this federation shares.
+    pub secret: String,
     seed: String,
     catalog: String,
 }
@@ -27,8 +29,12 @@ pub struct FederationOptions {
     pub shards: usize,
     /// Extra TOML for every shard's `[jobmanager]` section.
     pub jobmanager_toml: String,
+    /// Extra TOML for every TaskManager's `[taskmanager]` section.
+    pub taskmanager_toml: String,
     /// Extra TOML appended to the gateway's config.
     pub gateway_toml: String,
+    /// An admin bearer token, when `gateway_toml` turns authentication on.
+    pub admin_token: Option<String>,
 }
 
 impl Default for FederationOptions {
@@ -38,7 +44,9 @@ impl Default for FederationOptions {
             slots: 4,
             shards: 2,
             jobmanager_toml: "queue_max_wait_ms = 30000\n".into(),
+            taskmanager_toml: String::new(),
             gateway_toml: String::new(),
+            admin_token: None,
         }
     }
 }
@@ -71,6 +79,7 @@ impl Federation {
             shards: Vec::new(),
             gateway: Process::placeholder(),
             options: options.clone(),
+            secret: uuid::Uuid::new_v4().simple().to_string(),
             seed: String::new(),
             catalog,
         };
@@ -84,8 +93,8 @@ impl Federation {
         std::fs::write(
             &config,
             format!(
-                "[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
-                federation.seed, options.gateway_toml
+                "{}[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
+                federation.cluster_toml(), federation.seed, options.gateway_toml
             ),
         )
         .unwrap();
@@ -96,6 +105,11 @@ impl Federation {
         );
         federation.wait_converged();
         federation
+    }
+
+    /// The `[cluster]` section of every process's config.
+    fn cluster_toml(&self) -> String {
+        format!("[cluster]\nsecret = \"{}\"\n", self.secret)
     }
 
     /// Starts one more TaskManager in `pool`; returns its index.
@@ -110,8 +124,8 @@ impl Federation {
         std::fs::write(
             &config,
             format!(
-                "[node]\nid = \"tm-{index}\"\n[taskmanager]\nlisten = \"127.0.0.1:0\"\nslots = {}\npool = \"{pool}\"\n{GOSSIP_TOML}{seeds}{}",
-                self.options.slots, self.catalog
+                "{}[node]\nid = \"tm-{index}\"\n[taskmanager]\nlisten = \"127.0.0.1:0\"\nslots = {}\npool = \"{pool}\"\n{}{GOSSIP_TOML}{seeds}{}",
+                self.cluster_toml(), self.options.slots, self.options.taskmanager_toml, self.catalog
             ),
         )
         .unwrap();
@@ -134,8 +148,8 @@ impl Federation {
         std::fs::write(
             &config,
             format!(
-                "[node]\nid = \"jm-{index}\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\n{}{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
-                self.options.jobmanager_toml, self.seed, self.catalog
+                "{}[node]\nid = \"jm-{index}\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\n{}{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
+                self.cluster_toml(), self.options.jobmanager_toml, self.seed, self.catalog
             ),
         )
         .unwrap();
@@ -186,7 +200,13 @@ impl Federation {
         let url = format!("{}/v1/cluster", self.url());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let members = blocking_get_json(&url)
+            let authorization = self
+                .options
+                .admin_token
+                .as_ref()
+                .map(|token| format!("authorization: Bearer {token}\r\n"))
+                .unwrap_or_default();
+            let members = blocking_get_json(&url, &authorization)
                 .and_then(|view| {
                     view["members"].as_array().map(|members| {
                         members

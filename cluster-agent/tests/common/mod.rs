@@ -151,7 +151,7 @@ impl Process {
 }
 
 /// GETs a JSON document without an async runtime (for set-up code).
-pub fn blocking_get_json(url: &str) -> Option<serde_json::Value> {
+pub fn blocking_get_json(url: &str, extra_headers: &str) -> Option<serde_json::Value> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
@@ -159,7 +159,7 @@ pub fn blocking_get_json(url: &str) -> Option<serde_json::Value> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n{extra_headers}\r\n"
     )
     .ok()?;
     let mut response = String::new();

@@ -1,5 +1,6 @@
 //! The [`Gateway`] HTTP service: routes paths, parses queries, answers errors as JSON.
 
+use super::auth::{Access, Auth, Caller};
 use super::formats;
 use crate::config::Config;
 use crate::control::{Registry as QueryRegistry, Timeline};
@@ -59,6 +60,7 @@ struct Inner {
     gossip: Option<Gossip>,
     metrics: GatewayMetrics,
     registry: Registry,
+    auth: Auth,
 }
 
 impl Gateway {
@@ -70,13 +72,14 @@ impl Gateway {
         members: Members,
         metrics: GatewayMetrics,
         registry: Registry,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let Members {
             shards,
             taskmanagers,
             gossip,
         } = members;
-        Self {
+        let auth = Auth::new(&config.auth)?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 max_body_bytes: config.http.max_body_bytes,
                 timeout: Duration::from_millis(config.query.timeout_ms),
@@ -87,8 +90,9 @@ impl Gateway {
                 gossip,
                 metrics,
                 registry,
+                auth,
             }),
-        }
+        })
     }
 
     /// Answers one HTTP request. Never fails: errors are JSON responses.
@@ -99,18 +103,40 @@ impl Gateway {
     {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        let auth = &self.inner.auth;
+        let access = match path.as_str() {
+            "/healthz" | "/readyz" => Access::Open,
+            "/metrics" => auth.metrics_access(),
+            "/v1/cluster" => auth.admin_access(),
+            _ => Access::Tenant,
+        };
+        let caller = match auth.check(request.headers(), access) {
+            Ok(caller) => caller,
+            Err(error) => {
+                let mut response =
+                    error_response(None, &error.to_body(), error.code().http_status());
+                if error.code() == flotilla_protocol::ErrorCode::Unauthorized {
+                    response.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"flotilla\""),
+                    );
+                }
+                return response;
+            }
+        };
         match (method.clone(), path.as_str()) {
-            (Method::POST, "/v1/query") => self.query(request).await,
+            (Method::POST, "/v1/query") => self.query(request, caller).await,
             (Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n"),
             (Method::GET, "/readyz") => self.ready(),
             (Method::GET, "/v1/cluster") => self.cluster(),
             (Method::GET, "/metrics") => self.metrics(),
-            (Method::DELETE, path) if path.starts_with(QUERY_PATH) => self.cancel(path),
-            (Method::GET, path) if path.starts_with(QUERY_PATH) => self.status(path),
-            (Method::GET, "/v1/queries") => json_response(
-                StatusCode::OK,
-                &serde_json::json!({"running": self.inner.running.list(1000)}),
-            ),
+            (Method::DELETE, path) if path.starts_with(QUERY_PATH) => self.cancel(path, &caller),
+            (Method::GET, path) if path.starts_with(QUERY_PATH) => self.status(path, &caller),
+            (Method::GET, "/v1/queries") => {
+                let mut running = self.inner.running.list(1000);
+                running.retain(|query| caller.sees(&query.tenant));
+                json_response(StatusCode::OK, &serde_json::json!({"running": running}))
+            }
             (_, "/v1/query" | "/healthz" | "/readyz" | "/v1/cluster" | "/metrics") => {
                 error_response(
                     None,
@@ -131,7 +157,7 @@ impl Gateway {
         }
     }
 
-    async fn query<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    async fn query<B>(&self, request: Request<B>, caller: Caller) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
@@ -162,7 +188,7 @@ impl Gateway {
         let timeline = Arc::new(Timeline::new(query_id, trace));
         let span = tracing::info_span!("query", query_id = %query_id, trace_id = %trace.trace_id());
         let result = self
-            .run_query(Arc::clone(&timeline), request)
+            .run_query(Arc::clone(&timeline), request, caller)
             .instrument(span.clone())
             .await;
         let mut response = match result {
@@ -192,6 +218,7 @@ impl Gateway {
         &self,
         timeline: Arc<Timeline>,
         request: Request<B>,
+        caller: Caller,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -203,9 +230,19 @@ impl Gateway {
         let content_type = header_text(&request, CONTENT_TYPE)?;
         let routing_key = header_text(&request, http::HeaderName::from_static(ROUTING_KEY_HEADER))?
             .filter(|key| !key.is_empty());
-        let tenant = parse_tenant(
-            header_text(&request, http::HeaderName::from_static(TENANT_HEADER))?.as_deref(),
-        )?;
+        let tenant_header = header_text(&request, http::HeaderName::from_static(TENANT_HEADER))?;
+        let tenant = match caller.tenant {
+            // A token names its tenant; the header may only repeat it.
+            Some(own) => match tenant_header.as_deref().map(str::trim) {
+                Some(asked) if !asked.is_empty() && asked != own.to_ascii_lowercase() => {
+                    return Err(GatewayError::NotAllowed(format!(
+                        "the token is for tenant `{own}`, not `{asked}`"
+                    )));
+                }
+                _ => own,
+            },
+            None => parse_tenant(tenant_header.as_deref())?,
+        };
         let timeout_header = parse_timeout(
             header_text(&request, http::HeaderName::from_static(TIMEOUT_HEADER))?.as_deref(),
         )?;
@@ -296,13 +333,18 @@ impl Gateway {
     }
 
     /// `DELETE /v1/query/{id}`: cancels a query running on this gateway.
-    fn cancel(&self, path: &str) -> Response<ResponseBody> {
+    fn cancel(&self, path: &str, caller: &Caller) -> Response<ResponseBody> {
         let id = &path[QUERY_PATH.len()..];
         let Some(query_id) = QueryId::parse(id) else {
             let error = GatewayError::BadRequest(format!("`{id}` is not a query id"));
             return error_response(None, &error.to_body(), error.code().http_status());
         };
-        if self.inner.running.cancel(&query_id) {
+        let visible = self
+            .inner
+            .running
+            .tenant_of(&query_id)
+            .is_some_and(|tenant| caller.sees(&tenant));
+        if visible && self.inner.running.cancel(&query_id) {
             tracing::info!(%query_id, "query cancelled by request");
             return json_response(
                 StatusCode::OK,
@@ -317,13 +359,19 @@ impl Gateway {
     }
 
     /// `GET /v1/query/{id}`: the status and phase times of a running or recent query.
-    fn status(&self, path: &str) -> Response<ResponseBody> {
+    fn status(&self, path: &str, caller: &Caller) -> Response<ResponseBody> {
         let id = &path[QUERY_PATH.len()..];
         let Some(query_id) = QueryId::parse(id) else {
             let error = GatewayError::BadRequest(format!("`{id}` is not a query id"));
             return error_response(None, &error.to_body(), error.code().http_status());
         };
-        match self.inner.running.find(&query_id) {
+        // Another tenant's query is as unknown as a query that never ran.
+        match self
+            .inner
+            .running
+            .find(&query_id)
+            .filter(|timeline| caller.sees(&timeline.tenant()))
+        {
             Some(timeline) => json_response(StatusCode::OK, &timeline.to_json()),
             None => {
                 let error = ErrorBody::new(

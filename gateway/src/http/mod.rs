@@ -1,6 +1,7 @@
 //! The HTTP edge: parses requests, calls the query stack, and streams results in the format the
 //! client accepts. Every error becomes a JSON error response; none reaches hyper.
 
+mod auth;
 mod formats;
 mod handler;
 

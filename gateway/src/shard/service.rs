@@ -5,6 +5,7 @@
 //!         ──DoGet(ticket)───────▶ TaskManager ──▶ schema, first batch (awaited here), rest...
 //! ```
 
+use crate::cluster::ClusterSecret;
 use crate::error::{BoxError, GatewayError};
 use crate::query::{QueryResult, Routed};
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -29,15 +30,21 @@ pub struct ShardClient {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     connect_timeout: Duration,
     first_result_timeout: Duration,
+    secret: ClusterSecret,
 }
 
 impl ShardClient {
     /// Creates a client that reuses one HTTP/2 connection per shard or TaskManager.
-    pub fn new(connect_timeout: Duration, first_result_timeout: Duration) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        first_result_timeout: Duration,
+        secret: ClusterSecret,
+    ) -> Self {
         Self {
             channels: Arc::default(),
             connect_timeout,
             first_result_timeout,
+            secret,
         }
     }
 
@@ -65,6 +72,16 @@ impl ShardClient {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
+    /// An internal gRPC request: the cluster secret and the W3C `traceparent` of a new span
+    /// of `trace`.
+    fn internal<T>(&self, message: T, trace: &TraceContext) -> tonic::Request<T> {
+        let mut request = self.secret.request(message);
+        if let Ok(value) = trace.child().header().parse() {
+            request.metadata_mut().insert(TRACEPARENT_HEADER, value);
+        }
+        request
+    }
+
     async fn attempt(self, routed: Routed) -> Result<QueryResult, GatewayError> {
         let Routed { shard, request } = routed;
         let timeline = request.timeline;
@@ -77,7 +94,7 @@ impl ShardClient {
         let descriptor = FlightDescriptor::new_cmd(command.to_bytes());
         let info = self
             .client(&shard)?
-            .get_flight_info(traced(descriptor, &timeline.trace()))
+            .get_flight_info(self.internal(descriptor, &timeline.trace()))
             .await
             .map_err(|status| shard_error(&shard, &status))?
             .into_inner();
@@ -99,7 +116,7 @@ impl ShardClient {
         let span = tracing::info_span!("fetch", taskmanager = %taskmanager);
         let mut messages = self
             .client(&taskmanager)?
-            .do_get(traced(
+            .do_get(self.internal(
                 Ticket {
                     ticket: ticket.ticket,
                 },
@@ -138,15 +155,6 @@ impl ShardClient {
             messages,
         })
     }
-}
-
-/// A gRPC request carrying the W3C `traceparent` of a new span of `trace`.
-fn traced<T>(message: T, trace: &TraceContext) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Ok(value) = trace.child().header().parse() {
-        request.metadata_mut().insert(TRACEPARENT_HEADER, value);
-    }
-    request
 }
 
 /// Returns the row count of a Flight message carrying a record batch.
