@@ -110,6 +110,10 @@ pub struct JobManagerConfig {
     /// With gossip discovery: how long a starting shard waits to see a TaskManager before it
     /// announces itself ready anyway, in milliseconds. Until ready, gateways send it nothing.
     pub startup_wait_ms: u64,
+    /// Most operators (`+`, `AND`, `=`, `||`, ...) one statement may have: planners and plan
+    /// codecs recurse over expression trees, and a statement of thousands of chained operators
+    /// would exhaust a thread's stack. Above it: `sql_planning`.
+    pub max_operators: usize,
 }
 
 impl Default for JobManagerConfig {
@@ -130,6 +134,7 @@ impl Default for JobManagerConfig {
             scan_bytes_per_partition: 0,
             spread_within_host: false,
             startup_wait_ms: 5_000,
+            max_operators: 1_000,
         }
     }
 }

@@ -5,8 +5,11 @@ use clap::Parser as _;
 fn main() -> std::process::ExitCode {
     let cli = cluster_agent::Cli::parse();
     let env = std::env::vars().collect();
+    // Planning and plan decoding recurse over expression trees; 16 MiB stacks (virtual until
+    // touched) leave room well past `jobmanager.max_operators`.
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(16 * 1024 * 1024)
         .build()
     {
         Ok(runtime) => runtime.block_on(cluster_agent::run(cli, env)),

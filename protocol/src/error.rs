@@ -225,8 +225,21 @@ mod grpc {
         }
     }
 
+    /// Longest error message a status carries, in bytes. Status messages and details travel
+    /// in HTTP/2 headers, which peers cap (16 KiB by default): a message quoting a huge SQL
+    /// text would otherwise break the connection instead of reporting the error.
+    const MAX_STATUS_MESSAGE: usize = 2048;
+
     impl From<ErrorBody> for tonic::Status {
-        fn from(body: ErrorBody) -> Self {
+        fn from(mut body: ErrorBody) -> Self {
+            if body.message.len() > MAX_STATUS_MESSAGE {
+                let mut end = MAX_STATUS_MESSAGE;
+                while !body.message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                body.message.truncate(end);
+                body.message.push_str("… (truncated)");
+            }
             let details = serde_json::to_vec(&body).unwrap_or_default();
             tonic::Status::with_details(body.code.grpc_code(), body.message, details.into())
         }
@@ -276,5 +289,9 @@ mod tests {
         assert_eq!(ErrorBody::from(&status), body);
         let foreign = tonic::Status::unavailable("connection refused");
         assert_eq!(ErrorBody::from(&foreign).code, ErrorCode::Unavailable);
+        let huge = ErrorBody::new(ErrorCode::SqlPlanning, "é".repeat(30_000));
+        let status = tonic::Status::from(huge);
+        assert!(status.message().len() < 2100, "{}", status.message().len());
+        assert!(ErrorBody::from(&status).message.ends_with("(truncated)"));
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Planner {
     state: SessionState,
     /// The session options, as the head TaskManager applies them; fixed after start-up.
     options: HashMap<String, String>,
+    /// Most operators a statement may have.
+    max_operators: usize,
 }
 
 impl Planner {
@@ -67,7 +69,11 @@ impl Planner {
         catalog.register(&ctx).await?;
         let state = ctx.state();
         let options = shipped_options(state.config().options());
-        Ok(Self { state, options })
+        Ok(Self {
+            state,
+            options,
+            max_operators: config.max_operators,
+        })
     }
 
     /// Parses, checks and plans one read-only statement logically: everything that can be the
@@ -79,6 +85,7 @@ impl Planner {
             .sql_to_statement(sql, &dialect)
             .map_err(|error| AgentError::SqlSyntax(crate::error::root_message(&error)))?;
         ensure_read_only(&statement)?;
+        ensure_few_operators(sql, self.max_operators)?;
         state
             .statement_to_plan(statement)
             .await
@@ -150,6 +157,45 @@ fn shipped_options(options: &ConfigOptions) -> HashMap<String, String> {
                 .then_some((entry.key, value))
         })
         .collect()
+}
+
+/// Refuses a statement with more than `limit` operators, counted on its tokens (no recursion:
+/// this runs before anything walks the expression trees).
+fn ensure_few_operators(sql: &str, limit: usize) -> Result<(), AgentError> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|error| AgentError::SqlSyntax(error.to_string()))?;
+    let operators = tokens
+        .iter()
+        .filter(|token| match token {
+            Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Eq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::Caret => true,
+            Token::Word(word) => matches!(word.keyword, Keyword::AND | Keyword::OR | Keyword::NOT),
+            _ => false,
+        })
+        .count();
+    if operators > limit {
+        return Err(AgentError::SqlPlanning(format!(
+            "the statement has {operators} operators; at most {limit} are allowed (jobmanager.max_operators)"
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses anything but queries: no DDL, DML, `COPY`, `SET` or transactions.

@@ -575,15 +575,17 @@ fn parse_sql(body: &[u8], is_json: bool) -> Result<String, GatewayError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| GatewayError::BadRequest("the request body is not UTF-8".into()))?;
     let sql = if is_json {
-        #[derive(serde::Deserialize)]
-        struct QueryBody {
-            sql: String,
+        // An object with a string `sql`; serde would also take `["..."]` for the struct.
+        let bad = |why: String| {
+            GatewayError::BadRequest(format!("JSON body must be {{\"sql\": \"...\"}}: {why}"))
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| bad(error.to_string()))?;
+        match value.get("sql") {
+            Some(serde_json::Value::String(sql)) if value.is_object() => sql.clone(),
+            Some(_) => return Err(bad("`sql` is not a string".into())),
+            None => return Err(bad("no `sql` field".into())),
         }
-        serde_json::from_str::<QueryBody>(text)
-            .map_err(|error| {
-                GatewayError::BadRequest(format!("JSON body must be {{\"sql\": \"...\"}}: {error}"))
-            })?
-            .sql
     } else {
         text.to_string()
     };
