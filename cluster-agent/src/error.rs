@@ -64,6 +64,19 @@ impl AgentError {
             ErrorCode::SqlPlanning | ErrorCode::Execution => {
                 Self::SqlPlanning(root_message(&error))
             }
+            // DataFusion gave up on this statement (an optimizer rule met a type mix it does
+            // not handle): the statement cannot be planned, which is the client's answer; the
+            // whole chain says where.
+            ErrorCode::Internal => Self::SqlPlanning(format!(
+                "DataFusion cannot plan this statement: {}",
+                error
+                    .to_string()
+                    .split("\n\nbacktrace")
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .replace('\n', " ")
+            )),
             _ => Self::DataFusion(error),
         }
     }

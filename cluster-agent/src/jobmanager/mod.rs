@@ -6,6 +6,8 @@ mod leasing;
 mod metrics;
 pub(crate) mod planner;
 mod service;
+#[cfg(test)]
+mod sql_fuzz;
 
 pub use metrics::JobManagerMetrics;
 pub use service::{JobManager, start_jobmanager};

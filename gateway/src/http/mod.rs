@@ -3,6 +3,8 @@
 
 mod auth;
 mod formats;
+#[cfg(test)]
+mod fuzz;
 mod handler;
 
 pub use handler::{Gateway, Members, ResponseBody};
