@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 pub struct CatalogConfig {
     /// One entry per table.
     pub tables: Vec<TableConfig>,
+    /// The directories tables may live in. Every process reads files only under them (shards
+    /// when they list tables, TaskManagers when they run the plans they are sent), and a table
+    /// outside them fails at start-up. Empty (the default): the tables' own locations.
+    pub data_roots: Vec<PathBuf>,
 }
 
 /// One table: a file or a directory of files of one format.
@@ -54,7 +58,49 @@ impl CatalogConfig {
                 has_header: true,
             })
             .collect();
-        Self { tables }
+        Self {
+            tables,
+            data_roots: vec![data_dir.to_path_buf()],
+        }
+    }
+
+    /// Returns the directories files may be read from, resolved (symbolic links followed): the
+    /// configured data roots, else every table's location. A table outside them is an error.
+    pub fn roots(&self) -> Result<Vec<PathBuf>, String> {
+        let resolve = |path: &Path, what: &str| {
+            path.canonicalize()
+                .map_err(|error| format!("{what} {}: {error}", path.display()))
+        };
+        let roots = if self.data_roots.is_empty() {
+            self.tables
+                .iter()
+                .map(|table| {
+                    resolve(
+                        &table.location,
+                        &format!("table `{}`: location", table.name),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            self.data_roots
+                .iter()
+                .map(|root| resolve(root, "data root"))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        for table in &self.tables {
+            let location = resolve(
+                &table.location,
+                &format!("table `{}`: location", table.name),
+            )?;
+            if !roots.iter().any(|root| location.starts_with(root)) {
+                return Err(format!(
+                    "table `{}`: location {} is outside catalog.data_roots",
+                    table.name,
+                    location.display()
+                ));
+            }
+        }
+        Ok(roots)
     }
 
     /// Checks that every location exists, so that a typo fails at start-up, not per query.
@@ -90,5 +136,58 @@ impl CatalogConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(name: &str, location: &Path) -> TableConfig {
+        TableConfig {
+            name: name.into(),
+            format: TableFormat::Csv,
+            location: location.to_path_buf(),
+            has_header: true,
+        }
+    }
+
+    #[test]
+    fn tables_must_lie_under_the_data_roots() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let inside = root.path().join("sales");
+        std::fs::create_dir(&inside).unwrap();
+        let mut catalog = CatalogConfig {
+            tables: vec![table("sales", &inside)],
+            data_roots: vec![root.path().to_path_buf()],
+        };
+        assert_eq!(
+            catalog.roots().unwrap(),
+            vec![root.path().canonicalize().unwrap()]
+        );
+        // Without data roots, the tables' own locations are the roots.
+        catalog.data_roots.clear();
+        assert_eq!(
+            catalog.roots().unwrap(),
+            vec![inside.canonicalize().unwrap()]
+        );
+        // A table outside the roots, also by a `..` or a symbolic link, fails.
+        catalog.data_roots = vec![root.path().to_path_buf()];
+        catalog.tables.push(table("escape", &inside.join("../..")));
+        let error = catalog.roots().unwrap_err();
+        assert!(
+            error.contains("table `escape`") && error.contains("outside catalog.data_roots"),
+            "{error}"
+        );
+        catalog.tables.pop();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+        catalog.tables.push(table("linked", &link));
+        assert!(catalog.roots().unwrap_err().contains("table `linked`"));
+        // A root that does not exist fails too.
+        catalog.tables.pop();
+        catalog.data_roots = vec![root.path().join("missing")];
+        assert!(catalog.roots().unwrap_err().contains("data root"));
     }
 }

@@ -18,6 +18,11 @@ pub enum AgentError {
     /// The statement is not a read-only query.
     #[error("only read-only queries are allowed, got {0}")]
     NotAllowed(String),
+    /// The query calls a table function that may read files.
+    #[error(
+        "table function `{0}` is not allowed: queries read catalog tables only (allowed table functions: generate_series, range)"
+    )]
+    TableFunction(String),
     /// No TaskManager could take the query.
     #[error("no taskmanager available: {0}")]
     NoTaskManager(String),
@@ -45,7 +50,7 @@ impl AgentError {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::SqlSyntax(_) => ErrorCode::SqlSyntax,
             Self::SqlPlanning(_) => ErrorCode::SqlPlanning,
-            Self::NotAllowed(_) => ErrorCode::NotAllowed,
+            Self::NotAllowed(_) | Self::TableFunction(_) => ErrorCode::NotAllowed,
             Self::NoTaskManager(_) => ErrorCode::Unavailable,
             Self::ClusterBusy(_) => ErrorCode::ClusterBusy,
             Self::NoLease(_) => ErrorCode::NotAllowed,
@@ -106,6 +111,11 @@ pub fn datafusion_code(error: &DataFusionError) -> ErrorCode {
         | DataFusionError::NotImplemented(_)
         | DataFusionError::Configuration(_) => ErrorCode::SqlPlanning,
         DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourcesExhausted,
+        DataFusionError::ObjectStore(error)
+            if matches!(**error, object_store::Error::PermissionDenied { .. }) =>
+        {
+            ErrorCode::NotAllowed
+        }
         DataFusionError::Internal(_) => ErrorCode::Internal,
         _ => ErrorCode::Execution,
     }

@@ -9,6 +9,7 @@ mod cli;
 mod codec;
 mod config;
 mod error;
+mod files;
 mod flight_clients;
 mod gendata;
 mod handover;

@@ -300,8 +300,8 @@ fn cases() -> Vec<Case> {
         sql(
             "table function on a path",
             "SELECT * FROM read_csv('../../../../etc/passwd')",
-            400,
-            "sql_planning",
+            403,
+            "not_allowed",
         ),
         sql(
             "file path as a table",

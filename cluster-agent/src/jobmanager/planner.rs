@@ -65,6 +65,8 @@ impl Planner {
             )?;
         }
         let state = builder.build();
+        let roots = catalog.roots().map_err(anyhow::Error::msg)?;
+        crate::files::confine_local_files(state.runtime_env(), &roots)?;
         let ctx = SessionContext::new_with_state(state);
         catalog.register(&ctx).await?;
         let state = ctx.state();
@@ -198,20 +200,61 @@ fn ensure_few_operators(sql: &str, limit: usize) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Refuses anything but queries: no DDL, DML, `COPY`, `SET` or transactions.
+/// Refuses anything but queries (no DDL, DML, `COPY`, `SET` or transactions), and table
+/// functions other than the generators.
 fn ensure_read_only(statement: &Statement) -> Result<(), AgentError> {
     use datafusion::sql::sqlparser::ast::Statement as Sql;
     match statement {
         Statement::Statement(inner) => match inner.as_ref() {
-            Sql::Query(_) => Ok(()),
+            Sql::Query(_) => ensure_no_table_functions(inner),
             other => Err(AgentError::NotAllowed(statement_kind(&other.to_string()))),
         },
-        Statement::Explain(_) => Ok(()),
+        Statement::Explain(explain) => ensure_read_only(&explain.statement),
         Statement::CreateExternalTable(_) => {
             Err(AgentError::NotAllowed("CREATE EXTERNAL TABLE".into()))
         }
         Statement::CopyTo(_) => Err(AgentError::NotAllowed("COPY".into())),
         Statement::Reset(_) => Err(AgentError::NotAllowed("RESET".into())),
+    }
+}
+
+/// Table functions a query may call: they generate rows and read nothing (the error message of
+/// `AgentError::TableFunction` lists them too).
+const ALLOWED_TABLE_FUNCTIONS: [&str; 2] = ["generate_series", "range"];
+
+/// Refuses calls of table functions that are not generators (`read_csv('/etc/passwd')` and
+/// friends, should one ever be registered): tables come from the catalog only.
+fn ensure_no_table_functions(
+    statement: &datafusion::sql::sqlparser::ast::Statement,
+) -> Result<(), AgentError> {
+    use datafusion::sql::sqlparser::ast::{TableFactor, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    struct TableFunctions;
+    impl Visitor for TableFunctions {
+        type Break = String;
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
+            let name = match factor {
+                TableFactor::Table {
+                    name,
+                    args: Some(_),
+                    ..
+                } => name.to_string(),
+                TableFactor::Function { name, .. } => name.to_string(),
+                TableFactor::TableFunction { expr, .. } => expr.to_string(),
+                _ => return ControlFlow::Continue(()),
+            };
+            let bare = name.trim_matches('"').to_ascii_lowercase();
+            if ALLOWED_TABLE_FUNCTIONS.contains(&bare.as_str()) {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(name.chars().take(64).collect())
+            }
+        }
+    }
+    match statement.visit(&mut TableFunctions) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(name) => Err(AgentError::TableFunction(name)),
     }
 }
 
@@ -257,6 +300,8 @@ mod tests {
         assert!(classify("SELECT 1").is_ok());
         assert!(classify("WITH t AS (SELECT 1 AS a) SELECT a FROM t").is_ok());
         assert!(classify("EXPLAIN SELECT 1").is_ok());
+        assert!(classify("SELECT * FROM generate_series(1, 10)").is_ok());
+        assert!(classify("SELECT * FROM range(3) r JOIN nation ON true").is_ok());
         for sql in [
             "CREATE TABLE t (a INT)",
             "INSERT INTO t VALUES (1)",
@@ -264,6 +309,12 @@ mod tests {
             "COPY (SELECT 1) TO '/tmp/x.csv'",
             "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
             "SET datafusion.execution.batch_size = 1",
+            "SELECT * FROM read_csv('../../etc/passwd')",
+            "SELECT * FROM nation JOIN read_parquet('/data/x') ON true",
+            "WITH t AS (SELECT * FROM read_json('/etc/shadow')) SELECT * FROM t",
+            "SELECT * FROM (SELECT * FROM \"read_csv\"('/x')) s",
+            "EXPLAIN SELECT * FROM read_csv('/etc/passwd')",
+            "EXPLAIN DROP TABLE t",
         ] {
             let error = classify(sql).unwrap_err();
             assert_eq!(

@@ -80,6 +80,8 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory_limit, 1.0)
         .build_arc()?;
+    let roots = config.catalog.roots().map_err(anyhow::Error::msg)?;
+    crate::files::confine_local_files(&runtime, &roots)?;
     metrics.slots.set(i64::try_from(section.slots)?);
     metrics.memory_limit.set(i64::try_from(memory_limit)?);
     let leases = Arc::new(LeaseTable::new(section.slots as u64));
