@@ -154,6 +154,11 @@ pub struct TaskManagerConfig {
     pub pool: String,
     /// Limit of the DataFusion memory pool, in MiB; queries over it fail or spill.
     pub memory_limit_mb: u64,
+    /// Most of that pool one query may hold on this TaskManager (all its tasks here together),
+    /// in MiB: past it, its sorts and aggregations spill to disk where they can, else it fails
+    /// with `resources_exhausted` and the other queries run on. 0 (the default): half of
+    /// `memory_limit_mb`.
+    pub query_memory_limit_mb: u64,
     /// How long a handed-over plan waits for its `DoGet` before it is dropped, in seconds.
     pub ticket_ttl_secs: u64,
     /// At most this many handed-over plans wait for their `DoGet` at once.
@@ -168,6 +173,7 @@ impl Default for TaskManagerConfig {
             slots: 4,
             pool: flotilla_protocol::DEFAULT_POOL.to_string(),
             memory_limit_mb: 2048,
+            query_memory_limit_mb: 0,
             ticket_ttl_secs: 60,
             max_pending_tickets: 1024,
         }

@@ -137,6 +137,12 @@ pub struct QueryConfig {
     pub timeout_ms: u64,
     /// Ended queries whose record `GET /v1/query/{id}` still shows (about 2 KiB each).
     pub history: usize,
+    /// Most rows a result may have; past it, the result ends with `result_too_large`. 0 (the
+    /// default): no limit. A tenant may have its own.
+    pub max_result_rows: u64,
+    /// Most bytes of Arrow data a result may have (as the TaskManager sends it, whatever the
+    /// response format); past it, `result_too_large`. Default 1 GiB; 0: no limit.
+    pub max_result_bytes: u64,
 }
 
 impl Default for QueryConfig {
@@ -144,6 +150,8 @@ impl Default for QueryConfig {
         Self {
             timeout_ms: 300_000,
             history: 1000,
+            max_result_rows: 0,
+            max_result_bytes: 1 << 30,
         }
     }
 }
@@ -213,6 +221,10 @@ pub struct TenantConfig {
     pub max_wait_ms: Option<u64>,
     /// The TaskManager pool its queries run on (default `default`).
     pub pool: Option<String>,
+    /// Most rows one of its results may have (0: no limit).
+    pub max_result_rows: Option<u64>,
+    /// Most bytes of Arrow data one of its results may have (0: no limit).
+    pub max_result_bytes: Option<u64>,
 }
 
 impl Config {

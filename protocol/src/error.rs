@@ -38,6 +38,8 @@ pub enum ErrorCode {
     Cancelled,
     /// The query needs more memory than its TaskManager may give it.
     ResourcesExhausted,
+    /// The result has more rows or bytes than the tenant's limit allows.
+    ResultTooLarge,
     /// A result ticket is unknown or already used.
     TicketNotFound,
     /// The query failed while it ran.
@@ -66,6 +68,7 @@ impl ErrorCode {
             Self::Timeout => "query_timeout",
             Self::Cancelled => "cancelled",
             Self::ResourcesExhausted => "resources_exhausted",
+            Self::ResultTooLarge => "result_too_large",
             Self::TicketNotFound => "ticket_not_found",
             Self::Execution => "execution_error",
             Self::Internal => "internal",
@@ -78,7 +81,7 @@ impl ErrorCode {
     }
 
     /// Every code.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         Self::BadRequest,
         Self::SqlSyntax,
         Self::SqlPlanning,
@@ -94,6 +97,7 @@ impl ErrorCode {
         Self::Timeout,
         Self::Cancelled,
         Self::ResourcesExhausted,
+        Self::ResultTooLarge,
         Self::TicketNotFound,
         Self::Execution,
         Self::Internal,
@@ -115,6 +119,9 @@ impl ErrorCode {
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             Self::ResourcesExhausted => StatusCode::INSUFFICIENT_STORAGE,
+            // The request is valid, but what it asks for is over a limit the client can stay
+            // under (a `LIMIT`, fewer columns): not a server fault, and not worth a retry.
+            Self::ResultTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Execution | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -195,7 +202,9 @@ mod grpc {
                 Self::BadRequest | Self::SqlSyntax | Self::SqlPlanning => Code::InvalidArgument,
                 Self::NotAllowed => Code::PermissionDenied,
                 Self::Unauthorized => Code::Unauthenticated,
-                Self::PayloadTooLarge | Self::ResourcesExhausted => Code::ResourceExhausted,
+                Self::PayloadTooLarge | Self::ResourcesExhausted | Self::ResultTooLarge => {
+                    Code::ResourceExhausted
+                }
                 Self::UnsupportedMediaType | Self::NotAcceptable => Code::InvalidArgument,
                 Self::NotFound | Self::TicketNotFound => Code::NotFound,
                 Self::Unavailable => Code::Unavailable,

@@ -4,6 +4,7 @@
 mod keeper;
 mod leases;
 mod metrics;
+mod query_memory;
 mod running;
 mod service;
 mod tickets;

@@ -4,6 +4,7 @@
 use super::keeper::keep_leases;
 use super::leases::LeaseTable;
 use super::metrics::TaskManagerMetrics;
+use super::query_memory::QueryMemory;
 use super::running::CountTasks;
 use super::tickets::{PendingQuery, QueryLease, TicketStore};
 use crate::codec::{FlotillaCodec, decode_plan};
@@ -55,6 +56,8 @@ pub struct TaskManager {
 struct Inner {
     node_id: String,
     runtime: Arc<RuntimeEnv>,
+    /// Each query's share of `runtime`'s memory pool.
+    query_memory: Arc<QueryMemory>,
     worker: Worker,
     /// A session with every built-in function; cloned for each handed-over query.
     base_state: SessionState,
@@ -82,12 +85,18 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         .build_arc()?;
     let roots = config.catalog.roots().map_err(anyhow::Error::msg)?;
     crate::files::confine_local_files(&runtime, &roots)?;
+    let query_memory_limit = match section.query_memory_limit_mb {
+        0 => memory_limit / 2,
+        mib => usize::try_from(mib.saturating_mul(1024 * 1024))?.min(memory_limit),
+    };
+    let query_memory = Arc::new(QueryMemory::new(Arc::clone(&runtime), query_memory_limit));
     metrics.slots.set(i64::try_from(section.slots)?);
     metrics.memory_limit.set(i64::try_from(memory_limit)?);
     let leases = Arc::new(LeaseTable::new(section.slots as u64));
     let worker = Worker::from_session_builder(WorkerSessions {
         leases: Arc::clone(&leases),
         metrics: metrics.clone(),
+        query_memory: Arc::clone(&query_memory),
     })
     .with_runtime_env(Arc::clone(&runtime));
     let base_state = SessionStateBuilder::new()
@@ -99,6 +108,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         inner: Arc::new(Inner {
             node_id: node_id.clone(),
             runtime,
+            query_memory,
             worker: worker.clone(),
             base_state,
             tickets: TicketStore::new(
@@ -365,7 +375,10 @@ impl TaskManager {
             base.higher_order_functions().clone(),
             base.aggregate_functions().clone(),
             base.window_functions().clone(),
-            Arc::clone(base.runtime_env()),
+            inner
+                .query_memory
+                .runtime(&request.query_id)
+                .map_err(AgentError::DataFusion)?,
         ));
         let plan = decode_plan(&request.plan, &task_ctx)?;
         let ticket = format!("{}.{}", request.query_id, uuid::Uuid::new_v4().simple());
@@ -457,6 +470,7 @@ impl WorkerResolver for FixedWorkers {
 struct WorkerSessions {
     leases: Arc<LeaseTable>,
     metrics: TaskManagerMetrics,
+    query_memory: Arc<QueryMemory>,
 }
 
 #[async_trait]
@@ -505,8 +519,17 @@ impl WorkerSessionBuilder for WorkerSessions {
                 forwarded.insert(name, value.clone());
             }
         }
+        // The query's tasks here share its memory share, keyed by its query id (else its lease).
+        let query = ctx
+            .headers
+            .get(QUERY_ID_HEADER)
+            .or_else(|| ctx.headers.get(LEASE_HEADER))
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        let runtime = self.query_memory.runtime(query)?;
         Ok(ctx
             .builder
+            .with_runtime_env(runtime)
             .with_distributed_user_codec(FlotillaCodec)
             .with_distributed_passthrough_headers(forwarded)?
             .build())

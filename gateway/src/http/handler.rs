@@ -2,6 +2,7 @@
 
 use super::auth::{Access, Auth, Caller};
 use super::formats;
+use super::limits::TenantLimits;
 use crate::config::Config;
 use crate::control::{Registry as QueryRegistry, Timeline};
 use crate::error::{BoxError, GatewayError};
@@ -61,6 +62,7 @@ struct Inner {
     metrics: GatewayMetrics,
     registry: Registry,
     auth: Auth,
+    limits: TenantLimits,
 }
 
 impl Gateway {
@@ -91,6 +93,7 @@ impl Gateway {
                 metrics,
                 registry,
                 auth,
+                limits: TenantLimits::new(config),
             }),
         })
     }
@@ -286,6 +289,7 @@ impl Gateway {
         tracing::debug!(sql_bytes = sql.len(), "query read");
         timeline.describe(&tenant, &sql);
         let query_id = timeline.query_id();
+        let limits = self.inner.limits.of(&tenant);
         let request = QueryRequest {
             query_id,
             sql,
@@ -302,12 +306,24 @@ impl Gateway {
             .oneshot(request)
             .await
             .map_err(GatewayError::from_boxed)?;
+        // The limits apply from the first message: a first batch over them is the status.
+        let mut limited = limits.apply(result.messages);
+        let mut head = Vec::new();
+        while let Some(message) = limited.next().await {
+            let message = message.map_err(|status| GatewayError::Remote((&status).into()))?;
+            let is_batch = crate::shard::batch_rows(&message).is_some();
+            head.push(Ok(message));
+            if is_batch {
+                break;
+            }
+        }
+        let messages = futures::stream::iter(head).chain(limited).boxed();
         let metrics = self.inner.metrics.clone();
         timeline.first_byte();
         tracing::debug!(shard = %result.shard, taskmanager = %result.taskmanager, "result streaming");
         let counted = {
             let (timeline, rows) = (Arc::clone(&timeline), metrics.rows_streamed.clone());
-            result.messages.inspect(move |message| {
+            messages.inspect(move |message| {
                 if let Some(count) = message.as_ref().ok().and_then(crate::shard::batch_rows) {
                     timeline.add_rows(count);
                     rows.inc_by(count);
@@ -518,7 +534,8 @@ impl futures::Stream for Tracked {
                     match error.downcast_ref::<GatewayError>().map(GatewayError::code) {
                         Some(
                             code @ (flotilla_protocol::ErrorCode::Cancelled
-                            | flotilla_protocol::ErrorCode::Timeout),
+                            | flotilla_protocol::ErrorCode::Timeout
+                            | flotilla_protocol::ErrorCode::ResultTooLarge),
                         ) => code.as_str(),
                         _ => "stream_aborted",
                     };

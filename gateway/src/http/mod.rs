@@ -6,5 +6,6 @@ mod formats;
 #[cfg(test)]
 mod fuzz;
 mod handler;
+mod limits;
 
 pub use handler::{Gateway, Members, ResponseBody};
