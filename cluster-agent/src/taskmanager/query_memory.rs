@@ -217,9 +217,13 @@ mod spill_tests {
             .unwrap();
         assert_eq!(rows, 200_000);
         assert!(spills > 0, "the sort spilled");
-        let error = run(&memory, "join", "SELECT count(*) FROM t a JOIN t b ON a.s = b.s")
-            .await
-            .unwrap_err();
+        let error = run(
+            &memory,
+            "join",
+            "SELECT count(*) FROM t a JOIN t b ON a.s = b.s",
+        )
+        .await
+        .unwrap_err();
         assert!(
             crate::error::datafusion_code(&error)
                 == flotilla_protocol::ErrorCode::ResourcesExhausted,
