@@ -8,15 +8,119 @@ use flotilla_protocol::{
     TIMEOUT_HEADER,
 };
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use std::sync::Arc;
 
 /// A client of one gateway; cheap to clone, safe to share.
 #[derive(Clone, Debug)]
 pub struct Client {
     base: String,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// `Authorization` header value, when a bearer token was given.
+    authorization: Option<http::HeaderValue>,
+}
+
+/// Builds a [`Client`]: which certificates to trust for `https://`, which token to send.
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    url: String,
+    roots: Vec<CertificateDer<'static>>,
+    native_roots: bool,
+    token: Option<String>,
+}
+
+impl ClientBuilder {
+    /// Also trusts the certificates of `pem` (e.g. `local --tls`'s self-signed `cert.pem`).
+    pub fn root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| Error::InvalidCertificate(error.to_string()))?;
+        if certs.is_empty() {
+            return Err(Error::InvalidCertificate(
+                "no certificate in the PEM".into(),
+            ));
+        }
+        self.roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Whether to trust the operating system's certificate authorities too (default: yes).
+    pub fn native_roots(mut self, trust: bool) -> Self {
+        self.native_roots = trust;
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn bearer_token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_string());
+        self
+    }
+
+    /// Builds the client.
+    pub fn build(self) -> Result<Client, Error> {
+        let url = self.url.as_str();
+        let base = url.trim_end_matches('/').to_string();
+        let uri: http::Uri =
+            base.parse()
+                .map_err(|error: http::uri::InvalidUri| Error::InvalidUrl {
+                    url: url.into(),
+                    message: error.to_string(),
+                })?;
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
+            return Err(Error::InvalidUrl {
+                url: url.into(),
+                message: "expected http://host:port or https://host:port".into(),
+            });
+        }
+        let authorization = self
+            .token
+            .map(|token| {
+                http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                    Error::InvalidUrl {
+                        url: url.into(),
+                        message: "the bearer token is not a header value".into(),
+                    }
+                })
+            })
+            .transpose()?;
+        let mut roots = rustls::RootCertStore::empty();
+        if self.native_roots && uri.scheme_str() == Some("https") {
+            // Unreadable system certificates are skipped; the ones given explicitly still count.
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        }
+        for cert in self.roots {
+            roots
+                .add(cert)
+                .map_err(|error| Error::InvalidCertificate(error.to_string()))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| Error::Transport(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let http = HyperClient::builder(TokioExecutor::new()).build(connector);
+        Ok(Client {
+            base,
+            http,
+            authorization,
+        })
+    }
 }
 
 /// Per-query options.
@@ -34,25 +138,20 @@ pub struct QueryOptions {
 }
 
 impl Client {
-    /// Creates a client for the gateway at `url` (`http://host:port`).
+    /// Creates a client for the gateway at `url` (`http://host:port`, or `https://host:port`
+    /// trusting the system's certificate authorities).
     pub fn new(url: &str) -> Result<Self, Error> {
-        let base = url.trim_end_matches('/').to_string();
-        let uri: http::Uri =
-            base.parse()
-                .map_err(|error: http::uri::InvalidUri| Error::InvalidUrl {
-                    url: url.into(),
-                    message: error.to_string(),
-                })?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(Error::InvalidUrl {
-                url: url.into(),
-                message: "expected http://host:port".into(),
-            });
+        Self::builder(url).build()
+    }
+
+    /// Starts a client for `url` with more settings: certificates to trust, a bearer token.
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.to_string(),
+            roots: Vec::new(),
+            native_roots: true,
+            token: None,
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = HyperClient::builder(TokioExecutor::new()).build(connector);
-        Ok(Self { base, http })
     }
 
     /// Runs `sql` and returns its result as a stream of record batches.
@@ -102,6 +201,10 @@ impl Client {
         request: http::request::Builder,
         body: Bytes,
     ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let request = match &self.authorization {
+            Some(value) => request.header(http::header::AUTHORIZATION, value),
+            None => request,
+        };
         let request = request
             .body(Full::new(body))
             .map_err(|error| Error::Transport(error.to_string()))?;
@@ -158,6 +261,11 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(Client::new("http://127.0.0.1:8080/").is_ok());
+        assert!(Client::new("https://localhost:8443").is_ok());
+        assert!(matches!(
+            Client::builder("https://localhost:8443").root_certificates_pem(b"not pem"),
+            Err(Error::InvalidCertificate(_))
+        ));
         assert!(matches!(
             Client::new("ftp://x"),
             Err(Error::InvalidUrl { .. })

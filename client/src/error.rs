@@ -13,6 +13,9 @@ pub enum Error {
         /// Why it is invalid.
         message: String,
     },
+    /// A certificate given to trust is not valid PEM.
+    #[error("invalid certificate: {0}")]
+    InvalidCertificate(String),
     /// The gateway answered with an error.
     #[error("{code}: {message} (http {status})")]
     Server {

@@ -17,6 +17,6 @@ mod client;
 mod error;
 mod stream;
 
-pub use client::{Client, QueryOptions};
+pub use client::{Client, ClientBuilder, QueryOptions};
 pub use error::Error;
 pub use stream::QueryStream;

@@ -53,6 +53,10 @@ pub struct LocalArgs {
     /// Ctrl-C).
     #[arg(long)]
     once: bool,
+    /// Serve HTTPS: with a self-signed certificate for localhost and 127.0.0.1, made on first
+    /// use under `<data-dir>/local/tls/` (clients trust its `cert.pem`).
+    #[arg(long)]
+    tls: bool,
 }
 
 /// A child exiting more often than this within [`RESTART_WINDOW`] stops the federation.
@@ -152,8 +156,16 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         config.http.listen = args.http;
         config.gossip.seeds = seeds.clone();
         config.cluster = cluster.clone();
+        let ca = if args.tls {
+            config.tls = gateway::self_signed(&run_dir.join("tls"))?;
+            config.tls.cert_file.clone()
+        } else {
+            None
+        };
         let mut node = start(&executable, "gateway", "gateway", &toml::to_string(&config)?, &run_dir).await?;
-        let url = format!("http://{}", node.address("http")?);
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", node.address("http")?);
+        let cacert = ca.as_ref().map(|path| format!("--cacert {} ", path.display())).unwrap_or_default();
         config.http.listen = node.address("http")?.parse()?;
         config.gossip.listen = node.address("gossip")?.parse()?;
         node.config = Some(RestartConfig::Gateway(Box::new(config)));
@@ -169,10 +181,10 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         println!("  configs/logs  {}", run_dir.display());
         println!();
         println!("Try:");
-        println!("  curl -sS {url}/v1/query -H 'accept: application/json' -H 'content-type: text/plain' \\");
+        println!("  curl -sS {cacert}{url}/v1/query -H 'accept: application/json' -H 'content-type: text/plain' \\");
         println!("       --data-binary 'SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey ORDER BY n_name LIMIT 5'");
         println!();
-        run_main_job(&url).await?;
+        run_main_job(&url, ca.as_deref()).await?;
         // Written once the federation answered its first query: scripts wait for it.
         write_federation(&run_dir, &url, &nodes)?;
         write_prometheus_targets(&run_dir, &nodes)?;
@@ -280,9 +292,13 @@ pub(crate) fn parse_listening(line: &str) -> BTreeMap<String, String> {
 }
 
 /// Runs TPC-H Q1 through the gateway with the Rust client and prints the result.
-async fn run_main_job(url: &str) -> anyhow::Result<()> {
+async fn run_main_job(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
     use futures::TryStreamExt;
-    let client = flotilla_client::Client::new(url)?;
+    let mut client = flotilla_client::Client::builder(url);
+    if let Some(ca) = ca {
+        client = client.root_certificates_pem(&std::fs::read(ca)?)?;
+    }
+    let client = client.build()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let started = Instant::now();

@@ -48,3 +48,41 @@ fn local_generates_data_starts_five_processes_and_runs_the_main_job() {
         "gateway + 2 shards + 2 TaskManagers each wrote a log"
     );
 }
+
+#[test]
+fn local_tls_serves_https_with_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let output = Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
+        .args([
+            "local",
+            "--tls",
+            "--scale",
+            "0.001",
+            "--http",
+            "127.0.0.1:0",
+            "--once",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_clear()
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "local --tls failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let cert = data.join("local/tls/cert.pem");
+    assert!(cert.exists(), "the certificate was written");
+    assert!(
+        stdout.contains(&format!(
+            "curl -sS --cacert {} https://127.0.0.1:",
+            cert.display()
+        )),
+        "the curl line trusts the certificate: {stdout}"
+    );
+    // The main job ran through the Rust client over HTTPS, trusting that certificate only.
+    assert!(stdout.contains("| l_returnflag |"), "{stdout}");
+}

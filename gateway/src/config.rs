@@ -33,6 +33,8 @@ pub struct Config {
     pub cluster: crate::cluster::ClusterConfig,
     /// Client authentication: bearer tokens, each bound to a tenant.
     pub auth: AuthConfig,
+    /// HTTPS on the HTTP listener.
+    pub tls: crate::tls::TlsConfig,
     /// Logging.
     pub log: LogConfig,
 }

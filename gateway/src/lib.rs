@@ -20,6 +20,7 @@ mod server;
 mod shard;
 mod stack;
 mod telemetry;
+mod tls;
 
 pub use admission::{Admission, AdmissionLayer};
 pub use cluster::{ClusterConfig, ClusterSecret};
@@ -42,3 +43,4 @@ pub use server::{GatewayHandle, shutdown_signal, start_gateway};
 pub use shard::ShardClient;
 pub use stack::{QueryService, query_stack};
 pub use telemetry::{LogConfig, LogFormat, init_tracing, spawn_instrumented};
+pub use tls::{TlsConfig, self_signed};

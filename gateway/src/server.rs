@@ -60,6 +60,7 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
             "no shards to route to: set gossip.seeds (discovery) or shards.addresses (a fixed list)"
         );
     }
+    let tls = config.tls.acceptor()?;
     let listener = TcpListener::bind(config.http.listen)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {}: {error}", config.http.listen))?;
@@ -118,8 +119,8 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
         registry,
     )?;
     let (shutdown, stopped) = watch::channel(false);
-    let task = crate::spawn_instrumented(serve(listener, gateway, stopped));
-    tracing::info!(%addr, "gateway listening");
+    let task = crate::spawn_instrumented(serve(listener, tls.clone(), gateway, stopped));
+    tracing::info!(%addr, tls = tls.is_some(), "gateway listening");
     Ok(GatewayHandle {
         addr,
         gossip,
@@ -153,7 +154,15 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn serve(listener: TcpListener, gateway: Gateway, mut stopped: watch::Receiver<bool>) {
+/// Longest a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    gateway: Gateway,
+    mut stopped: watch::Receiver<bool>,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -170,20 +179,20 @@ async fn serve(listener: TcpListener, gateway: Gateway, mut stopped: watch::Rece
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
-        let service = hyper::service::service_fn(move |request| {
-            let gateway = gateway.clone();
-            async move { Ok::<_, std::convert::Infallible>(gateway.handle(request).await) }
-        });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        crate::spawn_instrumented(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+        let watcher = graceful.watcher();
+        match &tls {
+            None => crate::spawn_instrumented(serve_connection(stream, gateway, watcher)),
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                crate::spawn_instrumented(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(stream)) => serve_connection(stream, gateway, watcher).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                })
             }
-        });
+        };
     }
     drop(listener);
     if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
@@ -191,5 +200,26 @@ async fn serve(listener: TcpListener, gateway: Gateway, mut stopped: watch::Rece
         .is_err()
     {
         tracing::warn!("open responses did not finish within 30 s");
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on one accepted connection, until it ends or the gateway stops.
+async fn serve_connection<S>(
+    stream: S,
+    gateway: Gateway,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let gateway = gateway.clone();
+        async move { Ok::<_, std::convert::Infallible>(gateway.handle(request).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%error, "connection ended with an error");
     }
 }

@@ -155,3 +155,48 @@ fn bad_configuration_exits_with_ex_usage() {
         .unwrap();
     assert_eq!(output.status.code(), Some(64), "no shards configured");
 }
+
+#[tokio::test]
+async fn serves_https_with_its_certificate_and_nothing_in_clear() {
+    use flotilla_client::{Client, Error};
+    let dir = tempfile::tempdir().unwrap();
+    let tls = gateway::self_signed(dir.path()).unwrap();
+    let (cert, key) = (tls.cert_file.unwrap(), tls.key_file.unwrap());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let gateway = start(&format!(
+        "[shards]\naddresses = [\"http://{closed}\"]\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        key.display()
+    ));
+    let https = gateway.url.replace("http://", "https://");
+    let pem = std::fs::read(&cert).unwrap();
+
+    // A client trusting the certificate gets the gateway's own answer (no shard is up), over
+    // TLS with HTTP/2 or HTTP/1.1, for each of the two.
+    let trusting = Client::builder(&https)
+        .native_roots(false)
+        .root_certificates_pem(&pem)
+        .unwrap()
+        .build()
+        .unwrap();
+    let error = trusting.query("SELECT 1").await.unwrap_err();
+    assert_eq!(
+        error.code(),
+        Some(flotilla_protocol::ErrorCode::Unavailable),
+        "{error}"
+    );
+    // One that does not trust it cannot connect; nor can plain HTTP on the TLS port.
+    let untrusting = Client::builder(&https).native_roots(false).build().unwrap();
+    let error = untrusting.query("SELECT 1").await.unwrap_err();
+    assert!(matches!(error, Error::Transport(_)), "{error}");
+    assert!(
+        format!("{error}").to_lowercase().contains("certificate"),
+        "{error}"
+    );
+    let plain = Client::new(&gateway.url).unwrap();
+    let error = plain.query("SELECT 1").await.unwrap_err();
+    assert!(matches!(error, Error::Transport(_)), "{error}");
+}

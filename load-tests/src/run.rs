@@ -287,6 +287,7 @@ fn outcome(error: &Error) -> String {
         Error::Truncated(_) => "truncated".into(),
         Error::Arrow(_) => "invalid_arrow".into(),
         Error::InvalidUrl { .. } => "invalid_url".into(),
+        Error::InvalidCertificate(_) => "invalid_certificate".into(),
     }
 }
 
