@@ -37,7 +37,9 @@ impl FlightClients {
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
-        let channel = Channel::from_shared(address.to_string())
+        let channel = self
+            .secret
+            .endpoint(address)
             .map_err(|error| AgentError::Internal(format!("agent url {address}: {error}")))?
             .connect_timeout(self.timeout)
             .timeout(self.timeout)
@@ -98,4 +100,52 @@ pub(crate) async fn call_action(
             )
         })?;
     Ok(result.body)
+}
+
+/// Channels of datafusion-distributed's stage calls (head → worker, worker → worker) when
+/// internal TLS is on: its default resolver connects in clear, this one through
+/// [`ClusterSecret::endpoint`]. One lazily-connected channel per TaskManager URL.
+#[derive(Clone)]
+pub(crate) struct ClusterChannels {
+    secret: ClusterSecret,
+    channels:
+        std::sync::Arc<Mutex<HashMap<url::Url, datafusion_distributed::grpc::BoxCloneSyncChannel>>>,
+}
+
+impl ClusterChannels {
+    pub(crate) fn new(secret: ClusterSecret) -> Self {
+        Self {
+            secret,
+            channels: Default::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl datafusion_distributed::ChannelResolver for ClusterChannels {
+    async fn get_worker_client_for_url(
+        &self,
+        url: &url::Url,
+    ) -> Result<Box<dyn datafusion_distributed::WorkerChannel>, datafusion::error::DataFusionError>
+    {
+        use datafusion_distributed::grpc::{BoxCloneSyncChannel, create_worker_client};
+        let mut channels = self
+            .channels
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let channel = match channels.get(url) {
+            Some(channel) => channel.clone(),
+            None => {
+                let endpoint = self.secret.endpoint(url.as_str()).map_err(|error| {
+                    datafusion::error::DataFusionError::Configuration(format!(
+                        "taskmanager url {url}: {error}"
+                    ))
+                })?;
+                let channel = BoxCloneSyncChannel::new(endpoint.tcp_nodelay(true).connect_lazy());
+                channels.insert(url.clone(), channel.clone());
+                channel
+            }
+        };
+        Ok(create_worker_client(channel))
+    }
 }

@@ -108,8 +108,17 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let executable = std::env::current_exe().context("locating the cluster-agent executable")?;
     let catalog = CatalogConfig::tpch(&data_dir);
     // A fresh cluster secret per run: every child carries it on its internal calls.
+    // With --tls, one self-signed pair serves the gateway's HTTPS and the internal gRPC.
+    let tls = if args.tls {
+        Some(gateway::self_signed(&run_dir.join("tls"))?)
+    } else {
+        None
+    };
     let cluster = gateway::ClusterConfig {
         secret: uuid::Uuid::new_v4().simple().to_string(),
+        tls_cert_file: tls.as_ref().and_then(|tls| tls.cert_file.clone()),
+        tls_key_file: tls.as_ref().and_then(|tls| tls.key_file.clone()),
+        tls_ca_file: None,
     };
 
     let mut nodes: Vec<Node> = Vec::new();
@@ -126,7 +135,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
             config.catalog = catalog.clone();
             config.cluster = cluster.clone();
             let mut node = start(&executable, Role::TaskManager.as_str(), &format!("tm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
-            taskmanagers.push(format!("http://{}", node.address("grpc")?));
+            taskmanagers.push(format!("{}://{}", cluster.scheme(), node.address("grpc")?));
             if seeds.is_empty() {
                 seeds.push(node.address("gossip")?.to_string());
             }
@@ -145,7 +154,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
             config.catalog = catalog.clone();
             config.cluster = cluster.clone();
             let mut node = start(&executable, Role::JobManager.as_str(), &format!("jm-{index}"), &toml::to_string(&config)?, &run_dir).await?;
-            shards.push(format!("http://{}", node.address("grpc")?));
+            shards.push(format!("{}://{}", cluster.scheme(), node.address("grpc")?));
             config.jobmanager.listen = node.address("grpc")?.parse()?;
             config.jobmanager.admin_listen = node.address("admin")?.parse()?;
             config.gossip.listen = node.address("gossip")?.parse()?;
@@ -156,12 +165,10 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
         config.http.listen = args.http;
         config.gossip.seeds = seeds.clone();
         config.cluster = cluster.clone();
-        let ca = if args.tls {
-            config.tls = gateway::self_signed(&run_dir.join("tls"))?;
-            config.tls.cert_file.clone()
-        } else {
-            None
-        };
+        if let Some(tls) = &tls {
+            config.tls = tls.clone();
+        }
+        let ca = config.tls.cert_file.clone();
         let mut node = start(&executable, "gateway", "gateway", &toml::to_string(&config)?, &run_dir).await?;
         let scheme = if ca.is_some() { "https" } else { "http" };
         let url = format!("{scheme}://{}", node.address("http")?);

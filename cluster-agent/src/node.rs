@@ -134,6 +134,17 @@ pub(crate) struct NodeListeners {
     pub(crate) admin_addr: SocketAddr,
 }
 
+/// The gRPC server of a shard or TaskManager: over TLS when `cluster.tls_*` is set.
+pub(crate) fn grpc_server(
+    cluster: &gateway::ClusterConfig,
+) -> anyhow::Result<tonic::transport::Server> {
+    let server = tonic::transport::Server::builder();
+    Ok(match cluster.tls()? {
+        Some(tls) => server.tls_config(tls.server())?,
+        None => server,
+    })
+}
+
 impl NodeListeners {
     /// Binds both listeners.
     pub(crate) async fn bind(
@@ -159,7 +170,13 @@ impl NodeListeners {
     }
 
     /// Returns this node's gossip identity with its addresses filled in.
-    pub(crate) fn node_info(&self, id: String, role: Role, pool: Option<String>) -> NodeInfo {
+    pub(crate) fn node_info(
+        &self,
+        id: String,
+        role: Role,
+        pool: Option<String>,
+        cluster: &gateway::ClusterConfig,
+    ) -> NodeInfo {
         NodeInfo {
             id,
             role: match role {
@@ -167,7 +184,7 @@ impl NodeListeners {
                 Role::TaskManager => NodeRole::TaskManager,
             },
             version: env!("CARGO_PKG_VERSION").to_string(),
-            grpc_url: Some(format!("http://{}", self.grpc_addr)),
+            grpc_url: Some(format!("{}://{}", cluster.scheme(), self.grpc_addr)),
             http_addr: None,
             admin_addr: Some(self.admin_addr.to_string()),
             pool,

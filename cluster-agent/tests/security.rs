@@ -252,3 +252,107 @@ async fn tokens_name_tenants_and_a_tenant_sees_only_its_own_queries() {
     .await;
     assert_eq!(cancel.status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_grpc_runs_over_tls_and_refuses_clear_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = gateway::self_signed(dir.path()).unwrap();
+    // Small scan partitions spread over both TaskManagers: stage calls go head → worker too.
+    let federation = Federation::start_with_options(FederationOptions {
+        jobmanager_toml:
+            "queue_max_wait_ms = 30000\nscan_bytes_per_partition = 65536\nspread_within_host = true\n"
+                .into(),
+        cluster_toml: format!(
+            "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+            tls.cert_file.unwrap().display(),
+            tls.key_file.unwrap().display()
+        ),
+        ..FederationOptions::default()
+    });
+    let url = federation.url();
+
+    // Every shard and TaskManager advertises an https:// URL.
+    let view = common::http(
+        "GET",
+        &format!("{url}/v1/cluster"),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await
+    .json();
+    let urls: Vec<String> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|member| member["grpc_url"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(urls.len(), 4, "{view}");
+    assert!(
+        urls.iter().all(|url| url.starts_with("https://")),
+        "{urls:?}"
+    );
+
+    // A distributed query runs over TLS on every hop, with DataFusion's answer.
+    let mut tasks_before = Vec::new();
+    for taskmanager in &federation.taskmanagers {
+        tasks_before.push(
+            common::state(taskmanager).await["tasks_total"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let sql = "SELECT l_returnflag, count(*) AS n FROM lineitem GROUP BY l_returnflag ORDER BY l_returnflag";
+    let response = common::query_json(&url, sql, &[]).await;
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let expected = common::reference_batches(sql).await;
+    let counts = datafusion::arrow::array::cast::as_primitive_array::<
+        datafusion::arrow::datatypes::Int64Type,
+    >(expected[0].column(1));
+    let rows = response.json();
+    assert_eq!(rows.as_array().unwrap().len(), counts.len());
+    for (index, row) in rows.as_array().unwrap().iter().enumerate() {
+        assert_eq!(row["n"].as_i64(), Some(counts.value(index)), "{rows}");
+    }
+    for (taskmanager, before) in federation.taskmanagers.iter().zip(tasks_before) {
+        let after = common::state(taskmanager).await["tasks_total"]
+            .as_u64()
+            .unwrap();
+        assert!(after > before, "{} ran stage tasks", taskmanager.name);
+    }
+
+    // Clear text gets no gRPC answer from a TaskManager or a shard, even with the secret.
+    for process in [&federation.taskmanagers[0], &federation.shards[0]] {
+        let answer = async {
+            let channel = tonic::transport::Channel::from_shared(process.grpc_url())
+                .unwrap()
+                .connect()
+                .await
+                .map_err(|error| error.to_string())?;
+            let mut client = FlightServiceClient::new(channel);
+            client
+                .do_get(with_secret(
+                    Ticket {
+                        ticket: b"x.y".to_vec().into(),
+                    },
+                    &federation.secret,
+                ))
+                .await
+                .map(|_| ())
+                .map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .expect("no hang");
+        let error = answer.expect_err("clear text is refused");
+        assert!(
+            !error.starts_with("NotFound"),
+            "{}: an application answer in clear text: {error}",
+            process.name
+        );
+    }
+}

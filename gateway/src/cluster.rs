@@ -7,14 +7,18 @@
 //!  TaskManager ──ExecuteTask, renew─▶ TaskManager             a tonic interceptor)
 //!  gossip: cluster id = <gossip.cluster_id>-<first 16 hex of SHA-256(secret)>
 //! ```
-//! The secret travels as it is: on a network others can read, put the internal traffic on TLS
-//! or a private network. An empty secret turns the checks off (a warning is logged).
+//! The secret travels as it is: on a network others can read, turn on internal TLS
+//! (`cluster.tls_*`: every shard and TaskManager serves gRPC over TLS, and every internal call
+//! verifies its peer against `tls_ca_file`) or use a private network. An empty secret turns the
+//! checks off (a warning is logged).
 
 use crate::gossip::GossipConfig;
 use flotilla_protocol::CLUSTER_SECRET_HEADER;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::path::PathBuf;
 use std::sync::Arc;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 /// What every process of one cluster shares.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -23,6 +27,29 @@ pub struct ClusterConfig {
     /// The shared secret of internal calls and gossip (`local` generates one per run). Empty:
     /// internal calls are not checked.
     pub secret: String,
+    /// Internal TLS: the certificate (PEM, chain) every shard and TaskManager serves gRPC with.
+    /// It must name the hosts of their advertised addresses. Set with `tls_key_file`; then
+    /// internal URLs are `https://`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// The certificates internal calls trust (PEM); default `tls_cert_file` itself (one
+    /// self-signed certificate shared by the cluster).
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// Internal TLS, loaded: what servers present and what clients trust.
+#[derive(Clone, Debug)]
+pub struct InternalTls {
+    identity: Identity,
+    trusted: Certificate,
+}
+
+impl InternalTls {
+    /// The server side, for `tonic::transport::Server::tls_config`.
+    pub fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new().identity(self.identity.clone())
+    }
 }
 
 impl ClusterConfig {
@@ -36,9 +63,53 @@ impl ClusterConfig {
         }
     }
 
-    /// The secret, when one is set.
+    /// The secret (when one is set) and the internal TLS client config (when TLS is on).
+    /// Call [`ClusterConfig::tls`] first at start-up: it reports unreadable files, which this
+    /// skips.
     pub fn secret(&self) -> ClusterSecret {
-        ClusterSecret::new(&self.secret)
+        let mut secret = ClusterSecret::new(&self.secret);
+        if let Ok(Some(tls)) = self.tls() {
+            secret.tls = Some(
+                ClientTlsConfig::new()
+                    .ca_certificate(tls.trusted)
+                    .assume_http2(true),
+            );
+        }
+        secret
+    }
+
+    /// Loads internal TLS: `None` when off, an error when half set or unreadable.
+    pub fn tls(&self) -> anyhow::Result<Option<InternalTls>> {
+        let (cert, key) = match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            _ => {
+                anyhow::bail!("cluster.tls_cert_file and cluster.tls_key_file must be set together")
+            }
+        };
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path)
+                .map_err(|error| anyhow::anyhow!("cluster.{what} {}: {error}", path.display()))
+        };
+        let cert_pem = read(cert, "tls_cert_file")?;
+        let key_pem = read(key, "tls_key_file")?;
+        let trusted = match &self.tls_ca_file {
+            Some(ca) => read(ca, "tls_ca_file")?,
+            None => cert_pem.clone(),
+        };
+        Ok(Some(InternalTls {
+            identity: Identity::from_pem(cert_pem, key_pem),
+            trusted: Certificate::from_pem(trusted),
+        }))
+    }
+
+    /// The scheme of internal URLs: `https` with internal TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert_file.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// The gossip config keyed by the secret: members without it are in another cluster.
@@ -56,24 +127,45 @@ impl ClusterConfig {
     }
 }
 
-/// The cluster secret, cheap to clone; `None` inside when checks are off.
+/// What an internal call needs, cheap to clone: the cluster secret (`None` when checks are
+/// off) and, with internal TLS, the certificates to verify the peer with.
 #[derive(Clone, Debug, Default)]
-pub struct ClusterSecret(Option<Arc<str>>);
+pub struct ClusterSecret {
+    secret: Option<Arc<str>>,
+    tls: Option<ClientTlsConfig>,
+}
 
 impl ClusterSecret {
     /// Wraps `secret`; empty means no secret.
     pub fn new(secret: &str) -> Self {
-        Self((!secret.is_empty()).then(|| Arc::from(secret)))
+        Self {
+            secret: (!secret.is_empty()).then(|| Arc::from(secret)),
+            tls: None,
+        }
     }
 
     /// Says whether calls are checked.
     pub fn is_set(&self) -> bool {
-        self.0.is_some()
+        self.secret.is_some()
+    }
+
+    /// Returns the endpoint of an internal gRPC `url`, with TLS for `https://` ones.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let endpoint = Endpoint::from_shared(url.to_string())?;
+        match &self.tls {
+            Some(tls) if url.starts_with("https://") => endpoint.tls_config(tls.clone()),
+            _ => Ok(endpoint),
+        }
+    }
+
+    /// Says whether internal calls use TLS.
+    pub fn has_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Adds the secret to an outgoing call's metadata.
     pub fn attach(&self, metadata: &mut tonic::metadata::MetadataMap) {
-        if let Some(secret) = &self.0
+        if let Some(secret) = &self.secret
             && let Ok(value) = secret.parse()
         {
             metadata.insert(CLUSTER_SECRET_HEADER, value);
@@ -90,7 +182,7 @@ impl ClusterSecret {
     /// Says whether `presented` is the secret (always, when there is none). Compares in
     /// constant time.
     pub fn accepts(&self, presented: Option<&[u8]>) -> bool {
-        let Some(secret) = &self.0 else {
+        let Some(secret) = &self.secret else {
             return true;
         };
         let Some(presented) = presented else {

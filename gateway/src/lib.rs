@@ -23,7 +23,7 @@ mod telemetry;
 mod tls;
 
 pub use admission::{Admission, AdmissionLayer};
-pub use cluster::{ClusterConfig, ClusterSecret};
+pub use cluster::{ClusterConfig, ClusterSecret, InternalTls};
 pub use config::{
     AdmissionConfig, Config, HttpConfig, QueryConfig, RoutingConfig, ShardsConfig,
     TaskManagersConfig, TenantConfig,

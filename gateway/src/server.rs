@@ -55,6 +55,7 @@ impl GatewayHandle {
 pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result<GatewayHandle> {
     config.validate().map_err(anyhow::Error::msg)?;
     config.cluster.warn_if_open();
+    config.cluster.tls()?;
     if config.shards.addresses.is_empty() && config.gossip.seeds.is_empty() {
         anyhow::bail!(
             "no shards to route to: set gossip.seeds (discovery) or shards.addresses (a fixed list)"

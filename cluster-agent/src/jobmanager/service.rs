@@ -58,7 +58,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         NodeInfo {
             // Gateways send it nothing until it knows a TaskManager to run queries on.
             starting: gossip_discovery,
-            ..listeners.node_info(node_id.clone(), Role::JobManager, None)
+            ..listeners.node_info(node_id.clone(), Role::JobManager, None, &config.cluster)
         },
         Arc::new(move || NodeLoad {
             in_flight: in_flight.get().max(0) as u64,
@@ -93,7 +93,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
             drain: Drain::default(),
         }),
     };
-    let router = tonic::transport::Server::builder().add_service(
+    let router = crate::node::grpc_server(&config.cluster)?.add_service(
         FlightServiceServer::with_interceptor(jobmanager.clone(), config.cluster.secret()),
     );
     let state_view = jobmanager.clone();

@@ -10,7 +10,7 @@ use super::tickets::{PendingQuery, QueryLease, TicketStore};
 use crate::codec::{FlotillaCodec, decode_plan};
 use crate::config::{Config, Role};
 use crate::error::AgentError;
-use crate::flight_clients::{FlightClients, incoming_trace};
+use crate::flight_clients::{ClusterChannels, FlightClients, incoming_trace};
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 use crate::lease::{
     LEASE_HEADER, LeaseIds, RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION, RenewResponse,
@@ -69,6 +69,8 @@ struct Inner {
     drain: Drain,
     /// Carried by this head's stage tasks to the TaskManagers running them.
     secret: ClusterSecret,
+    /// Stage calls' channels, with internal TLS (else datafusion-distributed's own).
+    channels: Option<ClusterChannels>,
 }
 
 /// Starts a TaskManager on the configured addresses, joins gossip, and returns its handle.
@@ -93,10 +95,13 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     metrics.slots.set(i64::try_from(section.slots)?);
     metrics.memory_limit.set(i64::try_from(memory_limit)?);
     let leases = Arc::new(LeaseTable::new(section.slots as u64));
+    let secret = config.cluster.secret();
+    let channels = secret.has_tls().then(|| ClusterChannels::new(secret));
     let worker = Worker::from_session_builder(WorkerSessions {
         leases: Arc::clone(&leases),
         metrics: metrics.clone(),
         query_memory: Arc::clone(&query_memory),
+        channels: channels.clone(),
     })
     .with_runtime_env(Arc::clone(&runtime));
     let base_state = SessionStateBuilder::new()
@@ -122,13 +127,19 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
                 config.cluster.secret(),
             )),
             secret: config.cluster.secret(),
+            channels: channels.clone(),
             pool: section.pool.clone(),
             drain: Drain::default(),
         }),
     };
     let listeners =
         NodeListeners::bind(Role::TaskManager, section.listen, section.admin_listen).await?;
-    let info = listeners.node_info(node_id, Role::TaskManager, Some(section.pool.clone()));
+    let info = listeners.node_info(
+        node_id,
+        Role::TaskManager,
+        Some(section.pool.clone()),
+        &config.cluster,
+    );
     let load_view = taskmanager.clone();
     let gossip = Gossip::start(
         config.cluster.gossip(&config.gossip),
@@ -136,7 +147,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         Arc::new(move || load_view.load()),
     )
     .await?;
-    let router = tonic::transport::Server::builder()
+    let router = crate::node::grpc_server(&config.cluster)?
         .add_service(InterceptedService::new(
             CountTasks::new(
                 worker.into_worker_server(),
@@ -359,6 +370,7 @@ impl TaskManager {
                 trace,
                 secret: &inner.secret,
             },
+            inner.channels.as_ref(),
         )?;
         let options = config.options_mut();
         for (key, value) in &request.options {
@@ -442,9 +454,10 @@ fn head_session_config(
     worker: &Worker,
     head_url: Url,
     stage_headers: StageHeaders<'_>,
+    channels: Option<&ClusterChannels>,
 ) -> Result<SessionConfig, AgentError> {
     let passthrough = stage_headers.to_headers()?;
-    let builder = SessionStateBuilder::new()
+    let mut builder = SessionStateBuilder::new()
         .with_config(base)
         .with_distributed_planner()
         .with_distributed_worker_resolver(FixedWorkers(worker_urls))
@@ -452,6 +465,9 @@ fn head_session_config(
         .with_distributed_user_codec(FlotillaCodec)
         .with_distributed_passthrough_headers(passthrough)
         .map_err(AgentError::DataFusion)?;
+    if let Some(channels) = channels {
+        builder = builder.with_distributed_channel_resolver(channels.clone());
+    }
     let state = builder.build();
     Ok(state.config().clone())
 }
@@ -471,6 +487,7 @@ struct WorkerSessions {
     leases: Arc<LeaseTable>,
     metrics: TaskManagerMetrics,
     query_memory: Arc<QueryMemory>,
+    channels: Option<ClusterChannels>,
 }
 
 #[async_trait]
@@ -527,12 +544,15 @@ impl WorkerSessionBuilder for WorkerSessions {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
         let runtime = self.query_memory.runtime(query)?;
-        Ok(ctx
+        let mut builder = ctx
             .builder
             .with_runtime_env(runtime)
             .with_distributed_user_codec(FlotillaCodec)
-            .with_distributed_passthrough_headers(forwarded)?
-            .build())
+            .with_distributed_passthrough_headers(forwarded)?;
+        if let Some(channels) = &self.channels {
+            builder = builder.with_distributed_channel_resolver(channels.clone());
+        }
+        Ok(builder.build())
     }
 }
 

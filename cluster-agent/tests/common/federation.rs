@@ -35,6 +35,8 @@ pub struct FederationOptions {
     pub gateway_toml: String,
     /// An admin bearer token, when `gateway_toml` turns authentication on.
     pub admin_token: Option<String>,
+    /// Extra TOML for every process's `[cluster]` section (internal TLS).
+    pub cluster_toml: String,
 }
 
 impl Default for FederationOptions {
@@ -47,6 +49,7 @@ impl Default for FederationOptions {
             taskmanager_toml: String::new(),
             gateway_toml: String::new(),
             admin_token: None,
+            cluster_toml: String::new(),
         }
     }
 }
@@ -109,7 +112,10 @@ impl Federation {
 
     /// The `[cluster]` section of every process's config.
     fn cluster_toml(&self) -> String {
-        format!("[cluster]\nsecret = \"{}\"\n", self.secret)
+        format!(
+            "[cluster]\nsecret = \"{}\"\n{}",
+            self.secret, self.options.cluster_toml
+        )
     }
 
     /// Starts one more TaskManager in `pool`; returns its index.

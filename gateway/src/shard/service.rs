@@ -56,7 +56,9 @@ impl ShardClient {
         let channel = match channels.get(address) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = Channel::from_shared(address.to_string())
+                let channel = self
+                    .secret
+                    .endpoint(address)
                     .map_err(|error| {
                         GatewayError::Internal(format!("bad address {address}: {error}"))
                     })?
