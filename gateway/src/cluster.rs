@@ -241,14 +241,48 @@ mod tests {
         assert_eq!(plain.cluster_id, gossip.cluster_id);
         let keyed = ClusterConfig {
             secret: "s3cret".into(),
+            ..ClusterConfig::default()
         }
         .gossip(&gossip);
         assert!(keyed.cluster_id.starts_with(&gossip.cluster_id));
         assert!(!keyed.cluster_id.contains("s3cret"));
         let other = ClusterConfig {
             secret: "other".into(),
+            ..ClusterConfig::default()
         }
         .gossip(&gossip);
         assert_ne!(keyed.cluster_id, other.cluster_id);
+    }
+
+    #[test]
+    fn internal_tls_loads_whole_or_not_at_all() {
+        let off = ClusterConfig::default();
+        assert!(off.tls().unwrap().is_none());
+        assert_eq!(off.scheme(), "http");
+        assert!(!off.secret().has_tls());
+        let dir = tempfile::tempdir().unwrap();
+        let pair = crate::tls::self_signed(dir.path()).unwrap();
+        let on = ClusterConfig {
+            tls_cert_file: pair.cert_file.clone(),
+            tls_key_file: pair.key_file.clone(),
+            ..ClusterConfig::default()
+        };
+        assert!(on.tls().unwrap().is_some());
+        assert_eq!(on.scheme(), "https");
+        let secret = on.secret();
+        assert!(secret.has_tls());
+        assert!(secret.endpoint("https://127.0.0.1:1").is_ok());
+        let half = ClusterConfig {
+            tls_cert_file: pair.cert_file,
+            ..ClusterConfig::default()
+        };
+        assert!(half.tls().is_err());
+        let missing = ClusterConfig {
+            tls_cert_file: Some(dir.path().join("nope.pem")),
+            tls_key_file: Some(dir.path().join("nope.key")),
+            ..ClusterConfig::default()
+        };
+        let error = missing.tls().unwrap_err().to_string();
+        assert!(error.contains("cluster.tls_cert_file"), "{error}");
     }
 }
