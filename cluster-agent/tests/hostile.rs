@@ -5,8 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Federation, FederationOptions, http, state};
-use std::time::Duration;
+use common::{Federation, FederationOptions, http};
 
 /// One hostile request and the answer it must get.
 struct Case {
@@ -377,16 +376,9 @@ async fn hostile_inputs_get_their_codes_and_leave_the_federation_serving() {
     let response = common::query_json(&url, "SELECT count(*) AS n FROM region", &[]).await;
     assert_eq!(response.status, 200);
     assert_eq!(response.json()[0]["n"], 5);
-    let released = common::eventually(Duration::from_secs(5), async || {
-        let mut used = 0;
-        for taskmanager in &federation.taskmanagers {
-            used += state(taskmanager).await["slots"]["slots_used"]
-                .as_u64()
-                .unwrap();
-        }
-        used == 0
-    })
-    .await;
+    let released = federation
+        .taskmanagers_settle_to_zero("/slots/slots_used")
+        .await;
     assert!(released, "every slot was released");
     for process in federation.processes() {
         let mut probe = std::process::Command::new("kill");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Federation, FederationOptions, metric_sum, query_json, state, try_http};
+use common::{Federation, FederationOptions, metric_sum, query_json, try_http};
 use std::time::Duration;
 
 /// Lineitem's rows at the tests' scale, from in-process DataFusion.
@@ -85,16 +85,9 @@ async fn results_over_a_tenants_limits_end_with_result_too_large() {
     })
     .await;
     assert!(counted, "three queries ended with result_too_large");
-    let released = common::eventually(Duration::from_secs(5), async || {
-        let mut used = 0;
-        for taskmanager in &federation.taskmanagers {
-            used += state(taskmanager).await["slots"]["slots_used"]
-                .as_u64()
-                .unwrap();
-        }
-        used == 0
-    })
-    .await;
+    let released = federation
+        .taskmanagers_settle_to_zero("/slots/slots_used")
+        .await;
     assert!(released, "every slot was released");
 }
 
@@ -139,15 +132,8 @@ async fn a_query_over_its_memory_share_fails_alone() {
     let message = hog.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(message.contains("query_memory_limit_mb"), "{message}");
     // Its memory is back in the pool.
-    let freed = common::eventually(Duration::from_secs(5), async || {
-        let mut used = 0;
-        for taskmanager in &federation.taskmanagers {
-            used += state(taskmanager).await["memory_used_bytes"]
-                .as_u64()
-                .unwrap();
-        }
-        used == 0
-    })
-    .await;
+    let freed = federation
+        .taskmanagers_settle_to_zero("/memory_used_bytes")
+        .await;
     assert!(freed, "the TaskManagers' pools are empty again");
 }

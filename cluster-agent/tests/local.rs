@@ -1,13 +1,15 @@
 //! `cluster-agent local --once`: the README's first command, end to end.
 
+use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn local_generates_data_starts_five_processes_and_runs_the_main_job() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `cluster-agent local --once` at scale 0.001 on an ephemeral port with `extra` flags;
+/// asserts it succeeded and returns its standard output.
+fn run_local(extra: &[&str], data: &Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
+        .arg("local")
+        .args(extra)
         .args([
-            "local",
             "--scale",
             "0.001",
             "--http",
@@ -15,16 +17,23 @@ fn local_generates_data_starts_five_processes_and_runs_the_main_job() {
             "--once",
             "--data-dir",
         ])
-        .arg(dir.path().join("data"))
+        .arg(data)
         .env_clear()
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "local failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "local {extra:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
+    stdout
+}
+
+#[test]
+fn local_generates_data_starts_five_processes_and_runs_the_main_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout = run_local(&[], &dir.path().join("data"));
     assert!(stdout.contains("Generating TPC-H scale 0.001"), "{stdout}");
     assert!(
         stdout.contains("Flotilla local federation is up"),
@@ -53,27 +62,7 @@ fn local_generates_data_starts_five_processes_and_runs_the_main_job() {
 fn local_tls_serves_https_with_a_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let output = Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
-        .args([
-            "local",
-            "--tls",
-            "--scale",
-            "0.001",
-            "--http",
-            "127.0.0.1:0",
-            "--once",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .env_clear()
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "local --tls failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let stdout = run_local(&["--tls"], &data);
     let cert = data.join("local/tls/cert.pem");
     assert!(cert.exists(), "the certificate was written");
     assert!(

@@ -233,6 +233,23 @@ impl Federation {
         }
     }
 
+    /// Waits (at most 5 s) until the TaskManagers' `/v1/state` values at JSON `pointer` (e.g.
+    /// `/slots/slots_used`) add up to 0; says whether they did.
+    pub async fn taskmanagers_settle_to_zero(&self, pointer: &str) -> bool {
+        super::eventually(Duration::from_secs(5), async || {
+            let mut sum = 0;
+            for taskmanager in &self.taskmanagers {
+                let state = super::state(taskmanager).await;
+                sum += state
+                    .pointer(pointer)
+                    .and_then(|value| value.as_u64())
+                    .unwrap_or(u64::MAX / 8);
+            }
+            sum == 0
+        })
+        .await
+    }
+
     /// The gateway's base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.gateway.addresses["http"])
