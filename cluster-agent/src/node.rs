@@ -229,6 +229,7 @@ pub(crate) async fn serve_node(
         refresh,
         gossip: gossip.clone(),
         drain: lifecycle.drain.clone(),
+        secret: lifecycle.secret.clone(),
     });
     gateway::spawn_instrumented(async move {
         loop {
@@ -274,6 +275,8 @@ pub(crate) struct Lifecycle {
     pub(crate) drain: Drain,
     pub(crate) idle: IdleCheck,
     pub(crate) drain_timeout: Duration,
+    /// Who may ask for a drain over the admin API: callers with the cluster secret.
+    pub(crate) secret: gateway::ClusterSecret,
 }
 
 struct Admin {
@@ -283,6 +286,7 @@ struct Admin {
     refresh: RefreshGauges,
     gossip: Gossip,
     drain: Drain,
+    secret: gateway::ClusterSecret,
 }
 
 impl Admin {
@@ -305,6 +309,28 @@ impl Admin {
                         Bytes::from(error.to_string()),
                     ),
                 }
+            }
+            ("POST", "/admin/drain")
+                if !self.secret.accepts(
+                    request
+                        .headers()
+                        .get(flotilla_protocol::CLUSTER_SECRET_HEADER)
+                        .map(|value| value.as_bytes()),
+                ) =>
+            {
+                tracing::warn!("drain refused: the request lacks the cluster secret");
+                let body = flotilla_protocol::ErrorBody::new(
+                    flotilla_protocol::ErrorCode::Unauthorized,
+                    format!(
+                        "a drain needs the cluster secret in {}",
+                        flotilla_protocol::CLUSTER_SECRET_HEADER
+                    ),
+                );
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "application/json",
+                    Bytes::from(body.to_json()),
+                )
             }
             ("POST", "/admin/drain") => {
                 tracing::info!("drain requested over the admin API");

@@ -352,6 +352,7 @@ async fn a_rolling_restart_under_load_fails_no_query() {
     });
     let answers = Arc::new(expected_answers().await);
     let url = federation.url();
+    let secret = federation.secret.clone();
     let load = spawn_load(&url, 30.0, Duration::from_secs(16), &answers);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
@@ -371,7 +372,7 @@ async fn a_rolling_restart_under_load_fails_no_query() {
         let answer = http(
             "POST",
             &format!("{}/admin/drain", process.admin_url()),
-            &[],
+            &[("x-flotilla-cluster-secret", &secret)],
             "",
         )
         .await;

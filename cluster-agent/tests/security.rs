@@ -62,6 +62,27 @@ async fn internal_calls_need_the_cluster_secret_and_tickets_are_single_use_and_e
     let taskmanager = federation.taskmanagers[0].grpc_url();
     let secret = federation.secret.clone();
 
+    // The admin port's drain needs the secret too: without it (or with a wrong one), 401 and
+    // the node keeps serving.
+    for process in [&federation.shards[0], &federation.taskmanagers[0]] {
+        let drain = format!("{}/admin/drain", process.admin_url());
+        for headers in [vec![], vec![("x-flotilla-cluster-secret", "wrong")]] {
+            let answer = common::http("POST", &drain, &headers, bytes::Bytes::new()).await;
+            assert_eq!(
+                (answer.status, answer.error_code().as_str()),
+                (401, "unauthorized"),
+                "{}",
+                process.name
+            );
+        }
+        assert_eq!(
+            common::state(process).await["draining"],
+            false,
+            "{}",
+            process.name
+        );
+    }
+
     // Without the secret, or with a wrong one, nothing internal answers.
     let refusals = [
         flight(&shard)

@@ -102,6 +102,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         drain: jobmanager.inner.drain.clone(),
         idle: Arc::new(move || in_flight.get() <= 0),
         drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
+        secret: config.cluster.secret(),
     };
     serve_node(
         Role::JobManager,

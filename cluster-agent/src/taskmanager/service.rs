@@ -168,6 +168,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         drain: taskmanager.inner.drain.clone(),
         idle: Arc::new(move || idle_view.is_idle()),
         drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
+        secret: config.cluster.secret(),
     };
     serve_node(
         Role::TaskManager,
