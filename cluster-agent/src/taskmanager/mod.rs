@@ -5,8 +5,10 @@ mod keeper;
 mod leases;
 mod metrics;
 mod query_memory;
+mod results;
 mod running;
 mod service;
+mod sessions;
 mod tickets;
 
 pub use metrics::TaskManagerMetrics;

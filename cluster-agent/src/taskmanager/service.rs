@@ -5,16 +5,18 @@ use super::keeper::keep_leases;
 use super::leases::LeaseTable;
 use super::metrics::TaskManagerMetrics;
 use super::query_memory::QueryMemory;
+use super::results::{ResultStream, StreamingGuard, flight_result};
 use super::running::CountTasks;
+use super::sessions::{StageHeaders, WorkerSessions, head_session_config};
 use super::tickets::{PendingQuery, QueryLease, TicketStore};
-use crate::codec::{FlotillaCodec, decode_plan};
+use crate::codec::decode_plan;
 use crate::config::{Config, Role};
 use crate::error::AgentError;
 use crate::flight_clients::{ClusterChannels, FlightClients, incoming_trace};
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 use crate::lease::{
-    LEASE_HEADER, LeaseIds, RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION, RenewResponse,
-    ReserveRequest, ReserveResponse,
+    LeaseIds, RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION, RenewResponse, ReserveRequest,
+    ReserveResponse,
 };
 use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -25,17 +27,10 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use async_trait::async_trait;
-use datafusion::common::DataFusionError;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
-use datafusion::prelude::SessionConfig;
-use datafusion_distributed::{
-    DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
-    WorkerSessionBuilder,
-};
-use flotilla_protocol::{
-    CLUSTER_SECRET_HEADER, NodeLoad, QUERY_ID_HEADER, TRACEPARENT_HEADER, TraceContext,
-};
+use datafusion_distributed::Worker;
+use flotilla_protocol::{NodeLoad, TraceContext};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use gateway::{ClusterSecret, Gossip};
@@ -415,216 +410,6 @@ impl TaskManager {
                 inner.node_id
             ))),
         }
-    }
-}
-
-/// What every stage task of a query carries to the TaskManagers running it: the slot lease it
-/// runs under, the query id and the trace (for their logs).
-struct StageHeaders<'a> {
-    lease_id: &'a str,
-    query_id: &'a str,
-    trace: TraceContext,
-    secret: &'a ClusterSecret,
-}
-
-impl StageHeaders<'_> {
-    fn to_headers(&self) -> Result<http::HeaderMap, AgentError> {
-        let value = |text: &str, what: &str| {
-            http::HeaderValue::from_str(text)
-                .map_err(|_| AgentError::BadRequest(format!("{what} is not a header value")))
-        };
-        let mut headers = http::HeaderMap::new();
-        headers.insert(LEASE_HEADER, value(self.lease_id, "lease id")?);
-        headers.insert(QUERY_ID_HEADER, value(self.query_id, "query id")?);
-        headers.insert(
-            TRACEPARENT_HEADER,
-            value(&self.trace.child().header(), "trace")?,
-        );
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        self.secret.attach(&mut metadata);
-        headers.extend(metadata.into_headers());
-        Ok(headers)
-    }
-}
-
-/// Builds the head's session config: the planner's event handlers, the workers the shard chose,
-/// this TaskManager as the local worker (single-task stages run in-process), and the codec.
-fn head_session_config(
-    base: SessionConfig,
-    worker_urls: Vec<Url>,
-    worker: &Worker,
-    head_url: Url,
-    stage_headers: StageHeaders<'_>,
-    channels: Option<&ClusterChannels>,
-) -> Result<SessionConfig, AgentError> {
-    let passthrough = stage_headers.to_headers()?;
-    let mut builder = SessionStateBuilder::new()
-        .with_config(base)
-        .with_distributed_planner()
-        .with_distributed_worker_resolver(FixedWorkers(worker_urls))
-        .with_distributed_local_worker_context(worker.to_local_worker_context(head_url))
-        .with_distributed_user_codec(FlotillaCodec)
-        .with_distributed_passthrough_headers(passthrough)
-        .map_err(AgentError::DataFusion)?;
-    if let Some(channels) = channels {
-        builder = builder.with_distributed_channel_resolver(channels.clone());
-    }
-    let state = builder.build();
-    Ok(state.config().clone())
-}
-
-/// The TaskManagers a shard chose for one query.
-struct FixedWorkers(Vec<Url>);
-
-impl WorkerResolver for FixedWorkers {
-    fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
-        Ok(self.0.clone())
-    }
-}
-
-/// Sessions of the stage tasks heads send here: refused without a live lease on this
-/// TaskManager, else stock plus Flotilla's codec.
-struct WorkerSessions {
-    leases: Arc<LeaseTable>,
-    metrics: TaskManagerMetrics,
-    query_memory: Arc<QueryMemory>,
-    channels: Option<ClusterChannels>,
-}
-
-#[async_trait]
-impl WorkerSessionBuilder for WorkerSessions {
-    async fn build_session_state(
-        &self,
-        ctx: WorkerQueryContext,
-    ) -> Result<SessionState, DataFusionError> {
-        let lease = ctx
-            .headers
-            .get(LEASE_HEADER)
-            .and_then(|value| value.to_str().ok());
-        match lease {
-            Some(lease_id) if self.leases.is_valid(lease_id) => {
-                let header = |name: &str| {
-                    ctx.headers
-                        .get(name)
-                        .and_then(|value| value.to_str().ok())
-                        .unwrap_or_default()
-                };
-                let trace_id = TraceContext::parse(header(TRACEPARENT_HEADER))
-                    .map(|trace| trace.trace_id())
-                    .unwrap_or_default();
-                tracing::info!(query_id = header(QUERY_ID_HEADER), %trace_id, %lease_id, "stage task accepted");
-            }
-            other => {
-                self.metrics.tasks_refused.inc();
-                let error = AgentError::NoLease(match other {
-                    Some(lease_id) => format!("lease `{lease_id}` is not held here"),
-                    None => format!("a stage task needs the {LEASE_HEADER} header"),
-                });
-                return Err(DataFusionError::External(Box::new(error)));
-            }
-        }
-        self.metrics.tasks.inc();
-        // This task may fetch from stage tasks on other TaskManagers: its calls carry the same
-        // lease, secret, query id and trace as the call that brought it.
-        let mut forwarded = http::HeaderMap::new();
-        for name in [
-            LEASE_HEADER,
-            CLUSTER_SECRET_HEADER,
-            QUERY_ID_HEADER,
-            TRACEPARENT_HEADER,
-        ] {
-            if let Some(value) = ctx.headers.get(name) {
-                forwarded.insert(name, value.clone());
-            }
-        }
-        // The query's tasks here share its memory share, keyed by its query id (else its lease).
-        let query = ctx
-            .headers
-            .get(QUERY_ID_HEADER)
-            .or_else(|| ctx.headers.get(LEASE_HEADER))
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or_default();
-        let runtime = self.query_memory.runtime(query)?;
-        let mut builder = ctx
-            .builder
-            .with_runtime_env(runtime)
-            .with_distributed_user_codec(FlotillaCodec)
-            .with_distributed_passthrough_headers(forwarded)?;
-        if let Some(channels) = &self.channels {
-            builder = builder.with_distributed_channel_resolver(channels.clone());
-        }
-        Ok(builder.build())
-    }
-}
-
-fn flight_result(item: Result<FlightData, FlightError>) -> Result<FlightData, Status> {
-    item.map_err(flight_error_to_status)
-}
-
-fn flight_error_to_status(error: FlightError) -> Status {
-    match error {
-        FlightError::ExternalError(external) => match external.downcast::<DataFusionError>() {
-            Ok(datafusion) => AgentError::DataFusion(*datafusion).into(),
-            Err(other) => AgentError::Internal(other.to_string()).into(),
-        },
-        FlightError::Tonic(status) => *status,
-        other => AgentError::Internal(other.to_string()).into(),
-    }
-}
-
-/// Decrements the streaming gauge and logs the result's end when its stream ends or is
-/// dropped (the reader went away).
-struct StreamingGuard {
-    streaming: prometheus::IntGauge,
-    span: tracing::Span,
-    started: std::time::Instant,
-    bytes: u64,
-    outcome: &'static str,
-}
-
-impl Drop for StreamingGuard {
-    fn drop(&mut self) {
-        self.streaming.dec();
-        tracing::info!(
-            parent: &self.span,
-            outcome = self.outcome,
-            bytes = self.bytes,
-            elapsed_ms = self.started.elapsed().as_secs_f64() * 1e3,
-            "result stream ended"
-        );
-    }
-}
-
-/// A result's Flight stream: counts its bytes, keeps its slot leases alive, and logs how it
-/// ended (`complete`, `failed`, or `dropped` when the reader went away).
-struct ResultStream<K> {
-    inner: BoxStream<'static, Result<FlightData, Status>>,
-    guard: StreamingGuard,
-    bytes_sent: prometheus::IntCounter,
-    _keep_alive: K,
-}
-
-impl<K: Unpin> futures::Stream for ResultStream<K> {
-    type Item = Result<FlightData, Status>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        let polled = self.inner.poll_next_unpin(cx);
-        match &polled {
-            std::task::Poll::Ready(Some(Ok(data))) => {
-                let bytes = (data.data_header.len() + data.data_body.len()) as u64;
-                self.bytes_sent.inc_by(bytes);
-                self.guard.bytes += bytes;
-            }
-            std::task::Poll::Ready(Some(Err(_))) => self.guard.outcome = "failed",
-            std::task::Poll::Ready(None) if self.guard.outcome == "dropped" => {
-                self.guard.outcome = "complete";
-            }
-            _ => {}
-        }
-        polled
     }
 }
 
