@@ -44,6 +44,8 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     let section = &config.jobmanager;
     config.catalog.validate().map_err(anyhow::Error::msg)?;
     config.cluster.warn_if_open();
+    // Read once (it loads the internal TLS files); every internal caller and check clones it.
+    let secret = config.cluster.secret();
     if section.taskmanagers_per_query == 0 || section.slots_per_query == 0 {
         anyhow::bail!("jobmanager.taskmanagers_per_query and slots_per_query must be at least 1");
     }
@@ -87,14 +89,14 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
                 taskmanagers,
                 section.clone(),
                 metrics.clone(),
-                config.cluster.secret(),
+                secret.clone(),
             )),
             metrics,
             drain: Drain::default(),
         }),
     };
     let router = crate::node::grpc_server(&config.cluster)?.add_service(
-        FlightServiceServer::with_interceptor(jobmanager.clone(), config.cluster.secret()),
+        FlightServiceServer::with_interceptor(jobmanager.clone(), secret.clone()),
     );
     let state_view = jobmanager.clone();
     let in_flight = jobmanager.inner.metrics.in_flight.clone();
@@ -102,7 +104,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         drain: jobmanager.inner.drain.clone(),
         idle: Arc::new(move || in_flight.get() <= 0),
         drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
-        secret: config.cluster.secret(),
+        secret: secret.clone(),
     };
     serve_node(
         Role::JobManager,

@@ -90,8 +90,11 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     metrics.slots.set(i64::try_from(section.slots)?);
     metrics.memory_limit.set(i64::try_from(memory_limit)?);
     let leases = Arc::new(LeaseTable::new(section.slots as u64));
+    // Read once (it loads the internal TLS files); every internal caller and check clones it.
     let secret = config.cluster.secret();
-    let channels = secret.has_tls().then(|| ClusterChannels::new(secret));
+    let channels = secret
+        .has_tls()
+        .then(|| ClusterChannels::new(secret.clone()));
     let worker = Worker::from_session_builder(WorkerSessions {
         leases: Arc::clone(&leases),
         metrics: metrics.clone(),
@@ -117,11 +120,8 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             ),
             metrics,
             leases,
-            peers: Arc::new(FlightClients::new(
-                Duration::from_secs(5),
-                config.cluster.secret(),
-            )),
-            secret: config.cluster.secret(),
+            peers: Arc::new(FlightClients::new(Duration::from_secs(5), secret.clone())),
+            secret: secret.clone(),
             channels: channels.clone(),
             pool: section.pool.clone(),
             drain: Drain::default(),
@@ -148,13 +148,13 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
                 worker.into_worker_server(),
                 taskmanager.inner.metrics.tasks_running.clone(),
             ),
-            config.cluster.secret(),
+            secret.clone(),
         ))
         .add_service(InterceptedService::new(
             FlightServiceServer::new(taskmanager.clone())
                 .max_decoding_message_size(256 * 1024 * 1024)
                 .max_encoding_message_size(256 * 1024 * 1024),
-            config.cluster.secret(),
+            secret.clone(),
         ));
     let state_view = taskmanager.clone();
     let metrics_view = taskmanager.clone();
@@ -163,7 +163,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         drain: taskmanager.inner.drain.clone(),
         idle: Arc::new(move || idle_view.is_idle()),
         drain_timeout: Duration::from_millis(config.node.drain_timeout_ms),
-        secret: config.cluster.secret(),
+        secret: secret.clone(),
     };
     serve_node(
         Role::TaskManager,
