@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let url = format!("{url}/v1/query");
         let sql = sql.clone();
         let tenant = tenant.clone();
-        gateway::spawn_instrumented(async move {
+        flotilla_cluster::spawn_instrumented(async move {
             let mut latencies = Vec::new();
             let mut outcomes = BTreeMap::<String, usize>::new();
             // Bounded by time and by count.

@@ -129,7 +129,9 @@ fn load<T: serde::de::DeserializeOwned>(
     env: &BTreeMap<String, String>,
 ) -> Result<T, ExitCode> {
     overrides(args, section)
-        .and_then(|pairs| gateway::load_layered(args.config.as_deref(), env, prefix, &pairs))
+        .and_then(|pairs| {
+            flotilla_cluster::load_layered(args.config.as_deref(), env, prefix, &pairs)
+        })
         .map_err(|error| {
             eprintln!("error: {error:#}");
             ExitCode::from(EX_USAGE)
@@ -141,8 +143,8 @@ async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -
         Ok(config) => config,
         Err(code) => return code,
     };
-    gateway::init_tracing(&config.log);
-    let registry = match gateway::process_registry(role.as_str()) {
+    flotilla_cluster::init_tracing(&config.log);
+    let registry = match flotilla_cluster::process_registry(role.as_str()) {
         Ok(registry) => registry,
         Err(error) => {
             eprintln!("error: cannot register metrics: {error}");
@@ -163,7 +165,7 @@ async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -
     println!("{}", handle.listening_line(role));
     tracing::info!(role = role.as_str(), grpc = %handle.grpc_addr, admin = %handle.admin_addr, "listening");
     tokio::select! {
-        () = gateway::shutdown_signal() => {}
+        () = flotilla_cluster::shutdown_signal() => {}
         () = handle.drain.requested() => {}
     }
     tracing::info!(role = role.as_str(), "draining, then stopping");
@@ -175,8 +177,8 @@ async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode
         Ok(config) => config,
         Err(code) => return code,
     };
-    gateway::init_tracing(&config.log);
-    let registry = match gateway::process_registry("gateway") {
+    flotilla_cluster::init_tracing(&config.log);
+    let registry = match flotilla_cluster::process_registry("gateway") {
         Ok(registry) => registry,
         Err(error) => {
             eprintln!("error: cannot register metrics: {error}");
@@ -191,6 +193,6 @@ async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode
         }
     };
     println!("{}", handle.listening_line());
-    gateway::shutdown_signal().await;
+    flotilla_cluster::shutdown_signal().await;
     exit(handle.shutdown().await)
 }

@@ -1,9 +1,9 @@
 //! The cluster agent's one `Config`: one section per role, plus the catalog and logging.
 //!
-//! Loaded with `gateway::load_layered`: defaults → `--config` file → `AGENT_*` env → flags.
+//! Loaded with `flotilla_cluster::load_layered`: defaults → `--config` file → `AGENT_*` env → flags.
 
 use crate::catalog::CatalogConfig;
-use gateway::{ClusterConfig, GossipConfig, LogConfig};
+use flotilla_cluster::{ClusterConfig, GossipConfig, LogConfig};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 

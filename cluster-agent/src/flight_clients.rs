@@ -3,8 +3,8 @@
 
 use crate::error::AgentError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use flotilla_protocol::{TRACEPARENT_HEADER, TraceContext};
-use gateway::ClusterSecret;
+use flotilla_cluster::ClusterSecret;
+use flotilla_protocol::TraceContext;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -58,15 +58,6 @@ tokio::task_local! {
     pub(crate) static CURRENT_TRACE: TraceContext;
 }
 
-/// The trace context a call arrived with, or a new trace when it carried none (or a bad one).
-pub(crate) fn incoming_trace(metadata: &tonic::metadata::MetadataMap) -> TraceContext {
-    metadata
-        .get(TRACEPARENT_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(TraceContext::parse)
-        .unwrap_or_else(TraceContext::root)
-}
-
 /// Runs one Flight action on `address` and returns the body of its first result.
 pub(crate) async fn call_action(
     clients: &FlightClients,
@@ -79,10 +70,8 @@ pub(crate) async fn call_action(
     let mut action = clients
         .secret
         .request(arrow_flight::Action::new(action_type.to_string(), body));
-    if let Ok(trace) = CURRENT_TRACE.try_with(|trace| trace.child())
-        && let Ok(value) = trace.header().parse()
-    {
-        action.metadata_mut().insert(TRACEPARENT_HEADER, value);
+    if let Ok(trace) = CURRENT_TRACE.try_with(|trace| *trace) {
+        flotilla_cluster::inject_child_trace(action.metadata_mut(), &trace);
     }
     let mut results = client
         .do_action(action)

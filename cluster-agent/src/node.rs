@@ -7,8 +7,8 @@
 
 use crate::config::Role;
 use bytes::Bytes;
+use flotilla_cluster::Gossip;
 use flotilla_protocol::{NodeInfo, NodeRole};
-use gateway::Gossip;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -136,7 +136,7 @@ pub(crate) struct NodeListeners {
 
 /// The gRPC server of a shard or TaskManager: over TLS when `cluster.tls_*` is set.
 pub(crate) fn grpc_server(
-    cluster: &gateway::ClusterConfig,
+    cluster: &flotilla_cluster::ClusterConfig,
 ) -> anyhow::Result<tonic::transport::Server> {
     let server = tonic::transport::Server::builder();
     Ok(match cluster.tls()? {
@@ -175,7 +175,7 @@ impl NodeListeners {
         id: String,
         role: Role,
         pool: Option<String>,
-        cluster: &gateway::ClusterConfig,
+        cluster: &flotilla_cluster::ClusterConfig,
     ) -> NodeInfo {
         NodeInfo {
             id,
@@ -217,10 +217,12 @@ pub(crate) async fn serve_node(
     let incoming =
         tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let mut grpc_stopped = stopped.clone();
-    let grpc_task =
-        gateway::spawn_instrumented(router.serve_with_incoming_shutdown(incoming, async move {
+    let grpc_task = flotilla_cluster::spawn_instrumented(router.serve_with_incoming_shutdown(
+        incoming,
+        async move {
             let _ = grpc_stopped.wait_for(|stop| *stop).await;
-        }));
+        },
+    ));
 
     let admin = Arc::new(Admin {
         role,
@@ -231,7 +233,7 @@ pub(crate) async fn serve_node(
         drain: lifecycle.drain.clone(),
         secret: lifecycle.secret.clone(),
     });
-    gateway::spawn_instrumented(async move {
+    flotilla_cluster::spawn_instrumented(async move {
         loop {
             let accepted = tokio::select! {
                 accepted = admin_listener.accept() => accepted,
@@ -239,7 +241,7 @@ pub(crate) async fn serve_node(
             };
             let Ok((stream, _)) = accepted else { continue };
             let admin = Arc::clone(&admin);
-            gateway::spawn_instrumented(async move {
+            flotilla_cluster::spawn_instrumented(async move {
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let admin = Arc::clone(&admin);
                     async move { Ok::<_, std::convert::Infallible>(admin.handle(&request)) }
@@ -276,7 +278,7 @@ pub(crate) struct Lifecycle {
     pub(crate) idle: IdleCheck,
     pub(crate) drain_timeout: Duration,
     /// Who may ask for a drain over the admin API: callers with the cluster secret.
-    pub(crate) secret: gateway::ClusterSecret,
+    pub(crate) secret: flotilla_cluster::ClusterSecret,
 }
 
 struct Admin {
@@ -286,7 +288,7 @@ struct Admin {
     refresh: RefreshGauges,
     gossip: Gossip,
     drain: Drain,
-    secret: gateway::ClusterSecret,
+    secret: flotilla_cluster::ClusterSecret,
 }
 
 impl Admin {

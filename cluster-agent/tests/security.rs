@@ -277,7 +277,7 @@ async fn tokens_name_tenants_and_a_tenant_sees_only_its_own_queries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_grpc_runs_over_tls_and_refuses_clear_text() {
     let dir = tempfile::tempdir().unwrap();
-    let tls = gateway::self_signed(dir.path()).unwrap();
+    let tls = flotilla_cluster::self_signed(dir.path()).unwrap();
     // Small scan partitions spread over both TaskManagers: stage calls go head → worker too.
     let federation = Federation::start_with_options(FederationOptions {
         jobmanager_toml:
@@ -285,8 +285,8 @@ async fn internal_grpc_runs_over_tls_and_refuses_clear_text() {
                 .into(),
         cluster_toml: format!(
             "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
-            tls.cert_file.unwrap().display(),
-            tls.key_file.unwrap().display()
+            tls.cert_file.display(),
+            tls.key_file.display()
         ),
         ..FederationOptions::default()
     });

@@ -1,9 +1,8 @@
 //! The gateway's one `Config`, one sub-config per concern.
 //!
-//! Loaded with [`crate::load_layered`]: defaults → `--config` file → `GATEWAY_*` env → flags.
+//! Loaded with [`flotilla_cluster::load_layered`]: defaults → `--config` file → `GATEWAY_*` env → flags.
 
-use crate::LogConfig;
-use crate::gossip::GossipConfig;
+use flotilla_cluster::{GossipConfig, LogConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,7 +29,7 @@ pub struct Config {
     /// Gossip membership: how shards are discovered when `shards.addresses` is empty.
     pub gossip: GossipConfig,
     /// The cluster secret, sent on every call to shards and TaskManagers.
-    pub cluster: crate::cluster::ClusterConfig,
+    pub cluster: flotilla_cluster::ClusterConfig,
     /// Client authentication: bearer tokens, each bound to a tenant.
     pub auth: AuthConfig,
     /// HTTPS on the HTTP listener.

@@ -40,14 +40,14 @@ fn main() -> ExitCode {
     }
     let env = std::env::vars().collect();
     let config: gateway::Config =
-        match gateway::load_layered(cli.config.as_deref(), &env, "GATEWAY", &overrides) {
+        match flotilla_cluster::load_layered(cli.config.as_deref(), &env, "GATEWAY", &overrides) {
             Ok(config) => config,
             Err(error) => {
                 eprintln!("error: {error:#}");
                 return ExitCode::from(EX_USAGE);
             }
         };
-    gateway::init_tracing(&config.log);
+    flotilla_cluster::init_tracing(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let registry = match gateway::process_registry("gateway") {
+        let registry = match flotilla_cluster::process_registry("gateway") {
             Ok(registry) => registry,
             Err(error) => {
                 eprintln!("error: cannot register metrics: {error}");
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             }
         };
         println!("{}", handle.listening_line());
-        gateway::shutdown_signal().await;
+        flotilla_cluster::shutdown_signal().await;
         match handle.shutdown().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {

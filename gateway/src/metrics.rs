@@ -1,5 +1,5 @@
-//! Prometheus metrics of the gateway, and the process registry every Flotilla process starts
-//! from (process CPU, RSS, open fds, build info).
+//! Prometheus metrics of the gateway, registered in the process registry
+//! (`flotilla_cluster::process_registry`).
 
 use flotilla_protocol::ErrorCode;
 use prometheus::{
@@ -12,26 +12,6 @@ pub const PHASES: [&str; 4] = ["queued", "planned", "first_byte", "total"];
 
 /// Outcome codes besides the error codes: `ok`, and a result cut off after its first byte.
 pub const OUTCOMES: [&str; 2] = ["ok", "stream_aborted"];
-
-/// Returns a registry holding this process's CPU, memory, fd and thread metrics
-/// (`flotilla_process_*`) and `flotilla_build_info{version, role}`; every process's metric
-/// families join it.
-pub fn process_registry(role: &str) -> prometheus::Result<Registry> {
-    let registry = Registry::new();
-    registry.register(Box::new(crate::process_metrics::ProcessMetrics::new()?))?;
-    let build = IntGaugeVec::new(
-        Opts::new(
-            "flotilla_build_info",
-            "Always 1; labels name the version and role of this process",
-        ),
-        &["version", "role"],
-    )?;
-    build
-        .with_label_values(&[env!("CARGO_PKG_VERSION"), role])
-        .set(1);
-    registry.register(Box::new(build))?;
-    Ok(registry)
-}
 
 /// The gateway's metric families, registered in the process registry.
 #[derive(Clone, Debug)]
@@ -197,7 +177,7 @@ mod tests {
 
     #[test]
     fn every_family_is_named_flotilla_and_documented() {
-        let registry = process_registry("gateway").unwrap();
+        let registry = flotilla_cluster::process_registry("gateway").unwrap();
         GatewayMetrics::new(&registry).unwrap();
         let families = registry.gather();
         let names: Vec<&str> = families.iter().map(|family| family.name()).collect();

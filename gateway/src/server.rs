@@ -1,10 +1,9 @@
 //! Starts the gateway: binds the listener, builds the stack, serves HTTP/1.1 and HTTP/2.
 
 use crate::config::Config;
-use crate::gossip::{Gossip, GossipMembership, LoadSource};
 use crate::http::Gateway;
-use crate::membership::{Membership, StaticMembership};
 use crate::metrics::GatewayMetrics;
+use flotilla_cluster::{Gossip, GossipMembership, LoadSource, Membership, StaticMembership};
 use flotilla_protocol::{NodeInfo, NodeLoad, NodeRole};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prometheus::Registry;
@@ -120,7 +119,7 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
         registry,
     )?;
     let (shutdown, stopped) = watch::channel(false);
-    let task = crate::spawn_instrumented(serve(listener, tls.clone(), gateway, stopped));
+    let task = flotilla_cluster::spawn_instrumented(serve(listener, tls.clone(), gateway, stopped));
     tracing::info!(%addr, tls = tls.is_some(), "gateway listening");
     Ok(GatewayHandle {
         addr,
@@ -138,21 +137,6 @@ fn total_in_flight(gauges: &prometheus::IntGaugeVec) -> u64 {
         .flat_map(|family| family.get_metric())
         .map(|metric| metric.get_gauge().get_value().max(0.0) as u64)
         .sum()
-}
-
-/// Waits for Ctrl-C or SIGTERM: how every Flotilla process is asked to stop.
-pub async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }
 
 /// Longest a client may take over its TLS handshake.
@@ -182,10 +166,12 @@ async fn serve(
         let gateway = gateway.clone();
         let watcher = graceful.watcher();
         match &tls {
-            None => crate::spawn_instrumented(serve_connection(stream, gateway, watcher)),
+            None => {
+                flotilla_cluster::spawn_instrumented(serve_connection(stream, gateway, watcher))
+            }
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
-                crate::spawn_instrumented(async move {
+                flotilla_cluster::spawn_instrumented(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(stream)) => serve_connection(stream, gateway, watcher).await,
                         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),

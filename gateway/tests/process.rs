@@ -160,8 +160,8 @@ fn bad_configuration_exits_with_ex_usage() {
 async fn serves_https_with_its_certificate_and_nothing_in_clear() {
     use flotilla_client::{Client, Error};
     let dir = tempfile::tempdir().unwrap();
-    let tls = gateway::self_signed(dir.path()).unwrap();
-    let (cert, key) = (tls.cert_file.unwrap(), tls.key_file.unwrap());
+    let tls = flotilla_cluster::self_signed(dir.path()).unwrap();
+    let (cert, key) = (tls.cert_file, tls.key_file);
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -7,8 +7,8 @@ use crate::config::JobManagerConfig;
 use crate::error::AgentError;
 use crate::flight_clients::{FlightClients, call_action};
 use crate::lease::{LeaseIds, RELEASE_ACTION, RESERVE_ACTION, ReserveRequest};
+use flotilla_cluster::{GossipMembership, Membership, StaticMembership};
 use flotilla_protocol::{DEFAULT_POOL, ErrorCode, QueryCommand};
-use gateway::{GossipMembership, Membership, StaticMembership};
 use prost::Message;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,7 +53,7 @@ impl SlotLeaser {
         taskmanagers: TaskManagers,
         config: JobManagerConfig,
         metrics: JobManagerMetrics,
-        secret: gateway::ClusterSecret,
+        secret: flotilla_cluster::ClusterSecret,
     ) -> Self {
         Self {
             node_id,
@@ -241,7 +241,7 @@ impl SlotLeaser {
         }
         .encode_to_vec();
         let holders = leased.holders.clone();
-        gateway::spawn_instrumented(async move {
+        flotilla_cluster::spawn_instrumented(async move {
             for url in holders {
                 if let Err(error) =
                     call_action(&leaser.peers, &url, RELEASE_ACTION, body.clone()).await

@@ -2,6 +2,8 @@
 //! and answers with where the result can be fetched. It never touches a result row.
 
 mod coop;
+mod flight;
+mod handover;
 mod leasing;
 mod metrics;
 pub(crate) mod planner;

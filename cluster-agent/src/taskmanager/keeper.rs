@@ -25,7 +25,7 @@ pub(crate) fn keep_leases(
     peers: Arc<FlightClients>,
 ) -> LeaseGuard {
     let (stop, stopped) = oneshot::channel::<()>();
-    gateway::spawn_instrumented(async move {
+    flotilla_cluster::spawn_instrumented(async move {
         let ids = vec![lease_id];
         let remote: Vec<String> = holders.into_iter().filter(|url| *url != self_url).collect();
         let mut stopped = stopped;

@@ -17,8 +17,8 @@ use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
     WorkerSessionBuilder,
 };
+use flotilla_cluster::ClusterSecret;
 use flotilla_protocol::{CLUSTER_SECRET_HEADER, QUERY_ID_HEADER, TRACEPARENT_HEADER, TraceContext};
-use gateway::ClusterSecret;
 use std::sync::Arc;
 use url::Url;
 

@@ -249,7 +249,9 @@ mod tests {
         // The second query of `a` waits in its queue...
         let queued = {
             let tenants = Arc::clone(&tenants);
-            crate::spawn_instrumented(async move { tenants.admit("a").await.map(|_| ()) })
+            flotilla_cluster::spawn_instrumented(
+                async move { tenants.admit("a").await.map(|_| ()) },
+            )
         };
         while tenants.waiting("a") == 0 {
             tokio::task::yield_now().await;

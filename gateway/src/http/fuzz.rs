@@ -8,10 +8,10 @@
 use super::{Gateway, Members};
 use crate::config::{AuthConfig, Config, TokenConfig};
 use crate::error::{BoxError, GatewayError};
-use crate::membership::{Membership, StaticMembership};
 use crate::metrics::GatewayMetrics;
 use crate::query::{QueryRequest, QueryResult};
 use bytes::Bytes;
+use flotilla_cluster::{Membership, StaticMembership};
 use flotilla_protocol::{ErrorCode, ErrorEnvelope};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;

@@ -2,10 +2,16 @@
 //! client accepts. Every error becomes a JSON error response; none reaches hyper.
 
 mod auth;
+mod cluster;
 mod formats;
 #[cfg(test)]
 mod fuzz;
 mod handler;
 mod limits;
+mod query;
+mod records;
+mod request;
+mod response;
+mod tracked;
 
 pub use handler::{Gateway, Members, ResponseBody};

@@ -3,8 +3,8 @@
 use super::ring::RingCache;
 use super::service::{Route, Shared};
 use crate::config::RoutingConfig;
-use crate::membership::Membership;
 use crate::metrics::GatewayMetrics;
+use flotilla_cluster::Membership;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tower::Layer;

@@ -3,9 +3,9 @@
 use super::ring::RingCache;
 use crate::config::RoutingConfig;
 use crate::error::{BoxError, GatewayError};
-use crate::membership::Membership;
 use crate::metrics::GatewayMetrics;
 use crate::query::{QueryRequest, QueryResult, Routed};
+use flotilla_cluster::Membership;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -200,7 +200,7 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::membership::StaticMembership;
+    use flotilla_cluster::StaticMembership;
     use flotilla_protocol::QueryId;
 
     fn shared(shards: &[&str]) -> Shared {
@@ -238,7 +238,7 @@ mod tests {
         let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
         let route = Route::new(mock, Arc::clone(&shared));
         let request = QueryRequest::new(QueryId::new(), "select 1");
-        let call = crate::spawn_instrumented(route.oneshot(request));
+        let call = flotilla_cluster::spawn_instrumented(route.oneshot(request));
         let (first, respond) = handle.next_request().await.unwrap();
         respond.send_error(GatewayError::ShardUnavailable {
             shard: first.shard.clone(),
@@ -269,8 +269,9 @@ mod tests {
         let retries = shared.config.taskmanager_retries;
         let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
         let route = Route::new(mock, Arc::clone(&shared));
-        let call =
-            crate::spawn_instrumented(route.oneshot(QueryRequest::new(QueryId::new(), "select 1")));
+        let call = flotilla_cluster::spawn_instrumented(
+            route.oneshot(QueryRequest::new(QueryId::new(), "select 1")),
+        );
         let lost = |respond: tower_test::mock::SendResponse<QueryResult>| {
             respond.send_error(GatewayError::TaskManagerUnavailable {
                 taskmanager: "tm".into(),
@@ -303,7 +304,7 @@ mod tests {
         let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
         let route = Route::new(mock, Arc::clone(&shared));
         let request = QueryRequest::new(QueryId::new(), "selec");
-        let call = crate::spawn_instrumented(route.oneshot(request));
+        let call = flotilla_cluster::spawn_instrumented(route.oneshot(request));
         let (_, respond) = handle.next_request().await.unwrap();
         respond.send_error(GatewayError::Remote(flotilla_protocol::ErrorBody::new(
             flotilla_protocol::ErrorCode::SqlSyntax,

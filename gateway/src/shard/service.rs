@@ -5,12 +5,12 @@
 //!         ──DoGet(ticket)───────▶ TaskManager ──▶ schema, first batch (awaited here), rest...
 //! ```
 
-use crate::cluster::ClusterSecret;
 use crate::error::{BoxError, GatewayError};
 use crate::query::{QueryResult, Routed};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
-use flotilla_protocol::{ErrorBody, QueryCommand, TRACEPARENT_HEADER, TraceContext};
+use flotilla_cluster::ClusterSecret;
+use flotilla_protocol::{ErrorBody, QueryCommand, TraceContext};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -78,9 +78,7 @@ impl ShardClient {
     /// of `trace`.
     fn internal<T>(&self, message: T, trace: &TraceContext) -> tonic::Request<T> {
         let mut request = self.secret.request(message);
-        if let Ok(value) = trace.child().header().parse() {
-            request.metadata_mut().insert(TRACEPARENT_HEADER, value);
-        }
+        flotilla_cluster::inject_child_trace(request.metadata_mut(), trace);
         request
     }
 

@@ -1,5 +1,7 @@
-//! Logging and spans for every Flotilla process, and the instrumented spawn helper.
+//! Logging and spans for every Flotilla process, the instrumented spawn helper, and the W3C
+//! `traceparent` that carries a query's trace over gRPC hops.
 
+use flotilla_protocol::{TRACEPARENT_HEADER, TraceContext};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use tracing::Instrument as _;
@@ -62,4 +64,21 @@ where
     F::Output: Send + 'static,
 {
     tokio::spawn(future.in_current_span())
+}
+
+/// The trace context a gRPC call arrived with, or a new trace when it carried none (or a bad
+/// one).
+pub fn incoming_trace(metadata: &tonic::metadata::MetadataMap) -> TraceContext {
+    metadata
+        .get(TRACEPARENT_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceContext::parse)
+        .unwrap_or_else(TraceContext::root)
+}
+
+/// Adds a new span of `trace` to an outgoing gRPC call's metadata, as W3C `traceparent`.
+pub fn inject_child_trace(metadata: &mut tonic::metadata::MetadataMap, trace: &TraceContext) {
+    if let Ok(value) = trace.child().header().parse() {
+        metadata.insert(TRACEPARENT_HEADER, value);
+    }
 }

@@ -263,8 +263,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pair = crate::tls::self_signed(dir.path()).unwrap();
         let on = ClusterConfig {
-            tls_cert_file: pair.cert_file.clone(),
-            tls_key_file: pair.key_file.clone(),
+            tls_cert_file: Some(pair.cert_file.clone()),
+            tls_key_file: Some(pair.key_file.clone()),
             ..ClusterConfig::default()
         };
         assert!(on.tls().unwrap().is_some());
@@ -273,7 +273,7 @@ mod tests {
         assert!(secret.has_tls());
         assert!(secret.endpoint("https://127.0.0.1:1").is_ok());
         let half = ClusterConfig {
-            tls_cert_file: pair.cert_file,
+            tls_cert_file: Some(pair.cert_file),
             ..ClusterConfig::default()
         };
         assert!(half.tls().is_err());

@@ -1,5 +1,6 @@
-//! [`ProcessMetrics`]: this process's CPU time, memory, file descriptors and threads, read from
-//! `/proc/self` at each scrape.
+//! The registry every Flotilla process starts from: [`ProcessMetrics`] (this process's CPU
+//! time, memory, file descriptors and threads, read from `/proc/self` at each scrape) and
+//! `flotilla_build_info`.
 //!
 //! The `prometheus` crate's own process collector counts CPU time in whole seconds, too coarse
 //! for `rate()` over a short window on a process that uses a fraction of a core; this one keeps
@@ -7,8 +8,28 @@
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Counter, Gauge, IntGauge, Opts};
+use prometheus::{Counter, Gauge, IntGauge, IntGaugeVec, Opts, Registry};
 use std::sync::Mutex;
+
+/// Returns a registry holding this process's CPU, memory, fd and thread metrics
+/// (`flotilla_process_*`) and `flotilla_build_info{version, role}`; every process's metric
+/// families join it.
+pub fn process_registry(role: &str) -> prometheus::Result<Registry> {
+    let registry = Registry::new();
+    registry.register(Box::new(ProcessMetrics::new()?))?;
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "flotilla_build_info",
+            "Always 1; labels name the version and role of this process",
+        ),
+        &["version", "role"],
+    )?;
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), role])
+        .set(1);
+    registry.register(Box::new(build))?;
+    Ok(registry)
+}
 
 /// The `flotilla_process_*` families.
 pub struct ProcessMetrics {

@@ -1,0 +1,163 @@
+//! The shard's Flight service: `GetFlightInfo(sql)` → plan → hand over → `FlightInfo(ticket,
+//! TaskManager)`. Every other Flight call is refused: results are served by TaskManagers.
+
+use super::service::JobManager;
+use crate::error::AgentError;
+use crate::flight_clients::CURRENT_TRACE;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use async_trait::async_trait;
+use flotilla_protocol::QueryCommand;
+use futures::stream::BoxStream;
+use prost::Message;
+use std::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+/// Decrements the in-flight gauge however planning ends.
+struct InFlightGuard(prometheus::IntGauge);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+// === impl FlightService for JobManager ===
+
+type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
+
+#[async_trait]
+impl FlightService for JobManager {
+    type HandshakeStream = FlightStream<HandshakeResponse>;
+    type ListFlightsStream = FlightStream<FlightInfo>;
+    type DoGetStream = FlightStream<FlightData>;
+    type DoPutStream = FlightStream<PutResult>;
+    type DoActionStream = FlightStream<arrow_flight::Result>;
+    type ListActionsStream = FlightStream<ActionType>;
+    type DoExchangeStream = FlightStream<FlightData>;
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let trace = flotilla_cluster::incoming_trace(request.metadata());
+        let descriptor = request.into_inner();
+        if self.inner.drain.is_draining() {
+            // A bare status reads as a transport failure: the gateway marks this shard down
+            // and runs the query on the next one.
+            return Err(Status::unavailable(format!(
+                "shard {} is draining",
+                self.inner.node_id
+            )));
+        }
+        let command = QueryCommand::from_bytes(&descriptor.cmd)
+            .map_err(|error| AgentError::BadRequest(format!("query command: {error}")))?;
+        let metrics = &self.inner.metrics;
+        metrics.in_flight.inc();
+        let _in_flight = InFlightGuard(metrics.in_flight.clone());
+        let started = Instant::now();
+        let span = tracing::info_span!(
+            "plan",
+            query_id = %command.query_id,
+            trace_id = %trace.trace_id(),
+            prepare_us = tracing::field::Empty,
+            lease_us = tracing::field::Empty,
+            plan_us = tracing::field::Empty,
+            handover_us = tracing::field::Empty,
+        );
+        let result = CURRENT_TRACE
+            .scope(trace, self.plan_and_hand_over(&command))
+            .instrument(span.clone())
+            .await;
+        metrics
+            .planning_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(info) => {
+                metrics.queries_planned.inc();
+                let info = info.with_descriptor(descriptor);
+                metrics.response_bytes.inc_by(info.encoded_len() as u64);
+                tracing::info!(parent: &span, elapsed_us = started.elapsed().as_micros() as u64, "query handed over");
+                Ok(Response::new(info))
+            }
+            Err(error) => {
+                let code = error.code();
+                metrics
+                    .queries_failed
+                    .with_label_values(&[code.as_str()])
+                    .inc();
+                tracing::info!(parent: &span, %code, error = %error, "query refused");
+                Err(error.into())
+            }
+        }
+    }
+
+    async fn do_get(
+        &self,
+        _request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        Err(Status::unimplemented(
+            "results are served by taskmanagers, not by shards",
+        ))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights"))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema"))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("do_put"))
+    }
+
+    async fn do_action(
+        &self,
+        _request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        Err(Status::unimplemented("do_action"))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        Err(Status::unimplemented("list_actions"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange"))
+    }
+}

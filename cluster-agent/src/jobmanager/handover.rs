@@ -1,0 +1,230 @@
+//! How a shard hands a query over: plan it, lease slots (or let a TaskManager reserve them),
+//! and give the encoded plan to the query's head TaskManager, which keeps it under a ticket.
+
+use super::leasing::{Leased, SlotLeaser};
+use super::planner::PlannedQuery;
+use super::service::JobManager;
+use crate::error::AgentError;
+use crate::flight_clients::call_action;
+use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
+use arrow_flight::{FlightEndpoint, FlightInfo, Ticket};
+use flotilla_protocol::{ErrorBody, ErrorCode, QueryCommand};
+use prost::Message;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
+
+// === impl JobManager ===
+
+impl JobManager {
+    /// Plans a query, leases slots for it, and hands it to one of the leased TaskManagers.
+    ///
+    /// The plan is sized for the TaskManagers the query could use; slots are then leased only
+    /// on as many as its widest stage runs tasks on (one for a single-stage query). Records
+    /// each step's time on the current `plan` span.
+    pub(super) async fn plan_and_hand_over(
+        &self,
+        command: &QueryCommand,
+    ) -> Result<FlightInfo, AgentError> {
+        let inner = &self.inner;
+        let mut step = Instant::now();
+        let logical = inner.planner.prepare(&command.sql).await?;
+        record_step("prepare_us", &mut step);
+        let targets = inner.leaser.planning_targets(&command.pool);
+        let planned = if targets.is_empty() {
+            None // Leasing says why: no TaskManager of the pool is up.
+        } else {
+            Some(inner.planner.plan(&logical, &targets).await?)
+        };
+        record_step("plan_us", &mut step);
+        let want = planned.as_ref().map_or(1, |planned| planned.width);
+        if let (1, Some(planned)) = (want, &planned)
+            && let Some(info) = self.hand_over_reserving(command, planned).await?
+        {
+            record_step("handover_us", &mut step);
+            return Ok(info);
+        }
+        let mut guard = LeaseGuard {
+            leaser: Arc::clone(&inner.leaser),
+            leased: inner.leaser.lease(command, want).await?,
+            armed: true,
+        };
+        record_step("lease_us", &mut step);
+        let planned = match planned {
+            Some(planned) => planned,
+            // TaskManagers showed up while the query waited for them.
+            None => inner.planner.plan(&logical, &guard.leased.holders).await?,
+        };
+        let result = self.hand_over_leased(command, planned, &guard.leased).await;
+        // From a successful hand-over on, the head TaskManager owns the lease.
+        guard.armed = result.is_err();
+        result
+    }
+
+    /// Hands a query that runs on one TaskManager over with a reservation: one round trip
+    /// instead of two. None when there is no candidate or it has no free slot (the caller
+    /// then leases, queueing if need be).
+    async fn hand_over_reserving(
+        &self,
+        command: &QueryCommand,
+        planned: &PlannedQuery,
+    ) -> Result<Option<FlightInfo>, AgentError> {
+        let leaser = &self.inner.leaser;
+        let Some((head, lease_id, slots)) = leaser.solo_head(&command.pool) else {
+            return Ok(None);
+        };
+        let workers = [head.clone()];
+        let request = HandoverRequest {
+            reserve_slots: slots,
+            holder: leaser.node_id().to_string(),
+            ..self.handover_request(command, planned, &head, &workers, &lease_id)
+        };
+        // Dropped mid-call (the gateway gave up): release what the head may have reserved.
+        let mut guard = LeaseGuard {
+            leaser: Arc::clone(leaser),
+            leased: Leased {
+                lease_id,
+                holders: vec![head.clone()],
+            },
+            armed: true,
+        };
+        match self.send_handover(&head, &request).await {
+            Ok(response) => {
+                guard.armed = false;
+                // The slots were free at once: this query waited for none.
+                self.inner.metrics.lease_wait_seconds.observe(0.0);
+                Ok(Some(flight_info(response, &head)))
+            }
+            Err(error) if error.code == ErrorCode::ClusterBusy => {
+                guard.armed = false;
+                leaser.count_refused();
+                Ok(None)
+            }
+            Err(error) if error.code == ErrorCode::Unavailable => {
+                leaser.mark_down(&head, &error.message);
+                Ok(None)
+            }
+            Err(error) => {
+                // The head gave back what it reserved before it answered.
+                guard.armed = false;
+                Err(body_to_error(error))
+            }
+        }
+    }
+
+    /// The hand-over of `planned` to `head`, under a lease held on `workers`.
+    fn handover_request(
+        &self,
+        command: &QueryCommand,
+        planned: &PlannedQuery,
+        head: &str,
+        workers: &[String],
+        lease_id: &str,
+    ) -> HandoverRequest {
+        HandoverRequest {
+            query_id: command.query_id.to_string(),
+            plan: planned.plan.clone(),
+            options: planned.options.clone(),
+            worker_urls: workers.to_vec(),
+            head_url: head.to_string(),
+            lease_id: lease_id.to_string(),
+            lease_ttl_ms: self.inner.leaser.lease_ttl_ms(),
+            reserve_slots: 0,
+            holder: String::new(),
+        }
+    }
+
+    /// Sends a hand-over to `head` and decodes its answer.
+    async fn send_handover(
+        &self,
+        head: &str,
+        request: &HandoverRequest,
+    ) -> Result<HandoverResponse, ErrorBody> {
+        let span =
+            tracing::info_span!("handover", taskmanager = %head, reserve = request.reserve_slots);
+        call_action(
+            self.inner.leaser.peers(),
+            head,
+            HANDOVER_ACTION,
+            request.encode_to_vec(),
+        )
+        .instrument(span)
+        .await
+        .and_then(decode_handover)
+    }
+
+    async fn hand_over_leased(
+        &self,
+        command: &QueryCommand,
+        planned: PlannedQuery,
+        leased: &Leased,
+    ) -> Result<FlightInfo, AgentError> {
+        let mut step = Instant::now();
+        let mut last_error = None;
+        for head in &leased.holders {
+            let request =
+                self.handover_request(command, &planned, head, &leased.holders, &leased.lease_id);
+            match self.send_handover(head, &request).await {
+                Ok(response) => {
+                    record_step("handover_us", &mut step);
+                    return Ok(flight_info(response, head));
+                }
+                Err(error) if error.code == ErrorCode::Unavailable => {
+                    tracing::warn!(taskmanager = %head, error = %error.message, "hand-over failed, trying the next taskmanager");
+                    self.inner.leaser.mark_down(head, &error.message);
+                    self.inner.metrics.handover_retries.inc();
+                    last_error = Some(error.message);
+                }
+                Err(error) => return Err(body_to_error(error)),
+            }
+        }
+        Err(AgentError::NoTaskManager(last_error.unwrap_or_default()))
+    }
+}
+
+fn decode_handover(body: bytes::Bytes) -> Result<HandoverResponse, ErrorBody> {
+    HandoverResponse::decode(body)
+        .map_err(|error| ErrorBody::new(ErrorCode::Internal, format!("hand-over answer: {error}")))
+}
+
+/// Where the gateway fetches a handed-over query's result: the head, with its ticket.
+fn flight_info(response: HandoverResponse, head: &str) -> FlightInfo {
+    let endpoint = FlightEndpoint::new()
+        .with_ticket(Ticket::new(response.ticket))
+        .with_location(head.to_string());
+    FlightInfo::new().with_endpoint(endpoint)
+}
+
+/// Records the time since `step` as `field` of the current span, and restarts `step`.
+fn record_step(field: &'static str, step: &mut Instant) {
+    tracing::Span::current().record(field, step.elapsed().as_micros() as u64);
+    *step = Instant::now();
+}
+
+/// Rebuilds an error received from a TaskManager so that it keeps its code.
+fn body_to_error(body: ErrorBody) -> AgentError {
+    match body.code {
+        ErrorCode::SqlSyntax => AgentError::SqlSyntax(body.message),
+        ErrorCode::SqlPlanning => AgentError::SqlPlanning(body.message),
+        ErrorCode::BadRequest => AgentError::BadRequest(body.message),
+        ErrorCode::Unavailable => AgentError::NoTaskManager(body.message),
+        ErrorCode::ClusterBusy => AgentError::ClusterBusy(body.message),
+        _ => AgentError::Internal(format!("{}: {}", body.code, body.message)),
+    }
+}
+
+/// Returns a query's slots unless its hand-over succeeded: on an error, and also when the
+/// gateway gives up on the call (cancel, timeout, disconnect) and tonic drops this future.
+struct LeaseGuard {
+    leaser: Arc<SlotLeaser>,
+    leased: Leased,
+    armed: bool,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.leaser.release(&self.leased);
+        }
+    }
+}

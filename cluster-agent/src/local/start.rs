@@ -1,0 +1,169 @@
+//! Starting the federation: TaskManagers first (the first is everyone's gossip seed), then the
+//! shards, then the gateway, each child pinned afterwards to the ports it bound.
+
+use super::LocalArgs;
+use super::children::{Node, RestartConfig, start};
+use crate::catalog::CatalogConfig;
+use crate::config::{Config, Role};
+use flotilla_cluster::{CertPair, ClusterConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// What every child of one run of `local` shares.
+pub(super) struct Shared {
+    /// The `cluster-agent` executable every child runs.
+    pub(super) executable: PathBuf,
+    /// `<data-dir>/local`: configs, logs and the files scripts read.
+    pub(super) run_dir: PathBuf,
+    /// The tables every shard and TaskManager serves.
+    pub(super) catalog: CatalogConfig,
+    /// The cluster secret and internal TLS of this run.
+    pub(super) cluster: ClusterConfig,
+}
+
+/// A federation that is up: where to reach it.
+pub(super) struct Started {
+    /// The gateway's URL.
+    pub(super) url: String,
+    /// The certificate clients trust, with `--tls`.
+    pub(super) ca: Option<PathBuf>,
+    shards: Vec<String>,
+    taskmanagers: Vec<String>,
+    seeds: Vec<String>,
+}
+
+/// Starts every child, pushing each onto `nodes` as it comes up (so that a failure part-way
+/// still stops those already running).
+pub(super) async fn start_federation(
+    shared: &Shared,
+    args: &LocalArgs,
+    tls: Option<CertPair>,
+    nodes: &mut Vec<Node>,
+) -> anyhow::Result<Started> {
+    // Everyone discovers everyone by gossip; the first TaskManager is the seed.
+    let mut seeds: Vec<String> = Vec::new();
+    let mut taskmanagers = Vec::new();
+    for index in 1..=args.taskmanagers.max(1) {
+        let name = format!("tm-{index}");
+        let mut config = agent_config(shared, &name, &seeds);
+        config.taskmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.taskmanager.slots = args.slots;
+        let mut node = start_child(shared, Role::TaskManager.as_str(), &name, &config).await?;
+        taskmanagers.push(internal_url(shared, &node)?);
+        if seeds.is_empty() {
+            seeds.push(node.address("gossip")?.to_string());
+        }
+        config.taskmanager.listen = node.address("grpc")?.parse()?;
+        config.taskmanager.admin_listen = node.address("admin")?.parse()?;
+        config.gossip.listen = node.address("gossip")?.parse()?;
+        node.config = Some(RestartConfig::Agent(Box::new(config)));
+        nodes.push(node);
+    }
+    let mut shards = Vec::new();
+    for index in 1..=args.shards.max(1) {
+        let name = format!("jm-{index}");
+        let mut config = agent_config(shared, &name, &seeds);
+        config.jobmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut node = start_child(shared, Role::JobManager.as_str(), &name, &config).await?;
+        shards.push(internal_url(shared, &node)?);
+        config.jobmanager.listen = node.address("grpc")?.parse()?;
+        config.jobmanager.admin_listen = node.address("admin")?.parse()?;
+        config.gossip.listen = node.address("gossip")?.parse()?;
+        node.config = Some(RestartConfig::Agent(Box::new(config)));
+        nodes.push(node);
+    }
+    let mut config = gateway::Config::default();
+    config.http.listen = args.http;
+    config.gossip.seeds = seeds.clone();
+    config.cluster = shared.cluster.clone();
+    if let Some(pair) = tls {
+        config.tls = pair.into();
+    }
+    let ca = config.tls.cert_file.clone();
+    let mut node = start_child(shared, "gateway", "gateway", &config).await?;
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", node.address("http")?);
+    config.http.listen = node.address("http")?.parse()?;
+    config.gossip.listen = node.address("gossip")?.parse()?;
+    node.config = Some(RestartConfig::Gateway(Box::new(config)));
+    nodes.push(node);
+    Ok(Started {
+        url,
+        ca,
+        shards,
+        taskmanagers,
+        seeds,
+    })
+}
+
+impl Started {
+    /// Tells the user where everything is and how to send a first query.
+    pub(super) fn print_banner(&self, shared: &Shared, data_dir: &Path, scale: f64) {
+        let Self {
+            url,
+            ca,
+            shards,
+            taskmanagers,
+            seeds,
+        } = self;
+        let cacert = ca
+            .as_ref()
+            .map(|path| format!("--cacert {} ", path.display()))
+            .unwrap_or_default();
+        println!();
+        println!("Flotilla local federation is up:");
+        println!("  gateway       {url}");
+        println!("  shards        {}", shards.join(", "));
+        println!("  taskmanagers  {}", taskmanagers.join(", "));
+        println!(
+            "  gossip seed   {} (join more agents with --set gossip.seeds=[\"{}\"])",
+            seeds.join(", "),
+            seeds.join("\",\"")
+        );
+        println!(
+            "  data          {} (TPC-H scale {scale})",
+            data_dir.display()
+        );
+        println!("  configs/logs  {}", shared.run_dir.display());
+        println!();
+        println!("Try:");
+        println!(
+            "  curl -sS {cacert}{url}/v1/query -H 'accept: application/json' -H 'content-type: text/plain' \\"
+        );
+        println!(
+            "       --data-binary 'SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey ORDER BY n_name LIMIT 5'"
+        );
+        println!();
+    }
+}
+
+/// A shard's or TaskManager's config before it binds: its id, the seeds, the catalog and the
+/// cluster's secret and TLS.
+fn agent_config(shared: &Shared, name: &str, seeds: &[String]) -> Config {
+    let mut config = Config::default();
+    config.node.id = Some(name.to_string());
+    config.gossip.seeds = seeds.to_vec();
+    config.catalog = shared.catalog.clone();
+    config.cluster = shared.cluster.clone();
+    config
+}
+
+/// Starts one child with `config` written as its TOML file.
+async fn start_child(
+    shared: &Shared,
+    role: &str,
+    name: &str,
+    config: &impl serde::Serialize,
+) -> anyhow::Result<Node> {
+    let text = toml::to_string(config)?;
+    start(&shared.executable, role, name, &text, &shared.run_dir).await
+}
+
+/// The gRPC URL a shard or TaskManager serves on.
+fn internal_url(shared: &Shared, node: &Node) -> anyhow::Result<String> {
+    Ok(format!(
+        "{}://{}",
+        shared.cluster.scheme(),
+        node.address("grpc")?
+    ))
+}

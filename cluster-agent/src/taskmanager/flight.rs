@@ -1,0 +1,187 @@
+//! The TaskManager's Flight service: `DoGet(ticket)` runs a handed-over query's head stage and
+//! streams its result; `DoAction` takes hand-overs and lease actions.
+
+use super::keeper::keep_leases;
+use super::results::{ResultStream, StreamingGuard, flight_result};
+use super::service::TaskManager;
+use crate::error::AgentError;
+use crate::handover::{HANDOVER_ACTION, HandoverRequest};
+use crate::lease::{RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+// === impl FlightService for TaskManager ===
+
+type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
+
+#[async_trait]
+impl FlightService for TaskManager {
+    type HandshakeStream = FlightStream<HandshakeResponse>;
+    type ListFlightsStream = FlightStream<FlightInfo>;
+    type DoGetStream = FlightStream<FlightData>;
+    type DoPutStream = FlightStream<PutResult>;
+    type DoActionStream = FlightStream<arrow_flight::Result>;
+    type ListActionsStream = FlightStream<ActionType>;
+    type DoExchangeStream = FlightStream<FlightData>;
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let trace = flotilla_cluster::incoming_trace(request.metadata());
+        let ticket = String::from_utf8(request.into_inner().ticket.to_vec())
+            .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
+        let pending = self
+            .inner
+            .tickets
+            .take(&ticket)
+            .ok_or_else(|| AgentError::TicketNotFound(ticket.clone()))?;
+        let lease = pending.lease;
+        if !self.inner.leases.is_valid(&lease.lease_id) {
+            return Err(AgentError::TicketNotFound(format!(
+                "{ticket} (its slot lease expired before the result was fetched)"
+            ))
+            .into());
+        }
+        // From the first fetch on, the head keeps the query's slots until the stream ends.
+        let keep_alive = keep_leases(
+            lease.lease_id,
+            lease.holders,
+            lease.head_url,
+            lease.ttl,
+            Arc::clone(&self.inner.leases),
+            Arc::clone(&self.inner.peers),
+        );
+        let span = tracing::info_span!("result", query_id = %pending.query_id, trace_id = %trace.trace_id());
+        let stream = span
+            .in_scope(|| datafusion::physical_plan::execute_stream(pending.plan, pending.task_ctx))
+            .map_err(AgentError::DataFusion)?;
+        let metrics = self.inner.metrics.clone();
+        metrics.tickets_served.inc();
+        metrics.results_streaming.inc();
+        let guard = StreamingGuard {
+            streaming: metrics.results_streaming.clone(),
+            span: span.clone(),
+            started: std::time::Instant::now(),
+            bytes: 0,
+            outcome: "dropped",
+        };
+        let bytes_sent = metrics.flight_bytes_sent.clone();
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(stream.schema())
+            .build(stream.map_err(|error| FlightError::ExternalError(Box::new(error))))
+            .map(flight_result);
+        let flight = ResultStream {
+            inner: flight.boxed(),
+            guard,
+            bytes_sent,
+            _keep_alive: keep_alive,
+        };
+        drop(span);
+        Ok(Response::new(flight.boxed()))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let trace = flotilla_cluster::incoming_trace(request.metadata());
+        let action = request.into_inner();
+        if matches!(
+            action.r#type.as_str(),
+            RESERVE_ACTION | RENEW_ACTION | RELEASE_ACTION
+        ) {
+            let body = self.lease_action(&action)?;
+            let result = arrow_flight::Result { body: body.into() };
+            return Ok(Response::new(futures::stream::iter([Ok(result)]).boxed()));
+        }
+        if action.r#type != HANDOVER_ACTION {
+            return Err(Status::unimplemented(format!(
+                "unknown action {}",
+                action.r#type
+            )));
+        }
+        let handover = HandoverRequest::decode(action.body)
+            .map_err(|error| AgentError::BadRequest(format!("hand-over: {error}")))?;
+        let span = tracing::info_span!("handover", query_id = %handover.query_id, trace_id = %trace.trace_id());
+        let response = span.in_scope(|| self.accept_handover(handover, trace))?;
+        tracing::debug!(parent: &span, "plan handed over");
+        let result = arrow_flight::Result {
+            body: response.encode_to_vec().into(),
+        };
+        Ok(Response::new(futures::stream::iter([Ok(result)]).boxed()))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let action = ActionType {
+            r#type: HANDOVER_ACTION.to_string(),
+            description: "keep a planned query under a ticket for DoGet".to_string(),
+        };
+        Ok(Response::new(futures::stream::iter([Ok(action)]).boxed()))
+    }
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        Err(Status::unimplemented("handshake"))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented("list_flights"))
+    }
+
+    async fn get_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented(
+            "a taskmanager plans nothing; ask a jobmanager",
+        ))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("poll_flight_info"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        Err(Status::unimplemented("get_schema"))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("do_put"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("do_exchange"))
+    }
+}

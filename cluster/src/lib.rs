@@ -1,0 +1,25 @@
+//! What every Flotilla process runs to join and trust the cluster: gossip membership, the
+//! cluster secret and internal TLS, layered config loading, telemetry, process metrics and the
+//! shutdown signal. Wire agreements stay in `flotilla-protocol`; this crate holds the logic.
+
+#![forbid(unsafe_code)]
+
+mod gossip;
+mod layered;
+mod membership;
+mod process_metrics;
+mod secret;
+mod shutdown;
+mod telemetry;
+mod tls;
+
+pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer};
+pub use layered::load_layered;
+pub use membership::{Health, Member, Membership, StaticMembership};
+pub use process_metrics::process_registry;
+pub use secret::{ClusterConfig, ClusterSecret, InternalTls};
+pub use shutdown::shutdown_signal;
+pub use telemetry::{
+    LogConfig, LogFormat, incoming_trace, init_tracing, inject_child_trace, spawn_instrumented,
+};
+pub use tls::{CertPair, self_signed};

@@ -1,0 +1,105 @@
+//! Reading a query request: headers (timeout, tenant), the SQL body (text or JSON) and what is
+//! left of a refused body.
+
+use crate::error::GatewayError;
+use bytes::Bytes;
+use flotilla_protocol::{DEFAULT_TENANT, TENANT_HEADER, TIMEOUT_HEADER};
+use http::Request;
+use http_body::Body;
+use http_body_util::BodyExt;
+use std::time::Duration;
+
+/// Reads and discards what is left of a refused request body (at most 4 × the limit plus
+/// 1 MiB, for at most 2 s), so that closing the connection after the error response does not
+/// reset it before the client has read that response.
+pub(super) async fn drain<B>(mut body: B, limit: usize)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let budget = limit.saturating_mul(4).saturating_add(1024 * 1024);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let mut discarded = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                discarded += data.len();
+                if discarded > budget {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+pub(super) fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
+}
+
+pub(super) fn header_text<B>(
+    request: &Request<B>,
+    name: impl http::header::AsHeaderName,
+) -> Result<Option<String>, GatewayError> {
+    match request.headers().get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|text| Some(text.trim().to_ascii_lowercase()))
+            .map_err(|_| GatewayError::BadRequest("a header is not visible ASCII".into())),
+    }
+}
+
+/// Reads the SQL from a text or JSON body.
+pub(super) fn parse_sql(body: &[u8], is_json: bool) -> Result<String, GatewayError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| GatewayError::BadRequest("the request body is not UTF-8".into()))?;
+    let sql = if is_json {
+        // An object with a string `sql`; serde would also take `["..."]` for the struct.
+        let bad = |why: String| {
+            GatewayError::BadRequest(format!("JSON body must be {{\"sql\": \"...\"}}: {why}"))
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| bad(error.to_string()))?;
+        match value.get("sql") {
+            Some(serde_json::Value::String(sql)) if value.is_object() => sql.clone(),
+            Some(_) => return Err(bad("`sql` is not a string".into())),
+            None => return Err(bad("no `sql` field".into())),
+        }
+    } else {
+        text.to_string()
+    };
+    if sql.trim().is_empty() {
+        return Err(GatewayError::BadRequest("the request has no SQL".into()));
+    }
+    Ok(sql)
+}
+
+/// Reads the timeout header: a whole number of milliseconds, at least 1.
+pub(super) fn parse_timeout(header: Option<&str>) -> Result<Option<Duration>, GatewayError> {
+    let Some(text) = header.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(None);
+    };
+    match text.parse::<u64>() {
+        Ok(millis) if millis > 0 => Ok(Some(Duration::from_millis(millis))),
+        _ => Err(GatewayError::BadRequest(format!(
+            "{TIMEOUT_HEADER} must be a whole number of milliseconds, at least 1; got `{text}`"
+        ))),
+    }
+}
+
+/// Reads the tenant header: absent means the default tenant; a name is 1-64 characters of
+/// `A-Z a-z 0-9 . _ -`.
+pub(super) fn parse_tenant(header: Option<&str>) -> Result<String, GatewayError> {
+    let Some(tenant) = header.map(str::trim).filter(|tenant| !tenant.is_empty()) else {
+        return Ok(DEFAULT_TENANT.to_string());
+    };
+    let valid = tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(GatewayError::BadRequest(format!(
+            "{TENANT_HEADER} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+        )));
+    }
+    Ok(tenant.to_string())
+}
