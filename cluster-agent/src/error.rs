@@ -137,14 +137,7 @@ pub fn is_peer_failure(error: &DataFusionError) -> bool {
         return is_peer_failure(inner);
     }
     if let Some(status) = external.downcast_ref::<tonic::Status>() {
-        return matches!(
-            status.code(),
-            tonic::Code::Unavailable
-                | tonic::Code::Unknown
-                | tonic::Code::Cancelled
-                | tonic::Code::Aborted
-                | tonic::Code::Internal
-        ) && status.details().is_empty();
+        return is_transport_status(status);
     }
     external.downcast_ref::<tonic::transport::Error>().is_some()
         || external.downcast_ref::<std::io::Error>().is_some_and(|io| {
@@ -156,6 +149,20 @@ pub fn is_peer_failure(error: &DataFusionError) -> bool {
                     | std::io::ErrorKind::UnexpectedEof
             )
         })
+}
+
+/// Says whether a gRPC status is the connection failing rather than the peer's answer: a
+/// Flotilla peer's own errors carry their body in the details, while a peer that died or reset
+/// the stream leaves a bare status of one of these codes.
+pub(crate) fn is_transport_status(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+            | tonic::Code::Internal
+    ) && status.details().is_empty()
 }
 
 fn root(error: &DataFusionError) -> &DataFusionError {

@@ -76,12 +76,12 @@ pub(crate) async fn call_action(
     let mut results = client
         .do_action(action)
         .await
-        .map_err(|status| ErrorBody::from(&status))?
+        .map_err(|status| action_error(&status))?
         .into_inner();
     let result = results
         .message()
         .await
-        .map_err(|status| ErrorBody::from(&status))?
+        .map_err(|status| action_error(&status))?
         .ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::Internal,
@@ -89,6 +89,16 @@ pub(crate) async fn call_action(
             )
         })?;
     Ok(result.body)
+}
+
+/// The error of a failed action: the peer's own answer, or `unavailable` when the connection
+/// failed (the peer died or reset the stream), so that callers try another TaskManager.
+fn action_error(status: &tonic::Status) -> flotilla_protocol::ErrorBody {
+    use flotilla_protocol::{ErrorBody, ErrorCode};
+    if crate::error::is_transport_status(status) {
+        return ErrorBody::new(ErrorCode::Unavailable, status.message());
+    }
+    ErrorBody::from(status)
 }
 
 /// Channels of datafusion-distributed's stage calls (head → worker, worker → worker) when
@@ -136,5 +146,33 @@ impl datafusion_distributed::ChannelResolver for ClusterChannels {
             }
         };
         Ok(create_worker_client(channel))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_protocol::{ErrorBody, ErrorCode};
+
+    #[test]
+    fn a_broken_connection_is_unavailable_and_a_peers_answer_keeps_its_code() {
+        // What tonic reports when the peer dies mid-call: a bare status, no Flotilla body.
+        for status in [
+            tonic::Status::cancelled("operation was canceled"),
+            tonic::Status::unknown("h2 protocol error: error reading a body from connection"),
+            tonic::Status::unavailable("transport error"),
+        ] {
+            assert_eq!(
+                action_error(&status).code,
+                ErrorCode::Unavailable,
+                "{status}"
+            );
+        }
+        let answered = tonic::Status::from(ErrorBody::new(ErrorCode::ClusterBusy, "no slots"));
+        assert_eq!(action_error(&answered).code, ErrorCode::ClusterBusy);
+        let cancelled = tonic::Status::from(ErrorBody::new(ErrorCode::Cancelled, "by request"));
+        assert_eq!(action_error(&cancelled).code, ErrorCode::Cancelled);
+        let refused = tonic::Status::unauthenticated("internal calls need the cluster secret");
+        assert_eq!(action_error(&refused).code, ErrorCode::NotAllowed);
     }
 }
