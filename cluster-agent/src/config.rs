@@ -74,8 +74,14 @@ impl Default for NodeConfig {
 pub struct JobManagerConfig {
     /// Address of the Flight (gRPC) service the gateways call. Port 0 picks a free port.
     pub listen: SocketAddr,
+    /// `host:port` (a DNS name allowed) gateways are told to call for `listen`. Unset: the
+    /// bound address, or with `listen` on every interface this host's address on the route to
+    /// the first gossip seed.
+    pub advertise: Option<String>,
     /// Address of the HTTP admin service (`/metrics`, `/healthz`, `/v1/state`).
     pub admin_listen: SocketAddr,
+    /// `host:port` published for `admin_listen` (Prometheus targets); unset as for `advertise`.
+    pub admin_advertise: Option<String>,
     /// TaskManager Flight URLs (`http://host:port`) as a fixed list, probed in the background,
     /// all in pool `default`. Empty (the default): TaskManagers are discovered by gossip.
     pub taskmanagers: Vec<String>,
@@ -120,7 +126,9 @@ impl Default for JobManagerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            advertise: None,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_advertise: None,
             taskmanagers: Vec::new(),
             probe_interval_ms: 1000,
             taskmanagers_per_query: 2,
@@ -145,8 +153,14 @@ impl Default for JobManagerConfig {
 pub struct TaskManagerConfig {
     /// Address of the gRPC service (datafusion-distributed worker + Flight results).
     pub listen: SocketAddr,
+    /// `host:port` (a DNS name allowed) shards, gateways and other TaskManagers are told to
+    /// call for `listen`. Unset: the bound address, or with `listen` on every interface this
+    /// host's address on the route to the first gossip seed.
+    pub advertise: Option<String>,
     /// Address of the HTTP admin service (`/metrics`, `/healthz`, `/v1/state`).
     pub admin_listen: SocketAddr,
+    /// `host:port` published for `admin_listen` (Prometheus targets); unset as for `advertise`.
+    pub admin_advertise: Option<String>,
     /// Task slots this TaskManager offers; shards lease them, and it refuses leases beyond.
     pub slots: usize,
     /// The pool (isolation group) this TaskManager serves; tenants bound to a pool run only on
@@ -169,13 +183,52 @@ impl Default for TaskManagerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50061)),
+            advertise: None,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_advertise: None,
             slots: 4,
             pool: flotilla_protocol::DEFAULT_POOL.to_string(),
             memory_limit_mb: 2048,
             query_memory_limit_mb: 0,
             ticket_ttl_secs: 60,
             max_pending_tickets: 1024,
+        }
+    }
+}
+
+/// Where a shard's or TaskManager's two listeners bind, and what peers are told.
+#[derive(Clone, Debug)]
+pub(crate) struct ListenerSettings {
+    /// The gRPC listener.
+    pub(crate) listen: SocketAddr,
+    /// Its advertised `host:port`, when set.
+    pub(crate) advertise: Option<String>,
+    /// The HTTP admin listener.
+    pub(crate) admin_listen: SocketAddr,
+    /// Its advertised `host:port`, when set.
+    pub(crate) admin_advertise: Option<String>,
+}
+
+impl JobManagerConfig {
+    /// The shard's listener settings.
+    pub(crate) fn listeners(&self) -> ListenerSettings {
+        ListenerSettings {
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            admin_listen: self.admin_listen,
+            admin_advertise: self.admin_advertise.clone(),
+        }
+    }
+}
+
+impl TaskManagerConfig {
+    /// The TaskManager's listener settings.
+    pub(crate) fn listeners(&self) -> ListenerSettings {
+        ListenerSettings {
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            admin_listen: self.admin_listen,
+            admin_advertise: self.admin_advertise.clone(),
         }
     }
 }

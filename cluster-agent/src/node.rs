@@ -5,7 +5,7 @@
 //! announces `draining` over gossip so peers stop choosing it, waits until its running work is
 //! done (or `node.drain_timeout_ms`), then closes its listeners and leaves gossip.
 
-use crate::config::Role;
+use crate::config::{ListenerSettings, Role};
 use bytes::Bytes;
 use flotilla_cluster::Gossip;
 use flotilla_protocol::{NodeInfo, NodeRole};
@@ -132,6 +132,10 @@ pub(crate) struct NodeListeners {
     pub(crate) grpc_addr: SocketAddr,
     /// The bound HTTP admin address.
     pub(crate) admin_addr: SocketAddr,
+    /// The `host:port` peers are told to call for gRPC.
+    grpc_advertised: String,
+    /// The `host:port` published for the admin service.
+    admin_advertised: String,
 }
 
 /// The gRPC server of a shard or TaskManager: over TLS when `cluster.tls_*` is set.
@@ -146,12 +150,14 @@ pub(crate) fn grpc_server(
 }
 
 impl NodeListeners {
-    /// Binds both listeners.
+    /// Binds both listeners and works out what peers are told to call (see
+    /// [`flotilla_cluster::advertised_address`]; `seeds` are the gossip seeds).
     pub(crate) async fn bind(
         role: Role,
-        grpc_listen: SocketAddr,
-        admin_listen: SocketAddr,
+        settings: &ListenerSettings,
+        seeds: &[String],
     ) -> anyhow::Result<Self> {
+        let (grpc_listen, admin_listen) = (settings.listen, settings.admin_listen);
         let grpc = TcpListener::bind(grpc_listen).await.map_err(|error| {
             anyhow::anyhow!(
                 "cannot listen on {grpc_listen} for {}: {error}",
@@ -161,9 +167,27 @@ impl NodeListeners {
         let admin = TcpListener::bind(admin_listen).await.map_err(|error| {
             anyhow::anyhow!("cannot listen on {admin_listen} for admin: {error}")
         })?;
+        let (grpc_addr, admin_addr) = (grpc.local_addr()?, admin.local_addr()?);
+        let section = role.as_str();
+        let grpc_advertised = flotilla_cluster::advertised_address(
+            &format!("{section}.advertise"),
+            grpc_addr,
+            settings.advertise.as_deref(),
+            seeds,
+        )
+        .await?;
+        let admin_advertised = flotilla_cluster::advertised_address(
+            &format!("{section}.admin_advertise"),
+            admin_addr,
+            settings.admin_advertise.as_deref(),
+            seeds,
+        )
+        .await?;
         Ok(Self {
-            grpc_addr: grpc.local_addr()?,
-            admin_addr: admin.local_addr()?,
+            grpc_addr,
+            admin_addr,
+            grpc_advertised,
+            admin_advertised,
             grpc,
             admin,
         })
@@ -184,9 +208,9 @@ impl NodeListeners {
                 Role::TaskManager => NodeRole::TaskManager,
             },
             version: env!("CARGO_PKG_VERSION").to_string(),
-            grpc_url: Some(format!("{}://{}", cluster.scheme(), self.grpc_addr)),
+            grpc_url: Some(format!("{}://{}", cluster.scheme(), self.grpc_advertised)),
             http_addr: None,
-            admin_addr: Some(self.admin_addr.to_string()),
+            admin_addr: Some(self.admin_advertised.clone()),
             pool,
             draining: false,
             starting: false,
@@ -210,6 +234,7 @@ pub(crate) async fn serve_node(
         admin: admin_listener,
         grpc_addr,
         admin_addr,
+        ..
     } = listeners;
     let (shutdown, mut stopped) = watch::channel(false);
 

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod address;
 mod gossip;
 mod layered;
 mod membership;
@@ -13,6 +14,7 @@ mod shutdown;
 mod telemetry;
 mod tls;
 
+pub use address::advertised_address;
 pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer};
 pub use layered::load_layered;
 pub use membership::{Health, Member, Membership, StaticMembership};

@@ -82,6 +82,10 @@ pub struct TokenConfig {
 pub struct HttpConfig {
     /// Listen address. Port 0 picks a free port (printed at start-up).
     pub listen: SocketAddr,
+    /// `host:port` (a DNS name allowed) this gateway publishes by gossip for `listen` (its
+    /// `/metrics` too). Unset: the bound address, or with `listen` on every interface this
+    /// host's address on the route to the first gossip seed.
+    pub advertise: Option<String>,
     /// Largest accepted request body, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
 }
@@ -90,6 +94,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            advertise: None,
             max_body_bytes: 1024 * 1024,
         }
     }

@@ -68,13 +68,20 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
     let metrics = GatewayMetrics::new(&registry)?;
     let (shards, taskmanagers, gossip) = if config.shards.addresses.is_empty() {
         let in_flight = metrics.shard_in_flight.clone();
+        let advertised = flotilla_cluster::advertised_address(
+            "http.advertise",
+            addr,
+            config.http.advertise.as_deref(),
+            &config.gossip.seeds,
+        )
+        .await?;
         let info = NodeInfo {
             id: format!("gateway-{}", std::process::id()),
             role: NodeRole::Gateway,
             version: env!("CARGO_PKG_VERSION").to_string(),
             grpc_url: None,
-            http_addr: Some(addr.to_string()),
-            admin_addr: Some(addr.to_string()),
+            http_addr: Some(advertised.clone()),
+            admin_addr: Some(advertised),
             pool: None,
             draining: false,
             starting: false,

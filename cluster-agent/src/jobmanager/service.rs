@@ -39,7 +39,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         anyhow::bail!("jobmanager.taskmanagers_per_query and slots_per_query must be at least 1");
     }
     let listeners =
-        NodeListeners::bind(Role::JobManager, section.listen, section.admin_listen).await?;
+        NodeListeners::bind(Role::JobManager, &section.listeners(), &config.gossip.seeds).await?;
     let node_id = config.node_id(Role::JobManager);
     let metrics = JobManagerMetrics::new(&registry)?;
     let in_flight = metrics.in_flight.clone();

@@ -107,8 +107,12 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             drain: Drain::default(),
         }),
     };
-    let listeners =
-        NodeListeners::bind(Role::TaskManager, section.listen, section.admin_listen).await?;
+    let listeners = NodeListeners::bind(
+        Role::TaskManager,
+        &section.listeners(),
+        &config.gossip.seeds,
+    )
+    .await?;
     let info = listeners.node_info(
         node_id,
         Role::TaskManager,

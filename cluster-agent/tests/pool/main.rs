@@ -1,7 +1,8 @@
-//! One shared TaskManager pool: gossip membership (joins and kills), slot leases owned by the
-//! TaskManagers (never oversubscribed, returned within the TTL when a shard dies), queues
-//! (tenant 429s, shard `cluster_busy`) and isolation pools.
+//! One shared TaskManager pool: gossip membership (joins, kills, advertised addresses), slot
+//! leases owned by the TaskManagers (never oversubscribed, returned within the TTL when a shard
+//! dies), queues (tenant 429s, shard `cluster_busy`) and isolation pools.
 
+mod addresses;
 #[path = "../common/mod.rs"]
 mod common;
 mod leases;

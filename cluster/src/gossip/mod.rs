@@ -28,8 +28,10 @@ use tokio::sync::watch;
 pub struct GossipConfig {
     /// UDP address gossip listens on. Port 0 picks a free port (printed at start-up).
     pub listen: SocketAddr,
-    /// Address peers gossip to; defaults to the bound `listen` address.
-    pub advertise: Option<SocketAddr>,
+    /// Address peers gossip to, `host:port` (a DNS name is resolved once, at start-up).
+    /// Unset: the bound `listen` address, or with `listen` on every interface this host's
+    /// address on the route to the first seed.
+    pub advertise: Option<String>,
     /// Gossip addresses (`host:port`) of a few members to join through. Empty: this process
     /// starts a cluster of its own, which others join by naming it.
     pub seeds: Vec<String>,
@@ -103,8 +105,7 @@ impl Gossip {
         info: NodeInfo,
         load: LoadSource,
     ) -> anyhow::Result<Self> {
-        let (handle, bound) = spawn_on_free_port(&config, &info, &load).await?;
-        let advertise = config.advertise.unwrap_or(bound);
+        let (handle, advertise) = spawn_on_free_port(&config, &info, &load).await?;
         let live = handle.chitchat().lock().await.live_nodes_watcher();
         let (view_sender, view) = watch::channel(parse_view(&live.borrow()));
         crate::spawn_instrumented(watch_live_nodes(live, view_sender));
@@ -214,7 +215,8 @@ impl Gossip {
     }
 }
 
-/// Starts chitchat on `config.listen`. Chitchat binds its own UDP socket, so port 0 is
+/// Starts chitchat on `config.listen` and returns it with the address peers gossip to.
+/// Chitchat binds its own UDP socket, so port 0 is
 /// resolved first by binding and releasing a probe socket; a lost race is retried.
 async fn spawn_on_free_port(
     config: &GossipConfig,
@@ -226,7 +228,7 @@ async fn spawn_on_free_port(
         let bound = std::net::UdpSocket::bind(config.listen)
             .and_then(|probe| probe.local_addr())
             .map_err(|error| anyhow::anyhow!("cannot bind gossip on {}: {error}", config.listen))?;
-        let advertise = config.advertise.unwrap_or(bound);
+        let advertise = gossip_address(config, bound).await?;
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_micros() as u64);
@@ -257,12 +259,29 @@ async fn spawn_on_free_port(
             (LOAD_KEY.to_string(), serde_json::to_string(&load())?),
         ];
         match chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport).await {
-            Ok(handle) => return Ok((handle, bound)),
+            Ok(handle) => return Ok((handle, advertise)),
             Err(error) if config.listen.port() == 0 => last_error = Some(error),
             Err(error) => return Err(error),
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cannot start gossip")))
+}
+
+/// The address peers gossip to: chitchat needs it as a socket address, so a DNS name in
+/// `gossip.advertise` is resolved here.
+async fn gossip_address(config: &GossipConfig, bound: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let advertised = crate::advertised_address(
+        "gossip.advertise",
+        bound,
+        config.advertise.as_deref(),
+        &config.seeds,
+    )
+    .await?;
+    tokio::net::lookup_host(advertised.as_str())
+        .await
+        .ok()
+        .and_then(|mut resolved| resolved.next())
+        .ok_or_else(|| anyhow::anyhow!("gossip.advertise `{advertised}` does not resolve"))
 }
 
 /// Re-parses the live members whenever chitchat reports a change; ends with chitchat.
