@@ -196,43 +196,6 @@ impl Default for TaskManagerConfig {
     }
 }
 
-/// Where a shard's or TaskManager's two listeners bind, and what peers are told.
-#[derive(Clone, Debug)]
-pub(crate) struct ListenerSettings {
-    /// The gRPC listener.
-    pub(crate) listen: SocketAddr,
-    /// Its advertised `host:port`, when set.
-    pub(crate) advertise: Option<String>,
-    /// The HTTP admin listener.
-    pub(crate) admin_listen: SocketAddr,
-    /// Its advertised `host:port`, when set.
-    pub(crate) admin_advertise: Option<String>,
-}
-
-impl JobManagerConfig {
-    /// The shard's listener settings.
-    pub(crate) fn listeners(&self) -> ListenerSettings {
-        ListenerSettings {
-            listen: self.listen,
-            advertise: self.advertise.clone(),
-            admin_listen: self.admin_listen,
-            admin_advertise: self.admin_advertise.clone(),
-        }
-    }
-}
-
-impl TaskManagerConfig {
-    /// The TaskManager's listener settings.
-    pub(crate) fn listeners(&self) -> ListenerSettings {
-        ListenerSettings {
-            listen: self.listen,
-            advertise: self.advertise.clone(),
-            admin_listen: self.admin_listen,
-            admin_advertise: self.admin_advertise.clone(),
-        }
-    }
-}
-
 impl Config {
     /// Returns a config for in-process tests: ephemeral ports everywhere.
     #[cfg(any(test, feature = "test-util"))]

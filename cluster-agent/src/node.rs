@@ -5,7 +5,7 @@
 //! announces `draining` over gossip so peers stop choosing it, waits until its running work is
 //! done (or `node.drain_timeout_ms`), then closes its listeners and leaves gossip.
 
-use crate::config::{ListenerSettings, Role};
+use crate::config::Role;
 use bytes::Bytes;
 use flotilla_cluster::Gossip;
 use flotilla_protocol::{NodeInfo, NodeRole};
@@ -150,14 +150,14 @@ pub(crate) fn grpc_server(
 }
 
 impl NodeListeners {
-    /// Binds both listeners and works out what peers are told to call (see
+    /// Binds both listeners and works out what peers are told to call for each (see
     /// [`flotilla_cluster::advertised_address`]; `seeds` are the gossip seeds).
     pub(crate) async fn bind(
         role: Role,
-        settings: &ListenerSettings,
+        (grpc_listen, grpc_advertise): (SocketAddr, Option<&str>),
+        (admin_listen, admin_advertise): (SocketAddr, Option<&str>),
         seeds: &[String],
     ) -> anyhow::Result<Self> {
-        let (grpc_listen, admin_listen) = (settings.listen, settings.admin_listen);
         let grpc = TcpListener::bind(grpc_listen).await.map_err(|error| {
             anyhow::anyhow!(
                 "cannot listen on {grpc_listen} for {}: {error}",
@@ -172,14 +172,14 @@ impl NodeListeners {
         let grpc_advertised = flotilla_cluster::advertised_address(
             &format!("{section}.advertise"),
             grpc_addr,
-            settings.advertise.as_deref(),
+            grpc_advertise,
             seeds,
         )
         .await?;
         let admin_advertised = flotilla_cluster::advertised_address(
             &format!("{section}.admin_advertise"),
             admin_addr,
-            settings.admin_advertise.as_deref(),
+            admin_advertise,
             seeds,
         )
         .await?;

@@ -38,8 +38,13 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     if section.taskmanagers_per_query == 0 || section.slots_per_query == 0 {
         anyhow::bail!("jobmanager.taskmanagers_per_query and slots_per_query must be at least 1");
     }
-    let listeners =
-        NodeListeners::bind(Role::JobManager, &section.listeners(), &config.gossip.seeds).await?;
+    let listeners = NodeListeners::bind(
+        Role::JobManager,
+        (section.listen, section.advertise.as_deref()),
+        (section.admin_listen, section.admin_advertise.as_deref()),
+        &config.gossip.seeds,
+    )
+    .await?;
     let node_id = config.node_id(Role::JobManager);
     let metrics = JobManagerMetrics::new(&registry)?;
     let in_flight = metrics.in_flight.clone();

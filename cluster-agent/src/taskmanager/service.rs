@@ -109,7 +109,8 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     };
     let listeners = NodeListeners::bind(
         Role::TaskManager,
-        &section.listeners(),
+        (section.listen, section.advertise.as_deref()),
+        (section.admin_listen, section.admin_advertise.as_deref()),
         &config.gossip.seeds,
     )
     .await?;
