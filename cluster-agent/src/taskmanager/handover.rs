@@ -90,7 +90,7 @@ impl TaskManager {
     }
 
     /// Reserves `slots` under `lease_id`, unless draining or short of free slots.
-    pub(super) fn reserve(
+    fn reserve(
         &self,
         lease_id: &str,
         query_id: &str,
@@ -118,7 +118,7 @@ impl TaskManager {
     }
 
     /// Adopts the query's lease, decodes its plan and keeps it under a new ticket.
-    pub(super) fn adopt_and_stage(
+    fn adopt_and_stage(
         &self,
         request: &HandoverRequest,
         head_url: Url,
