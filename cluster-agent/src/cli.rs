@@ -1,4 +1,5 @@
-//! The command line: one subcommand per role, plus `local` and `gen-data`.
+//! The command line: one subcommand per role, plus `local`, `gen-data`, `bench` and
+//! `check-config`.
 
 use crate::config::{Config, Role};
 use clap::{Args, Parser, Subcommand};
@@ -34,6 +35,25 @@ enum Command {
     GenData(GenDataArgs),
     /// Measure a running federation next to in-process DataFusion on the same data.
     Bench(crate::bench::BenchArgs),
+    /// Load a role's config through every layer (file, `AGENT_*`/`GATEWAY_*` env, flags) and
+    /// print the result as TOML; exit 64 when it does not load (files it names are not read).
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckConfigArgs {
+    /// The role whose config to check.
+    #[arg(value_enum)]
+    role: ConfigRole,
+    #[command(flatten)]
+    args: RoleArgs,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ConfigRole {
+    Jobmanager,
+    Taskmanager,
+    Gateway,
 }
 
 /// Flags shared by the long-running roles.
@@ -71,6 +91,7 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> ExitCode {
         Command::Gateway(args) => run_gateway(args, &env).await,
         Command::Local(args) => exit(crate::local::run_local(args).await),
         Command::Bench(args) => exit(crate::bench::run_bench(args).await),
+        Command::CheckConfig(check) => check_config(check, &env),
         Command::GenData(args) => {
             let result = tokio::task::spawn_blocking(move || {
                 crate::gendata::generate(args.scale, &args.out, &|line| eprintln!("{line}")).map(
@@ -170,6 +191,32 @@ async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -
     }
     tracing::info!(role = role.as_str(), "draining, then stopping");
     exit(handle.shutdown().await)
+}
+
+fn check_config(check: CheckConfigArgs, env: &BTreeMap<String, String>) -> ExitCode {
+    let printed = match check.role {
+        ConfigRole::Gateway => load::<gateway::Config>(&check.args, "gateway", "GATEWAY", env)
+            .map(|config| toml::to_string(&config)),
+        ConfigRole::Jobmanager | ConfigRole::Taskmanager => {
+            let role = match check.role {
+                ConfigRole::Jobmanager => Role::JobManager,
+                _ => Role::TaskManager,
+            };
+            load::<Config>(&check.args, role.as_str(), "AGENT", env)
+                .map(|config| toml::to_string(&config))
+        }
+    };
+    match printed {
+        Ok(Ok(text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(error)) => {
+            eprintln!("error: cannot print the config: {error}");
+            ExitCode::from(EX_SOFTWARE)
+        }
+        Err(code) => code,
+    }
 }
 
 async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode {

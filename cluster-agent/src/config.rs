@@ -177,6 +177,11 @@ pub struct TaskManagerConfig {
     pub ticket_ttl_secs: u64,
     /// At most this many handed-over plans wait for their `DoGet` at once.
     pub max_pending_tickets: usize,
+    /// How long a handed-over query's slots here wait for its `DoGet`, in milliseconds (at most
+    /// the lease TTL): a gateway cut off between the hand-over and the fetch costs the slots
+    /// this long, not a whole TTL. A fetch that comes later is refused and the gateway runs
+    /// the query again.
+    pub fetch_window_ms: u64,
 }
 
 impl Default for TaskManagerConfig {
@@ -192,6 +197,7 @@ impl Default for TaskManagerConfig {
             query_memory_limit_mb: 0,
             ticket_ttl_secs: 60,
             max_pending_tickets: 1024,
+            fetch_window_ms: 3000,
         }
     }
 }
@@ -212,5 +218,66 @@ impl Config {
             .id
             .clone()
             .unwrap_or_else(|| format!("{}-{}", role.as_str(), std::process::id()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    /// Loads a shipped deployment example the way its systemd unit does (the file, then the
+    /// unit's environment).
+    fn load_example<T: serde::de::DeserializeOwned>(
+        file: &str,
+        prefix: &str,
+        env: &[(&str, &str)],
+    ) -> T {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/three-hosts")
+            .join(file);
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        flotilla_cluster::load_layered(Some(&path), &env, prefix, &[])
+            .unwrap_or_else(|error| panic!("{file}: {error:#}"))
+    }
+
+    #[test]
+    fn the_shipped_three_host_configs_load() {
+        let taskmanager: Config = load_example(
+            "taskmanager.toml",
+            "AGENT",
+            &[
+                ("AGENT_CLUSTER__SECRET", "s3cret"),
+                ("AGENT_TASKMANAGER__ADVERTISE", "flotilla-2.example"),
+                ("AGENT_GOSSIP__ADVERTISE", "flotilla-2.example"),
+            ],
+        );
+        assert_eq!(taskmanager.cluster.secret, "s3cret");
+        assert_eq!(
+            taskmanager.taskmanager.advertise.as_deref(),
+            Some("flotilla-2.example")
+        );
+        assert_eq!(taskmanager.gossip.seeds.len(), 3);
+        assert_eq!(taskmanager.catalog.tables.len(), 2);
+
+        let shard: Config = load_example(
+            "jobmanager.toml",
+            "AGENT",
+            &[("AGENT_JOBMANAGER__ADVERTISE", "flotilla-3.example")],
+        );
+        assert_eq!(shard.jobmanager.listen.port(), 50052);
+        assert_ne!(shard.gossip.listen.port(), taskmanager.gossip.listen.port());
+
+        let gateway: gateway::Config = load_example(
+            "gateway.toml",
+            "GATEWAY",
+            &[("GATEWAY_HTTP__ADVERTISE", "flotilla-1.example")],
+        );
+        assert_eq!(gateway.gossip.seeds, taskmanager.gossip.seeds);
+        assert_eq!(gateway.cluster.keepalive_timeout_ms, 1000);
     }
 }

@@ -18,8 +18,8 @@ pub(crate) struct FlightClients {
 }
 
 impl FlightClients {
-    /// Clients whose connects and calls time out after `timeout`, and whose calls carry the
-    /// cluster secret.
+    /// Clients whose calls time out after `timeout` (connects after the cluster's connect
+    /// timeout), and carry the cluster secret.
     pub(crate) fn new(timeout: Duration, secret: ClusterSecret) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
@@ -41,7 +41,6 @@ impl FlightClients {
             .secret
             .endpoint(address)
             .map_err(|error| AgentError::Internal(format!("agent url {address}: {error}")))?
-            .connect_timeout(self.timeout)
             .timeout(self.timeout)
             .connect_lazy();
         let client = FlightServiceClient::new(channel)
@@ -101,9 +100,10 @@ fn action_error(status: &tonic::Status) -> flotilla_protocol::ErrorBody {
     ErrorBody::from(status)
 }
 
-/// Channels of datafusion-distributed's stage calls (head → worker, worker → worker) when
-/// internal TLS is on: its default resolver connects in clear, this one through
-/// [`ClusterSecret::endpoint`]. One lazily-connected channel per TaskManager URL.
+/// Channels of datafusion-distributed's stage calls (head → worker, worker → worker) through
+/// [`ClusterSecret::endpoint`]: the cluster's connect deadline and keep-alives (a frozen or
+/// cut-off worker fails its stage instead of hanging it), and internal TLS when on (its default
+/// resolver connects in clear, with neither). One lazily-connected channel per TaskManager URL.
 #[derive(Clone)]
 pub(crate) struct ClusterChannels {
     secret: ClusterSecret,
@@ -140,7 +140,7 @@ impl datafusion_distributed::ChannelResolver for ClusterChannels {
                         "taskmanager url {url}: {error}"
                     ))
                 })?;
-                let channel = BoxCloneSyncChannel::new(endpoint.tcp_nodelay(true).connect_lazy());
+                let channel = BoxCloneSyncChannel::new(endpoint.connect_lazy());
                 channels.insert(url.clone(), channel.clone());
                 channel
             }

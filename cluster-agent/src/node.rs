@@ -138,11 +138,14 @@ pub(crate) struct NodeListeners {
     admin_advertised: String,
 }
 
-/// The gRPC server of a shard or TaskManager: over TLS when `cluster.tls_*` is set.
+/// The gRPC server of a shard or TaskManager: HTTP/2 keep-alives that drop a peer gone silent
+/// (its streams end, its leases are released), over TLS when `cluster.tls_*` is set.
 pub(crate) fn grpc_server(
     cluster: &flotilla_cluster::ClusterConfig,
 ) -> anyhow::Result<tonic::transport::Server> {
-    let server = tonic::transport::Server::builder();
+    let server = cluster
+        .liveness()
+        .server(tonic::transport::Server::builder());
     Ok(match cluster.tls()? {
         Some(tls) => server.tls_config(tls.server())?,
         None => server,
@@ -151,12 +154,14 @@ pub(crate) fn grpc_server(
 
 impl NodeListeners {
     /// Binds both listeners and works out what peers are told to call for each (see
-    /// [`flotilla_cluster::advertised_address`]; `seeds` are the gossip seeds).
+    /// [`flotilla_cluster::advertised_address`]; `seeds` are the gossip seeds). With internal
+    /// TLS, refuses a certificate that peers would refuse at the advertised gRPC address.
     pub(crate) async fn bind(
         role: Role,
         (grpc_listen, grpc_advertise): (SocketAddr, Option<&str>),
         (admin_listen, admin_advertise): (SocketAddr, Option<&str>),
         seeds: &[String],
+        cluster: &flotilla_cluster::ClusterConfig,
     ) -> anyhow::Result<Self> {
         let grpc = TcpListener::bind(grpc_listen).await.map_err(|error| {
             anyhow::anyhow!(
@@ -176,6 +181,9 @@ impl NodeListeners {
             seeds,
         )
         .await?;
+        if let Some(tls) = cluster.tls()? {
+            tls.check_peers_accept(&grpc_advertised, &format!("{section}.advertise"))?;
+        }
         let admin_advertised = flotilla_cluster::advertised_address(
             &format!("{section}.admin_advertise"),
             admin_addr,

@@ -4,33 +4,8 @@
 mod common;
 
 use common::compare::assert_same;
-use common::{Federation, post_sql, reference_context, sample};
+use common::{Federation, is_ordered, post_sql, reference_context, samples};
 use futures::TryStreamExt;
-
-fn samples() -> Vec<(String, String)> {
-    let mut queries: Vec<(String, String)> = (1..=22)
-        .map(|number| {
-            let name = format!("tpch/q{number:02}.sql");
-            let sql = sample(&name);
-            (name, sql)
-        })
-        .collect();
-    let short_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-samples/short");
-    let mut short: Vec<_> = std::fs::read_dir(short_dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    short.sort();
-    for path in short {
-        let name = format!("short/{}", path.file_name().unwrap().to_string_lossy());
-        queries.push((name, std::fs::read_to_string(path).unwrap()));
-    }
-    queries
-}
-
-fn is_ordered(sql: &str) -> bool {
-    sql.to_lowercase().contains("order by")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_sample_query_matches_in_process_datafusion() {

@@ -79,6 +79,12 @@ fn with_port(setting: &str, advertise: &str, port: u16) -> anyhow::Result<String
     Ok(format!("{host}:{port}"))
 }
 
+/// The host of an advertised `host:port` (an IPv6 address without its brackets).
+pub(crate) fn host_of(address: &str) -> &str {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
 /// This host's address on the route to the first seed that resolves, in the family of
 /// `unspecified`.
 async fn route_address(unspecified: IpAddr, seeds: &[String]) -> Option<IpAddr> {
@@ -169,5 +175,12 @@ mod tests {
                 advertised_address("x.advertise", bound("127.0.0.1:1"), Some(advertise), &[]).await;
             assert!(result.is_err(), "{advertise} was accepted");
         }
+    }
+
+    #[test]
+    fn the_host_of_an_advertised_address_is_without_port_or_brackets() {
+        assert_eq!(host_of("tm-1.example:50051"), "tm-1.example");
+        assert_eq!(host_of("198.18.0.11:7946"), "198.18.0.11");
+        assert_eq!(host_of("[::1]:50051"), "::1");
     }
 }

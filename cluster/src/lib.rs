@@ -19,7 +19,7 @@ pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource
 pub use layered::load_layered;
 pub use membership::{Health, Member, Membership, StaticMembership};
 pub use process_metrics::process_registry;
-pub use secret::{ClusterConfig, ClusterSecret, InternalTls};
+pub use secret::{ClusterConfig, ClusterSecret, InternalTls, Liveness};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{
     LogConfig, LogFormat, incoming_trace, init_tracing, inject_child_trace, spawn_instrumented,

@@ -18,10 +18,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 /// What every process of one cluster shares.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The shared secret of internal calls and gossip (`local` generates one per run). Empty:
@@ -36,19 +37,128 @@ pub struct ClusterConfig {
     /// The certificates internal calls trust (PEM); default `tls_cert_file` itself (one
     /// self-signed certificate shared by the cluster).
     pub tls_ca_file: Option<PathBuf>,
+    /// Longest an internal connection may take to open, in milliseconds: a peer whose host is
+    /// cut off fails this fast instead of after the kernel's SYN retries.
+    pub connect_timeout_ms: u64,
+    /// Interval of the HTTP/2 pings on every internal connection, both ends, busy or idle, in
+    /// milliseconds.
+    pub keepalive_interval_ms: u64,
+    /// A connection whose ping is not answered within this many milliseconds is closed and its
+    /// calls fail: a frozen, cut-off or half-open peer costs this, not a hang.
+    pub keepalive_timeout_ms: u64,
 }
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            connect_timeout_ms: 1000,
+            keepalive_interval_ms: 500,
+            keepalive_timeout_ms: 1000,
+        }
+    }
+}
+
+/// How internal connections notice a dead peer: connect deadline and HTTP/2 keep-alives.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// Longest a connection may take to open.
+    pub connect_timeout: Duration,
+    /// Ping interval.
+    pub keepalive_interval: Duration,
+    /// Longest a ping may go unanswered.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        ClusterConfig::default().liveness()
+    }
+}
+
+impl Liveness {
+    /// Applies keep-alives to an internal gRPC server.
+    pub fn server(&self, server: tonic::transport::Server) -> tonic::transport::Server {
+        server
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .tcp_keepalive(Some(TCP_KEEPALIVE))
+    }
+
+    fn client(&self, endpoint: Endpoint) -> Endpoint {
+        endpoint
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_keepalive(Some(TCP_KEEPALIVE))
+            .tcp_nodelay(true)
+    }
+}
+
+/// TCP keep-alive on internal connections, below HTTP/2's pings: reclaims a connection whose
+/// peer vanished while nothing was sent on it.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(10);
 
 /// Internal TLS, loaded: what servers present and what clients trust.
 #[derive(Clone, Debug)]
 pub struct InternalTls {
     identity: Identity,
     trusted: Certificate,
+    cert_pem: Vec<u8>,
+    trusted_pem: Vec<u8>,
 }
 
 impl InternalTls {
     /// The server side, for `tonic::transport::Server::tls_config`.
     pub fn server(&self) -> ServerTlsConfig {
         ServerTlsConfig::new().identity(self.identity.clone())
+    }
+
+    /// Checks that peers will accept this process's certificate when they call `address`
+    /// (`host:port`, what `setting` advertises): its chain verifies against the trusted
+    /// certificates and it names the host. Peers verify exactly this, so a mismatch found here
+    /// would otherwise be every internal call to this process failing.
+    pub fn check_peers_accept(&self, address: &str, setting: &str) -> anyhow::Result<()> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::client::danger::ServerCertVerifier;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| anyhow::anyhow!("cluster.tls_cert_file: {error}"))?;
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| anyhow::anyhow!("cluster.tls_cert_file holds no certificate"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for trusted in CertificateDer::pem_slice_iter(&self.trusted_pem) {
+            let trusted =
+                trusted.map_err(|error| anyhow::anyhow!("cluster.tls_ca_file: {error}"))?;
+            roots
+                .add(trusted)
+                .map_err(|error| anyhow::anyhow!("cluster.tls_ca_file: {error}"))?;
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()?;
+        let host = crate::address::host_of(address);
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|error| anyhow::anyhow!("{setting} {address}: not a host name: {error}"))?;
+        verifier
+            .verify_server_cert(leaf, intermediates, &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "peers calling {address} ({setting}) would refuse cluster.tls_cert_file: {error}; \
+                     the certificate must name every advertised host (subject alternative names) \
+                     and be signed by cluster.tls_ca_file"
+                )
+            })
     }
 }
 
@@ -68,6 +178,7 @@ impl ClusterConfig {
     /// skips.
     pub fn secret(&self) -> ClusterSecret {
         let mut secret = ClusterSecret::new(&self.secret);
+        secret.liveness = self.liveness();
         if let Ok(Some(tls)) = self.tls() {
             secret.tls = Some(
                 ClientTlsConfig::new()
@@ -98,9 +209,20 @@ impl ClusterConfig {
             None => cert_pem.clone(),
         };
         Ok(Some(InternalTls {
-            identity: Identity::from_pem(cert_pem, key_pem),
-            trusted: Certificate::from_pem(trusted),
+            identity: Identity::from_pem(&cert_pem, key_pem),
+            trusted: Certificate::from_pem(&trusted),
+            cert_pem,
+            trusted_pem: trusted,
         }))
+    }
+
+    /// How internal connections notice a dead peer.
+    pub fn liveness(&self) -> Liveness {
+        Liveness {
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            keepalive_interval: Duration::from_millis(self.keepalive_interval_ms),
+            keepalive_timeout: Duration::from_millis(self.keepalive_timeout_ms),
+        }
     }
 
     /// The scheme of internal URLs: `https` with internal TLS, else `http`.
@@ -133,6 +255,7 @@ impl ClusterConfig {
 pub struct ClusterSecret {
     secret: Option<Arc<str>>,
     tls: Option<ClientTlsConfig>,
+    liveness: Liveness,
 }
 
 impl ClusterSecret {
@@ -141,6 +264,7 @@ impl ClusterSecret {
         Self {
             secret: (!secret.is_empty()).then(|| Arc::from(secret)),
             tls: None,
+            liveness: Liveness::default(),
         }
     }
 
@@ -149,9 +273,12 @@ impl ClusterSecret {
         self.secret.is_some()
     }
 
-    /// Returns the endpoint of an internal gRPC `url`, with TLS for `https://` ones.
+    /// Returns the endpoint of an internal gRPC `url`: the cluster's connect deadline and
+    /// keep-alives, and TLS for `https://` ones.
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(url.to_string())?;
+        let endpoint = self
+            .liveness
+            .client(Endpoint::from_shared(url.to_string())?);
         match &self.tls {
             Some(tls) if url.starts_with("https://") => endpoint.tls_config(tls.clone()),
             _ => Ok(endpoint),
@@ -284,5 +411,44 @@ mod tests {
         };
         let error = missing.tls().unwrap_err().to_string();
         assert!(error.contains("cluster.tls_cert_file"), "{error}");
+    }
+
+    #[test]
+    fn a_certificate_that_does_not_name_the_advertised_host_is_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = crate::tls::self_signed(dir.path()).unwrap();
+        let config = ClusterConfig {
+            tls_cert_file: Some(pair.cert_file),
+            tls_key_file: Some(pair.key_file),
+            ..ClusterConfig::default()
+        };
+        let tls = config.tls().unwrap().unwrap();
+        // The self-signed pair names localhost and 127.0.0.1.
+        tls.check_peers_accept("127.0.0.1:50051", "taskmanager.advertise")
+            .unwrap();
+        tls.check_peers_accept("localhost:50051", "taskmanager.advertise")
+            .unwrap();
+        let error = tls
+            .check_peers_accept("tm-7.example:50051", "taskmanager.advertise")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("tm-7.example:50051 (taskmanager.advertise)")
+                && error.contains("must name every advertised host"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn liveness_settings_reach_internal_endpoints() {
+        let liveness = ClusterConfig::default().liveness();
+        assert_eq!(liveness.connect_timeout, Duration::from_secs(1));
+        assert_eq!(liveness.keepalive_interval, Duration::from_millis(500));
+        assert_eq!(liveness.keepalive_timeout, Duration::from_secs(1));
+        let endpoint = ClusterConfig::default()
+            .secret()
+            .endpoint("http://127.0.0.1:1")
+            .unwrap();
+        assert_eq!(endpoint.get_connect_timeout(), Some(Duration::from_secs(1)));
     }
 }

@@ -5,7 +5,6 @@ use super::leasing::{Leased, SlotLeaser};
 use super::planner::PlannedQuery;
 use super::service::JobManager;
 use crate::error::AgentError;
-use crate::flight_clients::call_action;
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 use arrow_flight::{FlightEndpoint, FlightInfo, Ticket};
 use flotilla_protocol::{ErrorBody, ErrorCode, QueryCommand};
@@ -142,15 +141,12 @@ impl JobManager {
     ) -> Result<HandoverResponse, ErrorBody> {
         let span =
             tracing::info_span!("handover", taskmanager = %head, reserve = request.reserve_slots);
-        call_action(
-            self.inner.leaser.peers(),
-            head,
-            HANDOVER_ACTION,
-            request.encode_to_vec(),
-        )
-        .instrument(span)
-        .await
-        .and_then(decode_handover)
+        self.inner
+            .leaser
+            .call(head, HANDOVER_ACTION, request.encode_to_vec())
+            .instrument(span)
+            .await
+            .and_then(decode_handover)
     }
 
     async fn hand_over_leased(

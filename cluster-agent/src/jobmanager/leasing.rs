@@ -1,6 +1,11 @@
 //! Slot leasing for one shard: finds the TaskManagers of a query's pool, reserves slots on
 //! them by power of two choices, queues the query (bounded in length and time) while none is
 //! free, and returns the slots when the query fails before its hand-over.
+//!
+//! A TaskManager's free slots, as the choice sees them, are its gossiped free slots minus the
+//! calls this shard has sent it and not had answered: a TaskManager that stops answering
+//! (frozen, cut off) collects unanswered calls and stops being chosen at once, long before
+//! keep-alives or gossip declare it down.
 
 use super::metrics::JobManagerMetrics;
 use crate::config::JobManagerConfig;
@@ -10,10 +15,14 @@ use crate::lease::{LeaseIds, RELEASE_ACTION, RESERVE_ACTION, ReserveRequest};
 use flotilla_cluster::{GossipMembership, Membership, StaticMembership};
 use flotilla_protocol::{DEFAULT_POOL, ErrorCode, QueryCommand};
 use prost::Message;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// Pause between attempts to return a lease to a TaskManager that could not be reached.
+const RELEASE_RETRY: Duration = Duration::from_millis(250);
 
 /// Reserves and returns TaskManager slots for one shard's queries.
 pub(super) struct SlotLeaser {
@@ -26,6 +35,8 @@ pub(super) struct SlotLeaser {
     /// Signalled when this shard releases slots, so its queued queries retry at once.
     released: Notify,
     metrics: JobManagerMetrics,
+    /// Calls sent to each TaskManager (by URL) and not answered yet.
+    unanswered: Mutex<HashMap<String, u64>>,
 }
 
 /// Where the shard finds TaskManagers: a fixed list, or gossip (with pools and free slots).
@@ -63,12 +74,39 @@ impl SlotLeaser {
             waiting: AtomicUsize::new(0),
             released: Notify::new(),
             metrics,
+            unanswered: Mutex::default(),
         }
     }
 
-    /// Returns the Flight clients of the TaskManagers (for the hand-over too).
-    pub(super) fn peers(&self) -> &FlightClients {
-        &self.peers
+    /// Runs one Flight action on TaskManager `url`, counted as unanswered while it runs.
+    pub(super) async fn call(
+        &self,
+        url: &str,
+        action_type: &str,
+        body: Vec<u8>,
+    ) -> Result<bytes::Bytes, flotilla_protocol::ErrorBody> {
+        let _unanswered = Unanswered::count(self, url);
+        call_action(&self.peers, url, action_type, body).await
+    }
+
+    /// The TaskManagers of `pool` that take work now, their free slots less the calls this
+    /// shard is still waiting on.
+    fn candidates(&self, pool: &str) -> Vec<Candidate> {
+        let mut candidates = self.taskmanagers.candidates(pool);
+        let unanswered = self
+            .unanswered
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for candidate in &mut candidates {
+            let waiting = unanswered.get(&candidate.url).copied().unwrap_or(0);
+            candidate.slots_free = Some(
+                candidate
+                    .slots_free
+                    .unwrap_or(u64::MAX)
+                    .saturating_sub(waiting),
+            );
+        }
+        candidates
     }
 
     /// Returns the lease TTL handed to the head, in milliseconds.
@@ -91,7 +129,6 @@ impl SlotLeaser {
     /// is sized for.
     pub(super) fn planning_targets(&self, pool: &str) -> Vec<String> {
         let urls = self
-            .taskmanagers
             .candidates(pool)
             .into_iter()
             .map(|candidate| candidate.url);
@@ -107,7 +144,7 @@ impl SlotLeaser {
         if self.waiting.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let head = power_of_two_order(self.taskmanagers.candidates(pool), random())
+        let head = power_of_two_order(self.candidates(pool), random())
             .into_iter()
             .next()?;
         Some((
@@ -140,7 +177,7 @@ impl SlotLeaser {
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let mut queued: Option<Queued<'_>> = None;
         loop {
-            let candidates = inner.taskmanagers.candidates(&command.pool);
+            let candidates = inner.candidates(&command.pool);
             if candidates.is_empty() {
                 return Err(AgentError::NoTaskManager(format!(
                     "no taskmanager of pool `{}` is up",
@@ -211,7 +248,7 @@ impl SlotLeaser {
             let answers = futures::future::join_all(
                 batch
                     .iter()
-                    .map(|url| call_action(&inner.peers, url, RESERVE_ACTION, request.clone())),
+                    .map(|url| inner.call(url, RESERVE_ACTION, request.clone())),
             )
             .await;
             for (url, answer) in batch.into_iter().zip(answers) {
@@ -233,6 +270,9 @@ impl SlotLeaser {
     }
 
     /// Returns a query's slots when it fails before its hand-over (after it, the head does).
+    /// A TaskManager that cannot be reached is asked again until the lease would have expired
+    /// anyway: one cut off for a moment (its answer lost, the slots reserved) gets its slots
+    /// back when it is reachable again, not a whole TTL later.
     pub(super) fn release(self: &Arc<Self>, leased: &Leased) {
         let leaser = Arc::clone(self);
         let body = LeaseIds {
@@ -241,16 +281,61 @@ impl SlotLeaser {
         }
         .encode_to_vec();
         let holders = leased.holders.clone();
+        let expires = Instant::now() + Duration::from_millis(self.config.lease_ttl_ms);
         flotilla_cluster::spawn_instrumented(async move {
             for url in holders {
-                if let Err(error) =
-                    call_action(&leaser.peers, &url, RELEASE_ACTION, body.clone()).await
-                {
-                    tracing::warn!(taskmanager = %url, error = %error.message, "lease release failed; it expires by TTL");
+                loop {
+                    match leaser.call(&url, RELEASE_ACTION, body.clone()).await {
+                        Ok(_) => break,
+                        Err(error)
+                            if error.code == ErrorCode::Unavailable
+                                && Instant::now() + RELEASE_RETRY < expires =>
+                        {
+                            tokio::time::sleep(RELEASE_RETRY).await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(taskmanager = %url, error = %error.message, "lease release failed; it expires by TTL");
+                            break;
+                        }
+                    }
                 }
             }
             leaser.released.notify_waiters();
         });
+    }
+}
+
+/// Counts a call to one TaskManager as unanswered until dropped.
+struct Unanswered<'a> {
+    leaser: &'a SlotLeaser,
+    url: &'a str,
+}
+
+impl<'a> Unanswered<'a> {
+    fn count(leaser: &'a SlotLeaser, url: &'a str) -> Self {
+        *leaser
+            .unanswered
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .entry(url.to_string())
+            .or_default() += 1;
+        Self { leaser, url }
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let mut unanswered = self
+            .leaser
+            .unanswered
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if let Some(count) = unanswered.get_mut(self.url) {
+            *count -= 1;
+            if *count == 0 {
+                unanswered.remove(self.url);
+            }
+        }
     }
 }
 
@@ -330,13 +415,17 @@ fn random() -> impl FnMut() -> usize {
     }
 }
 
-/// Orders candidates by power of two choices: repeatedly sample two of those left and take
-/// the one with more free slots. Spreads load without any process seeing every decision.
+/// Orders candidates by power of two choices: repeatedly sample two different ones of those
+/// left and take the one with more free slots. Spreads load without any process seeing every
+/// decision, and never picks the fuller of two.
 fn power_of_two_order(mut left: Vec<Candidate>, mut random: impl FnMut() -> usize) -> Vec<String> {
     let mut ordered = Vec::with_capacity(left.len());
     while !left.is_empty() {
         let first = random() % left.len();
-        let second = random() % left.len();
+        let second = match left.len() {
+            1 => first,
+            others => (first + 1 + random() % (others - 1)) % others,
+        };
         let free = |index: usize| left[index].slots_free.unwrap_or(u64::MAX);
         let chosen = if free(second) > free(first) {
             second
@@ -366,6 +455,41 @@ mod tests {
         let one: Vec<String> = one_per_host(urls(), true).collect();
         assert_eq!(one, ["http://10.0.0.1:1", "http://10.0.0.2:1"]);
         assert_eq!(one_per_host(urls(), false).count(), 3);
+    }
+
+    #[test]
+    fn a_taskmanager_with_unanswered_calls_looks_that_much_fuller() {
+        let urls = ["http://tm-0:1", "http://tm-1:1"].map(String::from);
+        let leaser = SlotLeaser::new(
+            "jm-0".into(),
+            TaskManagers::Static(StaticMembership::new(urls.clone())),
+            JobManagerConfig::default(),
+            JobManagerMetrics::new(&prometheus::Registry::new()).unwrap(),
+            flotilla_cluster::ClusterSecret::default(),
+        );
+        let free = |leaser: &SlotLeaser| -> Vec<u64> {
+            let mut candidates = leaser.candidates(DEFAULT_POOL);
+            candidates.sort_by(|a, b| a.url.cmp(&b.url));
+            candidates
+                .iter()
+                .map(|candidate| u64::MAX - candidate.slots_free.unwrap())
+                .collect()
+        };
+        assert_eq!(free(&leaser), [0, 0]);
+        let stuck = [
+            Unanswered::count(&leaser, &urls[1]),
+            Unanswered::count(&leaser, &urls[1]),
+        ];
+        assert_eq!(free(&leaser), [0, 2]);
+        // Power of two choices now always prefers the TaskManager that answers.
+        let mut picks = [0usize, 1].into_iter().cycle();
+        let order = power_of_two_order(leaser.candidates(DEFAULT_POOL), move || {
+            picks.next().unwrap()
+        });
+        assert_eq!(order[0], urls[0]);
+        drop(stuck);
+        assert_eq!(free(&leaser), [0, 0]);
+        assert!(leaser.unanswered.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         (section.listen, section.advertise.as_deref()),
         (section.admin_listen, section.admin_advertise.as_deref()),
         &config.gossip.seeds,
+        &config.cluster,
     )
     .await?;
     let node_id = config.node_id(Role::JobManager);

@@ -79,6 +79,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
             tls_cert_file: tls.as_ref().map(|pair| pair.cert_file.clone()),
             tls_key_file: tls.as_ref().map(|pair| pair.key_file.clone()),
             tls_ca_file: None,
+            ..flotilla_cluster::ClusterConfig::default()
         },
         run_dir,
     };

@@ -126,7 +126,7 @@ impl TaskManager {
         trace: TraceContext,
     ) -> Result<HandoverResponse, AgentError> {
         let inner = &self.inner;
-        if !inner.leases.adopt(&request.lease_id) {
+        if !inner.leases.adopt(&request.lease_id, inner.fetch_window) {
             return Err(AgentError::NoLease(format!(
                 "lease `{}` of query {} is not held by taskmanager {}",
                 request.lease_id, request.query_id, inner.node_id
@@ -144,7 +144,7 @@ impl TaskManager {
                 trace,
                 secret: &inner.secret,
             },
-            inner.channels.as_ref(),
+            &inner.channels,
         )?;
         let options = config.options_mut();
         for (key, value) in &request.options {

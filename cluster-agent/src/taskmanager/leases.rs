@@ -133,14 +133,16 @@ impl LeaseTable {
         }
     }
 
-    /// Marks a lease as kept alive by this TaskManager as the query's head; false when it is
-    /// not held.
-    pub(crate) fn adopt(&self, lease_id: &str) -> bool {
+    /// Marks a lease as kept alive by this TaskManager as the query's head, to expire within
+    /// `fetch_window` unless the result's fetch renews it; false when it is not held.
+    pub(crate) fn adopt(&self, lease_id: &str, fetch_window: Duration) -> bool {
+        let now = Instant::now();
         let mut state = self.lock();
-        state.sweep(Instant::now());
+        state.sweep(now);
         match state.leases.get_mut(lease_id) {
             Some(lease) => {
                 lease.adopted = true;
+                lease.expires = lease.expires.min(now + fetch_window);
                 true
             }
             None => false,
@@ -253,6 +255,22 @@ mod tests {
         assert_eq!(table.renew(&["a".to_string()], TTL), vec!["a".to_string()]);
         assert_eq!(table.reserve("b", "q2", "jm", 1, TTL), Ok(0));
         assert_eq!(table.stats().leases_expired_total, 1);
+    }
+
+    #[test]
+    fn an_adopted_lease_waits_only_its_fetch_window_until_renewed() {
+        let table = LeaseTable::new(1);
+        table.reserve("a", "q1", "jm", 1, TTL).unwrap();
+        assert!(table.adopt("a", Duration::from_millis(20)));
+        std::thread::sleep(Duration::from_millis(30));
+        // Never fetched: its slot is back long before the TTL.
+        assert_eq!(table.reserve("b", "q2", "jm", 1, TTL), Ok(0));
+        assert!(!table.adopt("a", TTL));
+        // Fetched in time: the fetch's renewal gives it the whole TTL again.
+        assert!(table.adopt("b", Duration::from_millis(20)));
+        assert!(table.renew(&["b".to_string()], TTL).is_empty());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(table.is_valid("b"));
     }
 
     #[test]

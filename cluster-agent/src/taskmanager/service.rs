@@ -22,6 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::service::interceptor::InterceptedService;
 
+/// Longest a call to a peer TaskManager (a lease renewal) may take.
+const RENEWAL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A TaskManager: its worker, its memory pool and the plans it heads.
 #[derive(Clone)]
 pub struct TaskManager {
@@ -41,11 +44,13 @@ pub(super) struct Inner {
     pub(super) leases: Arc<LeaseTable>,
     pub(super) peers: Arc<FlightClients>,
     pub(super) pool: String,
+    /// How long a handed-over query's lease here waits for its fetch.
+    pub(super) fetch_window: Duration,
     pub(super) drain: Drain,
     /// Carried by this head's stage tasks to the TaskManagers running them.
     pub(super) secret: ClusterSecret,
-    /// Stage calls' channels, with internal TLS (else datafusion-distributed's own).
-    pub(super) channels: Option<ClusterChannels>,
+    /// Stage calls' channels: the cluster's deadlines, keep-alives and internal TLS.
+    pub(super) channels: ClusterChannels,
 }
 
 /// Starts a TaskManager on the configured addresses, joins gossip, and returns its handle.
@@ -72,9 +77,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     let leases = Arc::new(LeaseTable::new(section.slots as u64));
     // Read once (it loads the internal TLS files); every internal caller and check clones it.
     let secret = config.cluster.secret();
-    let channels = secret
-        .has_tls()
-        .then(|| ClusterChannels::new(secret.clone()));
+    let channels = ClusterChannels::new(secret.clone());
     let worker = Worker::from_session_builder(WorkerSessions {
         leases: Arc::clone(&leases),
         metrics: metrics.clone(),
@@ -100,10 +103,11 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             ),
             metrics,
             leases,
-            peers: Arc::new(FlightClients::new(Duration::from_secs(5), secret.clone())),
+            peers: Arc::new(FlightClients::new(RENEWAL_TIMEOUT, secret.clone())),
             secret: secret.clone(),
             channels: channels.clone(),
             pool: section.pool.clone(),
+            fetch_window: Duration::from_millis(section.fetch_window_ms),
             drain: Drain::default(),
         }),
     };
@@ -112,6 +116,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         (section.listen, section.advertise.as_deref()),
         (section.admin_listen, section.admin_advertise.as_deref()),
         &config.gossip.seeds,
+        &config.cluster,
     )
     .await?;
     let info = listeners.node_info(

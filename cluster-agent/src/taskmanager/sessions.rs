@@ -59,20 +59,18 @@ pub(super) fn head_session_config(
     worker: &Worker,
     head_url: Url,
     stage_headers: StageHeaders<'_>,
-    channels: Option<&ClusterChannels>,
+    channels: &ClusterChannels,
 ) -> Result<SessionConfig, AgentError> {
     let passthrough = stage_headers.to_headers()?;
-    let mut builder = SessionStateBuilder::new()
+    let builder = SessionStateBuilder::new()
         .with_config(base)
         .with_distributed_planner()
         .with_distributed_worker_resolver(FixedWorkers(worker_urls))
         .with_distributed_local_worker_context(worker.to_local_worker_context(head_url))
         .with_distributed_user_codec(FlotillaCodec)
         .with_distributed_passthrough_headers(passthrough)
-        .map_err(AgentError::DataFusion)?;
-    if let Some(channels) = channels {
-        builder = builder.with_distributed_channel_resolver(channels.clone());
-    }
+        .map_err(AgentError::DataFusion)?
+        .with_distributed_channel_resolver(channels.clone());
     let state = builder.build();
     Ok(state.config().clone())
 }
@@ -92,7 +90,7 @@ pub(super) struct WorkerSessions {
     pub(super) leases: Arc<LeaseTable>,
     pub(super) metrics: TaskManagerMetrics,
     pub(super) query_memory: Arc<QueryMemory>,
-    pub(super) channels: Option<ClusterChannels>,
+    pub(super) channels: ClusterChannels,
 }
 
 #[async_trait]
@@ -149,14 +147,12 @@ impl WorkerSessionBuilder for WorkerSessions {
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default();
         let runtime = self.query_memory.runtime(query)?;
-        let mut builder = ctx
+        let builder = ctx
             .builder
             .with_runtime_env(runtime)
             .with_distributed_user_codec(FlotillaCodec)
-            .with_distributed_passthrough_headers(forwarded)?;
-        if let Some(channels) = &self.channels {
-            builder = builder.with_distributed_channel_resolver(channels.clone());
-        }
+            .with_distributed_passthrough_headers(forwarded)?
+            .with_distributed_channel_resolver(self.channels.clone());
         Ok(builder.build())
     }
 }

@@ -65,8 +65,12 @@ fn rows_match(left: &[Vec<Cell>], right: &[Vec<Cell>]) -> bool {
             .all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| cells_match(x, y)))
 }
 
-/// Asserts that `actual` equals `expected`: in order when `ordered`, as multisets otherwise.
-pub fn assert_same(name: &str, actual: &[RecordBatch], expected: &[RecordBatch], ordered: bool) {
+/// Rows of `actual` and `expected`, sorted unless `ordered`.
+fn comparable(
+    actual: &[RecordBatch],
+    expected: &[RecordBatch],
+    ordered: bool,
+) -> (Vec<Vec<Cell>>, Vec<Vec<Cell>>) {
     let mut actual_rows = rows(actual);
     let mut expected_rows = rows(expected);
     if !ordered {
@@ -74,6 +78,18 @@ pub fn assert_same(name: &str, actual: &[RecordBatch], expected: &[RecordBatch],
         actual_rows.sort_by_key(key);
         expected_rows.sort_by_key(key);
     }
+    (actual_rows, expected_rows)
+}
+
+/// Says whether `actual` equals `expected`: in order when `ordered`, as multisets otherwise.
+pub fn same(actual: &[RecordBatch], expected: &[RecordBatch], ordered: bool) -> bool {
+    let (actual_rows, expected_rows) = comparable(actual, expected, ordered);
+    rows_match(&actual_rows, &expected_rows)
+}
+
+/// Asserts that `actual` equals `expected`: in order when `ordered`, as multisets otherwise.
+pub fn assert_same(name: &str, actual: &[RecordBatch], expected: &[RecordBatch], ordered: bool) {
+    let (actual_rows, expected_rows) = comparable(actual, expected, ordered);
     assert!(
         rows_match(&actual_rows, &expected_rows),
         "{name}: results differ\n  actual ({} rows): {:?}\n  expected ({} rows): {:?}",

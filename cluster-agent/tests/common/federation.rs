@@ -263,24 +263,10 @@ impl Federation {
             .chain([&self.gateway])
     }
 
-    /// Prints every process's warnings and errors (INFO lines would bury them: CI shows only
-    /// part of a failing test's output), with at most the last 200 such lines per process.
+    /// Prints every process's warnings and errors.
     pub fn dump_logs(&self) {
         for process in self.processes() {
-            let log = std::fs::read_to_string(&process.log).unwrap_or_default();
-            let notable: Vec<&str> = log
-                .lines()
-                .filter(|line| !line.contains(" INFO ") && !line.contains(" DEBUG "))
-                .collect();
-            let shown = &notable[notable.len().saturating_sub(200)..];
-            eprintln!(
-                "==== {} ({} of {} log lines are not INFO; last {} shown) ====\n{}",
-                process.name,
-                notable.len(),
-                log.lines().count(),
-                shown.len(),
-                shown.join("\n")
-            );
+            super::print_notable_log(process);
         }
     }
 }

@@ -61,9 +61,16 @@ pub struct Process {
 impl Process {
     /// Starts `cluster-agent <args>` with a clean environment and waits for its LISTENING line.
     pub fn start(name: &str, args: &[&str], dir: &Path) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cluster-agent"));
+        command.args(args);
+        Self::start_command(name, command, dir)
+    }
+
+    /// Starts `command` (which runs `cluster-agent`, perhaps through a wrapper that `exec`s it)
+    /// with a clean environment and waits for its LISTENING line.
+    pub fn start_command(name: &str, mut command: Command, dir: &Path) -> Process {
         let log = dir.join(format!("{name}.log"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
-            .args(args)
+        let mut child = command
             .env_clear()
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
@@ -139,7 +146,7 @@ impl Process {
 
 impl Process {
     /// A process slot not started yet.
-    fn placeholder() -> Process {
+    pub fn placeholder() -> Process {
         let child = Command::new("true").spawn().unwrap();
         Process {
             name: "placeholder".into(),
@@ -148,6 +155,25 @@ impl Process {
             log: PathBuf::new(),
         }
     }
+}
+
+/// Prints a process's warnings and errors (INFO lines would bury them: CI shows only part of a
+/// failing test's output), at most the last 200 such lines.
+pub fn print_notable_log(process: &Process) {
+    let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+    let notable: Vec<&str> = log
+        .lines()
+        .filter(|line| !line.contains(" INFO ") && !line.contains(" DEBUG "))
+        .collect();
+    let shown = &notable[notable.len().saturating_sub(200)..];
+    eprintln!(
+        "==== {} ({} of {} log lines are not INFO; last {} shown) ====\n{}",
+        process.name,
+        notable.len(),
+        log.lines().count(),
+        shown.len(),
+        shown.join("\n")
+    );
 }
 
 /// GETs a JSON document without an async runtime (for set-up code).
@@ -379,6 +405,41 @@ pub fn sample(path: &str) -> String {
             .join(path),
     )
     .unwrap()
+}
+
+/// The 22 TPC-H queries, then the short ones (`sql-samples/short`), as (name, SQL).
+pub fn samples() -> Vec<(String, String)> {
+    let mut queries: Vec<(String, String)> = (1..=22)
+        .map(|number| {
+            let name = format!("tpch/q{number:02}.sql");
+            let sql = sample(&name);
+            (name, sql)
+        })
+        .collect();
+    queries.extend(short_samples());
+    queries
+}
+
+/// The short queries of `sql-samples/short`, as (name, SQL), by name.
+pub fn short_samples() -> Vec<(String, String)> {
+    let short_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-samples/short");
+    let mut short: Vec<_> = std::fs::read_dir(short_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    short.sort();
+    short
+        .into_iter()
+        .map(|path| {
+            let name = format!("short/{}", path.file_name().unwrap().to_string_lossy());
+            (name, std::fs::read_to_string(path).unwrap())
+        })
+        .collect()
+}
+
+/// Says whether a query's rows come in a defined order.
+pub fn is_ordered(sql: &str) -> bool {
+    sql.to_lowercase().contains("order by")
 }
 
 /// Waits until `condition` holds, at most `timeout`.

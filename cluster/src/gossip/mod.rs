@@ -58,7 +58,7 @@ impl Default for GossipConfig {
             interval_ms: 100,
             load_interval_ms: 100,
             phi_threshold: 8.0,
-            passive_down_ms: 3000,
+            passive_down_ms: 2000,
         }
     }
 }

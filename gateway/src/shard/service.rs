@@ -183,8 +183,9 @@ fn shard_error(shard: &str, status: &tonic::Status) -> GatewayError {
     }
 }
 
-/// A transport failure, or an `unavailable` answer (the head lost a worker TaskManager), means
-/// the query may be run again; any other answer is the query's own error.
+/// A transport failure, an `unavailable` answer (the head lost a worker TaskManager) or a
+/// ticket the TaskManager no longer holds (it restarted, or the fetch came after its window)
+/// means the query may be run again; any other answer is the query's own error.
 fn taskmanager_error(taskmanager: &str, status: &tonic::Status) -> GatewayError {
     if status.details().is_empty() {
         return GatewayError::TaskManagerUnavailable {
@@ -193,7 +194,7 @@ fn taskmanager_error(taskmanager: &str, status: &tonic::Status) -> GatewayError 
         };
     }
     let body = ErrorBody::from(status);
-    if body.code.is_retryable() {
+    if body.code.is_retryable() || body.code == flotilla_protocol::ErrorCode::TicketNotFound {
         return GatewayError::TaskManagerUnavailable {
             taskmanager: taskmanager.to_string(),
             message: body.message,
