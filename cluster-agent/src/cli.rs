@@ -195,15 +195,21 @@ async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -
 
 fn check_config(check: CheckConfigArgs, env: &BTreeMap<String, String>) -> ExitCode {
     let printed = match check.role {
-        ConfigRole::Gateway => load::<gateway::Config>(&check.args, "gateway", "GATEWAY", env)
-            .map(|config| toml::to_string(&config)),
+        ConfigRole::Gateway => {
+            load::<gateway::Config>(&check.args, "gateway", "GATEWAY", env).map(|mut config| {
+                hide_secret(&mut config.cluster);
+                toml::to_string(&config)
+            })
+        }
         ConfigRole::Jobmanager | ConfigRole::Taskmanager => {
             let role = match check.role {
                 ConfigRole::Jobmanager => Role::JobManager,
                 _ => Role::TaskManager,
             };
-            load::<Config>(&check.args, role.as_str(), "AGENT", env)
-                .map(|config| toml::to_string(&config))
+            load::<Config>(&check.args, role.as_str(), "AGENT", env).map(|mut config| {
+                hide_secret(&mut config.cluster);
+                toml::to_string(&config)
+            })
         }
     };
     match printed {
@@ -216,6 +222,13 @@ fn check_config(check: CheckConfigArgs, env: &BTreeMap<String, String>) -> ExitC
             ExitCode::from(EX_SOFTWARE)
         }
         Err(code) => code,
+    }
+}
+
+/// Replaces a set cluster secret with a note: printed configs end up in terminals and tickets.
+fn hide_secret(cluster: &mut flotilla_cluster::ClusterConfig) {
+    if !cluster.secret.is_empty() {
+        cluster.secret = "(set; not shown)".to_string();
     }
 }
 

@@ -50,9 +50,12 @@ impl JobManager {
         };
         record_step("lease_us", &mut step);
         let planned = match planned {
-            Some(planned) => planned,
-            // TaskManagers showed up while the query waited for them.
-            None => inner.planner.plan(&logical, &guard.leased.holders).await?,
+            Some(planned) if planned.width <= guard.leased.holders.len() => planned,
+            // TaskManagers showed up while the query waited for them, or fewer granted a lease
+            // than the plan was sized for (one cut off or frozen): planned again for those that
+            // did, since datafusion-distributed cannot run two tasks of one stage on one
+            // TaskManager ("WorkerConnections stream ... already consumed").
+            _ => inner.planner.plan(&logical, &guard.leased.holders).await?,
         };
         let result = self.hand_over_leased(command, planned, &guard.leased).await;
         // From a successful hand-over on, the head TaskManager owns the lease.

@@ -1,7 +1,7 @@
 //! TPC-H across hosts: every member on its own host and address, answers equal to in-process
 //! DataFusion, and gossip carrying only the hosts' own addresses.
 
-use crate::cluster::{HOSTS, on_hosts};
+use crate::cluster::{HOSTS, TASKMANAGERS, on_hosts};
 use crate::common::{self, compare::assert_same};
 use futures::TryStreamExt;
 
@@ -44,6 +44,14 @@ fn tpch_across_six_hosts_equals_in_process_datafusion() {
                 panic!("{name}: {error}")
             });
             assert_same(&name, &batches, &expected, common::is_ordered(&sql));
+        }
+        // The big tables' scans span both TaskManagers: each ran stage tasks for the other.
+        for name in TASKMANAGERS {
+            let state = cluster.state(name).await.expect("a TaskManager's state");
+            assert!(
+                state["tasks_total"].as_u64().unwrap_or(0) > 0,
+                "{name} ran no stage task: {state}"
+            );
         }
     });
 }
