@@ -196,33 +196,44 @@ async fn run_agent(role: Role, args: RoleArgs, env: &BTreeMap<String, String>) -
 fn check_config(check: CheckConfigArgs, env: &BTreeMap<String, String>) -> ExitCode {
     let printed = match check.role {
         ConfigRole::Gateway => {
-            load::<gateway::Config>(&check.args, "gateway", "GATEWAY", env).map(|mut config| {
-                hide_secret(&mut config.cluster);
-                toml::to_string(&config)
+            load_printable::<gateway::Config>(&check.args, "gateway", "GATEWAY", env, |config| {
+                &mut config.cluster
             })
         }
-        ConfigRole::Jobmanager | ConfigRole::Taskmanager => {
-            let role = match check.role {
-                ConfigRole::Jobmanager => Role::JobManager,
-                _ => Role::TaskManager,
-            };
-            load::<Config>(&check.args, role.as_str(), "AGENT", env).map(|mut config| {
-                hide_secret(&mut config.cluster);
-                toml::to_string(&config)
+        ConfigRole::Jobmanager => {
+            load_printable::<Config>(&check.args, "jobmanager", "AGENT", env, |config| {
+                &mut config.cluster
+            })
+        }
+        ConfigRole::Taskmanager => {
+            load_printable::<Config>(&check.args, "taskmanager", "AGENT", env, |config| {
+                &mut config.cluster
             })
         }
     };
     match printed {
-        Ok(Ok(text)) => {
+        Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Ok(Err(error)) => {
-            eprintln!("error: cannot print the config: {error}");
-            ExitCode::from(EX_SOFTWARE)
-        }
         Err(code) => code,
     }
+}
+
+/// Loads a config as the role would and returns it as TOML, its cluster secret hidden.
+fn load_printable<T: serde::de::DeserializeOwned + serde::Serialize>(
+    args: &RoleArgs,
+    section: &str,
+    prefix: &str,
+    env: &BTreeMap<String, String>,
+    cluster: impl FnOnce(&mut T) -> &mut flotilla_cluster::ClusterConfig,
+) -> Result<String, ExitCode> {
+    let mut config: T = load(args, section, prefix, env)?;
+    hide_secret(cluster(&mut config));
+    toml::to_string(&config).map_err(|error| {
+        eprintln!("error: cannot print the config: {error}");
+        ExitCode::from(EX_SOFTWARE)
+    })
 }
 
 /// Replaces a set cluster secret with a note: printed configs end up in terminals and tickets.

@@ -1,7 +1,7 @@
 //! A test federation: a gateway, shards and TaskManagers as separate processes on loopback,
 //! joined by gossip, with helpers to add members while it runs.
 
-use super::{Process, blocking_get_json, catalog_toml, tpch_dir};
+use super::{Process, catalog_toml, tpch_dir};
 use std::time::{Duration, Instant};
 
 /// A gateway, shards and TaskManagers, each a separate process, joined by gossip (the first
@@ -203,7 +203,7 @@ impl Federation {
     /// ready for work.
     pub fn wait_converged(&self) {
         let expected = self.taskmanagers.len() + self.shards.len() + 1;
-        let url = format!("{}/v1/cluster", self.url());
+        let url = self.url();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let authorization = self
@@ -212,16 +212,7 @@ impl Federation {
                 .as_ref()
                 .map(|token| format!("authorization: Bearer {token}\r\n"))
                 .unwrap_or_default();
-            let members = blocking_get_json(&url, &authorization)
-                .and_then(|view| {
-                    view["members"].as_array().map(|members| {
-                        members
-                            .iter()
-                            .filter(|member| member["starting"] == false)
-                            .count()
-                    })
-                })
-                .unwrap_or(0);
+            let members = super::serving_members(&url, &authorization);
             if members == expected {
                 return;
             }

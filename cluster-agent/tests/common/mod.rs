@@ -176,6 +176,21 @@ pub fn print_notable_log(process: &Process) {
     );
 }
 
+/// How many members the gateway at `url` sees ready for work (not `starting`), by its
+/// `/v1/cluster`; 0 when it does not answer.
+pub fn serving_members(url: &str, extra_headers: &str) -> usize {
+    blocking_get_json(&format!("{url}/v1/cluster"), extra_headers)
+        .and_then(|view| {
+            view["members"].as_array().map(|members| {
+                members
+                    .iter()
+                    .filter(|member| member["starting"] == false)
+                    .count()
+            })
+        })
+        .unwrap_or(0)
+}
+
 /// GETs a JSON document without an async runtime (for set-up code).
 pub fn blocking_get_json(url: &str, extra_headers: &str) -> Option<serde_json::Value> {
     use std::io::{Read, Write};

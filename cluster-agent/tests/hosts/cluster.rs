@@ -168,19 +168,9 @@ impl HostCluster {
 
     /// Waits until the gateway sees all five members serving.
     pub fn wait_converged(&self, timeout: Duration) {
-        let url = format!("{}/v1/cluster", self.url);
         let deadline = Instant::now() + timeout;
         loop {
-            let serving = common::blocking_get_json(&url, "")
-                .and_then(|view| {
-                    view["members"].as_array().map(|members| {
-                        members
-                            .iter()
-                            .filter(|member| member["starting"] == false)
-                            .count()
-                    })
-                })
-                .unwrap_or(0);
+            let serving = common::serving_members(&self.url, "");
             if serving == 5 {
                 return;
             }
