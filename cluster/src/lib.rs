@@ -7,6 +7,7 @@
 mod address;
 mod gossip;
 mod layered;
+mod liveness;
 mod membership;
 mod process_metrics;
 mod secret;
@@ -17,9 +18,10 @@ mod tls;
 pub use address::advertised_address;
 pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer};
 pub use layered::load_layered;
+pub use liveness::Liveness;
 pub use membership::{Health, Member, Membership, StaticMembership};
 pub use process_metrics::process_registry;
-pub use secret::{ClusterConfig, ClusterSecret, InternalTls, Liveness};
+pub use secret::{ClusterConfig, ClusterSecret, InternalTls};
 pub use shutdown::shutdown_signal;
 pub use telemetry::{
     LogConfig, LogFormat, incoming_trace, init_tracing, inject_child_trace, spawn_instrumented,

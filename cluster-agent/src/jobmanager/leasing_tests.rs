@@ -1,0 +1,79 @@
+//! Tests of slot leasing: sizing, power of two choices, unanswered calls.
+
+use super::*;
+
+#[test]
+fn a_query_is_sized_for_one_taskmanager_per_host_unless_spreading() {
+    let urls = || {
+        [
+            "http://10.0.0.1:1",
+            "http://10.0.0.1:2",
+            "http://10.0.0.2:1",
+        ]
+        .map(String::from)
+        .into_iter()
+    };
+    let one: Vec<String> = one_per_host(urls(), true).collect();
+    assert_eq!(one, ["http://10.0.0.1:1", "http://10.0.0.2:1"]);
+    assert_eq!(one_per_host(urls(), false).count(), 3);
+}
+
+#[test]
+fn a_taskmanager_with_unanswered_calls_looks_that_much_fuller() {
+    let urls = ["http://tm-0:1", "http://tm-1:1"].map(String::from);
+    let leaser = SlotLeaser::new(
+        "jm-0".into(),
+        TaskManagers::Static(StaticMembership::new(urls.clone())),
+        JobManagerConfig::default(),
+        JobManagerMetrics::new(&prometheus::Registry::new()).unwrap(),
+        flotilla_cluster::ClusterSecret::default(),
+    );
+    let free = |leaser: &SlotLeaser| -> Vec<u64> {
+        let mut candidates = leaser.candidates(DEFAULT_POOL);
+        candidates.sort_by(|a, b| a.url.cmp(&b.url));
+        candidates
+            .iter()
+            .map(|candidate| u64::MAX - candidate.slots_free.unwrap())
+            .collect()
+    };
+    assert_eq!(free(&leaser), [0, 0]);
+    let stuck = [
+        Unanswered::count(&leaser, &urls[1]),
+        Unanswered::count(&leaser, &urls[1]),
+    ];
+    assert_eq!(free(&leaser), [0, 2]);
+    // Power of two choices now always prefers the TaskManager that answers.
+    let mut picks = [0usize, 1].into_iter().cycle();
+    let order = power_of_two_order(leaser.candidates(DEFAULT_POOL), move || {
+        picks.next().unwrap()
+    });
+    assert_eq!(order[0], urls[0]);
+    drop(stuck);
+    assert_eq!(free(&leaser), [0, 0]);
+    assert!(leaser.unanswered.lock().unwrap().is_empty());
+}
+
+#[test]
+fn power_of_two_prefers_free_slots_and_keeps_everyone() {
+    let candidates = |free: &[u64]| {
+        free.iter()
+            .enumerate()
+            .map(|(index, free)| Candidate {
+                url: format!("tm{index}"),
+                slots_free: Some(*free),
+            })
+            .collect::<Vec<_>>()
+    };
+    // Samples 0 and 1 first: the freer wins.
+    let mut picks = [0usize, 1, 0, 0].into_iter();
+    let order = power_of_two_order(candidates(&[0, 3]), move || picks.next().unwrap());
+    assert_eq!(order, vec!["tm1", "tm0"]);
+    let mut counter = 0usize;
+    let order = power_of_two_order(candidates(&[1, 2, 3, 4, 5]), move || {
+        counter += 7;
+        counter
+    });
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["tm0", "tm1", "tm2", "tm3", "tm4"]);
+}
