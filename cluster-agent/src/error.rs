@@ -117,6 +117,23 @@ pub fn datafusion_code(error: &DataFusionError) -> ErrorCode {
             ErrorCode::NotAllowed
         }
         DataFusionError::Internal(_) => ErrorCode::Internal,
+        DataFusionError::ArrowError(arrow, _) => arrow_code(arrow),
+        _ => ErrorCode::Execution,
+    }
+}
+
+/// Maps an Arrow error: the kernels' failures on the query's own data (SQLSTATE class 22) are
+/// the client's; a DataFusion error carried inside is classified as itself.
+fn arrow_code(error: &datafusion::arrow::error::ArrowError) -> ErrorCode {
+    use datafusion::arrow::error::ArrowError;
+    match error {
+        ArrowError::DivideByZero
+        | ArrowError::CastError(_)
+        | ArrowError::ArithmeticOverflow(_)
+        | ArrowError::ParseError(_) => ErrorCode::DataException,
+        ArrowError::ExternalError(inner) => inner
+            .downcast_ref::<DataFusionError>()
+            .map_or(ErrorCode::Execution, datafusion_code),
         _ => ErrorCode::Execution,
     }
 }
@@ -221,8 +238,31 @@ mod tests {
         );
         assert_eq!(
             AgentError::DataFusion(division).code(),
-            ErrorCode::Execution
+            ErrorCode::DataException
         );
+        let cast = DataFusionError::Context(
+            "stage 1".into(),
+            Box::new(DataFusionError::ArrowError(
+                Box::new(datafusion::arrow::error::ArrowError::ExternalError(
+                    Box::new(DataFusionError::ArrowError(
+                        Box::new(datafusion::arrow::error::ArrowError::CastError(
+                            "'x'".into(),
+                        )),
+                        None,
+                    )),
+                )),
+                None,
+            )),
+        );
+        assert_eq!(datafusion_code(&cast), ErrorCode::DataException);
+        let io = DataFusionError::ArrowError(
+            Box::new(datafusion::arrow::error::ArrowError::IoError(
+                "disk".into(),
+                std::io::Error::other("disk"),
+            )),
+            None,
+        );
+        assert_eq!(datafusion_code(&io), ErrorCode::Execution);
     }
 
     #[test]

@@ -164,7 +164,8 @@ async fn bad_input_gets_stable_codes_and_disturbs_nothing() {
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), 413, "chunked body over the limit");
 
-    // A failing query mid-run (division by zero at execution) reports an execution error.
+    // A query whose expressions fail on its data (division by zero at execution) is the
+    // client's error: 422 data_exception, not a server error.
     let failing = post_sql(
         &url,
         "SELECT 1 / (n_nationkey - n_nationkey) FROM nation",
@@ -173,11 +174,11 @@ async fn bad_input_gets_stable_codes_and_disturbs_nothing() {
     .await;
     assert_eq!(
         failing.status,
-        500,
+        422,
         "{}",
         String::from_utf8_lossy(&failing.body)
     );
-    assert_eq!(failing.error_code(), "execution_error");
+    assert_eq!(failing.error_code(), "data_exception");
     assert!(
         failing.json()["error"]["message"]
             .as_str()

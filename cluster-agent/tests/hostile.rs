@@ -308,12 +308,18 @@ fn cases() -> Vec<Case> {
             400,
             "sql_planning",
         ),
-        // Execution.
+        // Execution: the query's own data (SQLSTATE class 22), the client's error.
         sql(
             "division by zero",
             "SELECT n_nationkey / (n_regionkey - n_regionkey) FROM nation",
-            500,
-            "execution_error",
+            422,
+            "data_exception",
+        ),
+        sql(
+            "invalid cast",
+            "SELECT CAST(n_name AS INT) FROM nation",
+            422,
+            "data_exception",
         ),
         sql(
             "cartesian join over the memory pool",

@@ -27,7 +27,7 @@ async fn results_over_a_tenants_limits_end_with_result_too_large() {
     });
     let url = federation.url();
     let metrics = format!("{url}/metrics");
-    let series = "flotilla_gateway_queries_total{code=\"result_too_large\"}";
+    let series = "flotilla_gateway_queries_total{code=\"result_too_large\",protocol=\"http\"}";
     let before = metric_sum(&metrics, series).await;
     let tenant = |name| [("x-flotilla-tenant", name)];
     let all = "SELECT l_orderkey, l_comment FROM lineitem";

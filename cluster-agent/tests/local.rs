@@ -14,6 +14,8 @@ fn run_local(extra: &[&str], data: &Path) -> String {
             "0.001",
             "--http",
             "127.0.0.1:0",
+            "--flight",
+            "127.0.0.1:0",
             "--once",
             "--data-dir",
         ])
@@ -37,6 +39,11 @@ fn local_generates_data_starts_five_processes_and_runs_the_main_job() {
     assert!(stdout.contains("Generating TPC-H scale 0.001"), "{stdout}");
     assert!(
         stdout.contains("Flotilla local federation is up"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("flight sql    grpc://127.0.0.1:")
+            && stdout.contains("jdbc:arrow-flight-sql://127.0.0.1:"),
         "{stdout}"
     );
     assert!(

@@ -30,10 +30,10 @@ async fn metrics_count_every_query_and_every_error_code() {
     let federation = Federation::start();
     let url = federation.url();
     let metrics = gateway_metrics(&federation);
-    let ok = r#"flotilla_gateway_queries_total{code="ok"}"#;
-    let syntax = r#"flotilla_gateway_queries_total{code="sql_syntax"}"#;
-    let media = r#"flotilla_gateway_queries_total{code="unsupported_media_type"}"#;
-    let totals = r#"flotilla_gateway_query_phase_seconds_count{phase="total"}"#;
+    let ok = r#"flotilla_gateway_queries_total{code="ok",protocol="http"}"#;
+    let syntax = r#"flotilla_gateway_queries_total{code="sql_syntax",protocol="http"}"#;
+    let media = r#"flotilla_gateway_queries_total{code="unsupported_media_type",protocol="http"}"#;
+    let totals = r#"flotilla_gateway_query_phase_seconds_count{phase="total",protocol="http"}"#;
     let before = (
         metric_sum(&metrics, ok).await,
         metric_sum(&metrics, syntax).await,

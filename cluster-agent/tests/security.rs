@@ -33,6 +33,7 @@ fn command(sql: &str) -> FlightDescriptor {
         sql: sql.to_string(),
         tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
         pool: flotilla_protocol::DEFAULT_POOL.to_string(),
+        params: Vec::new(),
     };
     FlightDescriptor::new_cmd(command.to_bytes())
 }

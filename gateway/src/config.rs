@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 pub struct Config {
     /// The public HTTP API.
     pub http: HttpConfig,
+    /// The Arrow Flight SQL front door (ADBC, JDBC, DBeaver, pyarrow).
+    pub flight: FlightConfig,
     /// The JobManager shards queries are routed to.
     pub shards: ShardsConfig,
     /// The TaskManagers, for `/readyz` and `/v1/cluster` (results are fetched from whichever
@@ -96,6 +98,34 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             advertise: None,
             max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[flight]`: Arrow Flight SQL on its own port, with everything the HTTP endpoint has
+/// (tokens and tenants, admission, routing and fail-over, limits, cancel). TLS with `[tls]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlightConfig {
+    /// Listen address. Unset (the default): no Flight SQL port, as a gateway opens only the
+    /// ports it is told to. `cluster-agent local` sets one. Port 0 picks a free port.
+    pub listen: Option<SocketAddr>,
+    /// How long a statement's result, running since its `GetFlightInfo`, waits for the
+    /// client's `DoGet` before it is cancelled (it holds its admission and slots meanwhile).
+    pub ticket_ttl_ms: u64,
+    /// Most prepared statements open on this gateway; creating one more is refused.
+    pub max_prepared_statements: usize,
+    /// A prepared statement unused this long is closed.
+    pub prepared_idle_ms: u64,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            ticket_ttl_ms: 30_000,
+            max_prepared_statements: 10_000,
+            prepared_idle_ms: 3_600_000,
         }
     }
 }
@@ -257,6 +287,15 @@ impl Config {
         }
         if admission.max_tenants == 0 {
             return Err("admission.max_tenants must be at least 1".into());
+        }
+        let flight = &self.flight;
+        if flight.ticket_ttl_ms == 0 || flight.prepared_idle_ms == 0 {
+            return Err(
+                "flight.ticket_ttl_ms and flight.prepared_idle_ms must be at least 1".into(),
+            );
+        }
+        if flight.listen == Some(self.http.listen) && self.http.listen.port() != 0 {
+            return Err("flight.listen must differ from http.listen".into());
         }
         for (name, tenant) in &self.tenants {
             if tenant.max_concurrent == Some(0) {

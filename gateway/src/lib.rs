@@ -4,11 +4,15 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+mod auth;
 mod config;
 mod control;
 mod error;
+mod flight;
 mod http;
+mod limits;
 mod metrics;
+mod outcome;
 mod query;
 mod route;
 mod server;
@@ -18,11 +22,12 @@ mod tls;
 
 pub use admission::{Admission, AdmissionLayer};
 pub use config::{
-    AdmissionConfig, Config, HttpConfig, QueryConfig, RoutingConfig, ShardsConfig,
+    AdmissionConfig, Config, FlightConfig, HttpConfig, QueryConfig, RoutingConfig, ShardsConfig,
     TaskManagersConfig, TenantConfig,
 };
 pub use control::{
-    Control, ControlLayer, PhaseDurations, Registry as QueryRegistry, RunningQuery, Timeline,
+    Control, ControlLayer, PhaseDurations, Protocol, Registry as QueryRegistry, RunningQuery,
+    Timeline,
 };
 pub use error::{BoxError, GatewayError};
 pub use http::{Gateway, Members, ResponseBody};

@@ -10,6 +10,9 @@ use prometheus::{
 /// `flotilla_gateway_query_phase_seconds`).
 pub const PHASES: [&str; 4] = ["queued", "planned", "first_byte", "total"];
 
+/// The front doors (label `protocol`).
+pub const PROTOCOLS: [&str; 2] = ["http", "flight_sql"];
+
 /// Outcome codes besides the error codes: `ok`, and a result cut off after its first byte.
 pub const OUTCOMES: [&str; 2] = ["ok", "stream_aborted"];
 
@@ -60,8 +63,9 @@ impl GatewayMetrics {
         let metrics = Self {
             queries: counter(
                 "flotilla_gateway_queries_total",
-                "Queries by outcome code (ok on success, stream_aborted for a result cut off)",
-                &["code"],
+                "Queries by outcome code (ok on success, stream_aborted for a result cut off) and \
+                 front door (protocol: http or flight_sql)",
+                &["code", "protocol"],
             )?,
             phase_seconds: HistogramVec::new(
                 HistogramOpts::new(
@@ -74,7 +78,7 @@ impl GatewayMetrics {
                     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0,
                 ]),
-                &["phase"],
+                &["phase", "protocol"],
             )?,
             bytes_streamed: IntCounter::new(
                 "flotilla_gateway_bytes_streamed_total",
@@ -131,15 +135,17 @@ impl GatewayMetrics {
             )?,
         };
         // Every series a dashboard or alert reads exists from the start, at zero.
-        for code in ErrorCode::ALL
-            .iter()
-            .map(|code| code.as_str())
-            .chain(OUTCOMES)
-        {
-            metrics.queries.with_label_values(&[code]);
-        }
-        for phase in PHASES {
-            metrics.phase_seconds.with_label_values(&[phase]);
+        for protocol in PROTOCOLS {
+            for code in ErrorCode::ALL
+                .iter()
+                .map(|code| code.as_str())
+                .chain(OUTCOMES)
+            {
+                metrics.queries.with_label_values(&[code, protocol]);
+            }
+            for phase in PHASES {
+                metrics.phase_seconds.with_label_values(&[phase, protocol]);
+            }
         }
         for decision in ["affinity", "spill"] {
             metrics.routing_decisions.with_label_values(&[decision]);
@@ -164,9 +170,9 @@ impl GatewayMetrics {
     }
 
     /// Observes `seconds` for `phase`.
-    pub fn observe_phase(&self, phase: &str, seconds: f64) {
+    pub fn observe_phase(&self, phase: &str, protocol: &str, seconds: f64) {
         self.phase_seconds
-            .with_label_values(&[phase])
+            .with_label_values(&[phase, protocol])
             .observe(seconds);
     }
 }

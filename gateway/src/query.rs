@@ -14,6 +14,8 @@ pub struct QueryRequest {
     pub query_id: QueryId,
     /// The SQL text.
     pub sql: String,
+    /// Values of its placeholders: an Arrow IPC stream of one row; empty when it has none.
+    pub params: Vec<u8>,
     /// The explicit routing key, when the client sent one.
     pub routing_key: Option<String>,
     /// The tenant it runs for.
@@ -32,6 +34,7 @@ impl QueryRequest {
         Self {
             query_id,
             sql: sql.into(),
+            params: Vec::new(),
             routing_key: None,
             tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
             pool: flotilla_protocol::DEFAULT_POOL.to_string(),
@@ -45,14 +48,17 @@ impl QueryRequest {
     pub fn ring_key(&self) -> String {
         match &self.routing_key {
             Some(key) => key.clone(),
-            None => self
-                .sql
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_lowercase(),
+            None => normalized(&self.sql),
         }
     }
+}
+
+/// The SQL text as the ring hashes it: whitespace collapsed, lower case.
+pub(crate) fn normalized(sql: &str) -> String {
+    sql.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// A query bound to one shard by the route layer.
@@ -64,6 +70,9 @@ pub struct Routed {
     pub request: QueryRequest,
 }
 
+/// The Flight messages of a result, as a TaskManager sends them.
+pub type Messages = BoxStream<'static, Result<FlightData, tonic::Status>>;
+
 /// A result whose first Flight message (the schema) has arrived: from here on, bytes can flow
 /// to the client.
 pub struct QueryResult {
@@ -72,7 +81,7 @@ pub struct QueryResult {
     /// The TaskManager streaming the result.
     pub taskmanager: String,
     /// Every Flight message of the result, the already-received first one included.
-    pub messages: BoxStream<'static, Result<FlightData, tonic::Status>>,
+    pub messages: Messages,
 }
 
 impl std::fmt::Debug for QueryResult {

@@ -17,6 +17,9 @@ use tokio::sync::watch;
 pub struct GatewayHandle {
     /// The bound HTTP address.
     pub addr: SocketAddr,
+    /// The bound Flight SQL address, when `flight.listen` is set.
+    pub flight_addr: Option<SocketAddr>,
+    flight: Option<crate::flight::FlightServer>,
     /// Its gossip membership, unless shards are a fixed list.
     pub gossip: Option<Gossip>,
     shutdown: watch::Sender<bool>,
@@ -26,14 +29,14 @@ pub struct GatewayHandle {
 impl GatewayHandle {
     /// Returns the line a parent process or test reads to learn the bound addresses.
     pub fn listening_line(&self) -> String {
-        match &self.gossip {
-            Some(gossip) => format!(
-                "LISTENING role=gateway http={} gossip={}",
-                self.addr,
-                gossip.addr()
-            ),
-            None => format!("LISTENING role=gateway http={}", self.addr),
+        let mut line = format!("LISTENING role=gateway http={}", self.addr);
+        if let Some(flight) = self.flight_addr {
+            line.push_str(&format!(" flight={flight}"));
         }
+        if let Some(gossip) = &self.gossip {
+            line.push_str(&format!(" gossip={}", gossip.addr()));
+        }
+        line
     }
 
     /// Announces the drain, stops accepting and waits (at most 30 s) for open responses.
@@ -43,6 +46,9 @@ impl GatewayHandle {
         }
         let _ = self.shutdown.send(true);
         self.task.await?;
+        if let Some(flight) = self.flight {
+            flight.stopped().await;
+        }
         if let Some(gossip) = self.gossip {
             gossip.shutdown().await;
         }
@@ -113,6 +119,16 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
         Arc::clone(&running),
         metrics.clone(),
     );
+    let (shutdown, stopped) = watch::channel(false);
+    let flight = crate::flight::start(
+        &config,
+        queries.clone(),
+        Arc::clone(&running),
+        Arc::clone(&shards),
+        metrics.clone(),
+        stopped.clone(),
+    )
+    .await?;
     let gateway = Gateway::new(
         &config,
         queries,
@@ -125,11 +141,12 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
         metrics,
         registry,
     )?;
-    let (shutdown, stopped) = watch::channel(false);
     let task = flotilla_cluster::spawn_instrumented(serve(listener, tls.clone(), gateway, stopped));
     tracing::info!(%addr, tls = tls.is_some(), "gateway listening");
     Ok(GatewayHandle {
         addr,
+        flight_addr: flight.as_ref().map(|flight| flight.addr),
+        flight,
         gossip,
         shutdown,
         task,

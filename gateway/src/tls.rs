@@ -33,6 +33,24 @@ impl TlsConfig {
         Ok(Some(TlsAcceptor::from(Arc::new(config))))
     }
 
+    /// Returns the same pair for a gRPC listener (the Flight SQL port), `None` without one.
+    pub fn grpc(&self) -> anyhow::Result<Option<tonic::transport::ServerTlsConfig>> {
+        let (Some(cert_file), Some(key_file)) = (&self.cert_file, &self.key_file) else {
+            return Ok(None);
+        };
+        let read = |path: &std::path::Path, setting: &str| {
+            std::fs::read(path)
+                .map_err(|error| anyhow::anyhow!("{setting} {}: {error}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read(cert_file, "tls.cert_file")?,
+            read(key_file, "tls.key_file")?,
+        );
+        Ok(Some(
+            tonic::transport::ServerTlsConfig::new().identity(identity),
+        ))
+    }
+
     /// Says whether the listener speaks HTTPS.
     pub fn enabled(&self) -> bool {
         self.cert_file.is_some()

@@ -21,7 +21,7 @@ start_local() {
     URL="http://127.0.0.1:$port"
     mkdir -p "$OUT_DIR"
     rm -f "$FEDERATION"
-    "$AGENT" local --scale "$scale" --data-dir "$data" --http "127.0.0.1:$port" \
+    "$AGENT" local --scale "$scale" --data-dir "$data" --http "127.0.0.1:$port" --flight 127.0.0.1:0 \
         >"$OUT_DIR/local.log" 2>&1 &
     LOCAL_PID=$!
     trap stop_local EXIT

@@ -48,6 +48,8 @@ fn a_steady_run_against_local_reports_every_query_and_no_error() {
                 "0.001",
                 "--http",
                 "127.0.0.1:0",
+                "--flight",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(&data)

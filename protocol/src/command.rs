@@ -16,7 +16,21 @@ pub struct QueryCommand {
     /// The TaskManager pool the query must run on.
     #[serde(default = "default_pool")]
     pub pool: String,
+    /// Values of the statement's placeholders (`$1`, `$2`, ...): an Arrow IPC stream of one
+    /// row, one column per placeholder in order (Flight SQL prepared-statement parameters).
+    /// Empty: the statement has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<u8>,
 }
+
+/// The `DoAction` type that asks a shard to plan a [`QueryCommand`] without running it. The
+/// answer's body is a Flight SQL `ActionCreatePreparedStatementResult` (empty handle) with
+/// the result's schema and the schema of its parameters.
+pub const DESCRIBE_ACTION: &str = "flotilla.describe";
+
+/// The `DoAction` type that asks a shard for the tables it serves. The answer's body is an
+/// Arrow IPC stream in the shape of a Flight SQL `GetTables` result with table schemas.
+pub const CATALOG_ACTION: &str = "flotilla.catalog";
 
 /// The tenant of queries that name none.
 pub const DEFAULT_TENANT: &str = "default";

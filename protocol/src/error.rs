@@ -42,7 +42,10 @@ pub enum ErrorCode {
     ResultTooLarge,
     /// A result ticket is unknown or already used.
     TicketNotFound,
-    /// The query failed while it ran.
+    /// The query's own expressions failed on its data while it ran: division by zero, an
+    /// invalid cast, an overflow (SQLSTATE class 22). The client's fault, not the system's.
+    DataException,
+    /// The query failed while it ran, not because of its data (a fault of the system).
     #[serde(rename = "execution_error")]
     Execution,
     /// A bug or an unexpected state in Flotilla itself.
@@ -70,6 +73,7 @@ impl ErrorCode {
             Self::ResourcesExhausted => "resources_exhausted",
             Self::ResultTooLarge => "result_too_large",
             Self::TicketNotFound => "ticket_not_found",
+            Self::DataException => "data_exception",
             Self::Execution => "execution_error",
             Self::Internal => "internal",
         }
@@ -81,7 +85,7 @@ impl ErrorCode {
     }
 
     /// Every code.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::BadRequest,
         Self::SqlSyntax,
         Self::SqlPlanning,
@@ -99,6 +103,7 @@ impl ErrorCode {
         Self::ResourcesExhausted,
         Self::ResultTooLarge,
         Self::TicketNotFound,
+        Self::DataException,
         Self::Execution,
         Self::Internal,
     ];
@@ -121,7 +126,9 @@ impl ErrorCode {
             Self::ResourcesExhausted => StatusCode::INSUFFICIENT_STORAGE,
             // The request is valid, but what it asks for is over a limit the client can stay
             // under (a `LIMIT`, fewer columns): not a server fault, and not worth a retry.
-            Self::ResultTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+            // Likewise a query whose expressions fail on the data (division by zero): the
+            // same statement fails the same way again, and no server-error alert should fire.
+            Self::ResultTooLarge | Self::DataException => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Execution | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -199,7 +206,9 @@ mod grpc {
         pub fn grpc_code(self) -> tonic::Code {
             use tonic::Code;
             match self {
-                Self::BadRequest | Self::SqlSyntax | Self::SqlPlanning => Code::InvalidArgument,
+                Self::BadRequest | Self::SqlSyntax | Self::SqlPlanning | Self::DataException => {
+                    Code::InvalidArgument
+                }
                 Self::NotAllowed => Code::PermissionDenied,
                 Self::Unauthorized => Code::Unauthenticated,
                 Self::PayloadTooLarge | Self::ResourcesExhausted | Self::ResultTooLarge => {
@@ -239,18 +248,38 @@ mod grpc {
     /// text would otherwise break the connection instead of reporting the error.
     const MAX_STATUS_MESSAGE: usize = 2048;
 
+    /// Cuts `message` to [`MAX_STATUS_MESSAGE`] bytes (on a character boundary), saying so.
+    fn truncate(message: &mut String) {
+        if message.len() > MAX_STATUS_MESSAGE {
+            let mut end = MAX_STATUS_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("… (truncated)");
+        }
+    }
+
     impl From<ErrorBody> for tonic::Status {
         fn from(mut body: ErrorBody) -> Self {
-            if body.message.len() > MAX_STATUS_MESSAGE {
-                let mut end = MAX_STATUS_MESSAGE;
-                while !body.message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                body.message.truncate(end);
-                body.message.push_str("… (truncated)");
-            }
+            truncate(&mut body.message);
             let details = serde_json::to_vec(&body).unwrap_or_default();
             tonic::Status::with_details(body.code.grpc_code(), body.message, details.into())
+        }
+    }
+
+    impl ErrorBody {
+        /// The status a public gRPC front door (Flight SQL) answers with: the gRPC code, and the
+        /// stable code leading the message (`sql_syntax: ...`), so that clients which show only
+        /// the message can tell a busy cluster from bad SQL. No details: gRPC clients read the
+        /// details as a `google.rpc.Status`, which this JSON is not.
+        pub fn to_client_status(&self) -> tonic::Status {
+            let mut message = format!("{}: {}", self.code, self.message);
+            if let Some(query_id) = self.query_id {
+                message.push_str(&format!(" (query {query_id})"));
+            }
+            truncate(&mut message);
+            tonic::Status::new(self.code.grpc_code(), message)
         }
     }
 
@@ -302,5 +331,19 @@ mod tests {
         let status = tonic::Status::from(huge);
         assert!(status.message().len() < 2100, "{}", status.message().len());
         assert!(ErrorBody::from(&status).message.ends_with("(truncated)"));
+    }
+
+    #[cfg(feature = "grpc")]
+    #[test]
+    fn client_statuses_lead_with_the_code_and_carry_no_details() {
+        let body = ErrorBody::new(ErrorCode::DataException, "Divide by zero error");
+        let status = body.to_client_status();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.message(), "data_exception: Divide by zero error");
+        assert!(status.details().is_empty());
+        assert_eq!(ErrorCode::DataException.http_status().as_u16(), 422);
+        let busy = ErrorBody::new(ErrorCode::ClusterBusy, "x").to_client_status();
+        assert!(busy.message().starts_with("cluster_busy: "));
+        assert_eq!(busy.code(), tonic::Code::ResourceExhausted);
     }
 }

@@ -1,5 +1,7 @@
 //! The shard's Flight service: `GetFlightInfo(sql)` → plan → hand over → `FlightInfo(ticket,
-//! TaskManager)`. Every other Flight call is refused: results are served by TaskManagers.
+//! TaskManager)`; `DoAction` describes a statement or lists the catalog for the gateway's
+//! Flight SQL front door. Every other Flight call is refused: results are served by
+//! TaskManagers.
 
 use super::service::JobManager;
 use crate::error::AgentError;
@@ -10,7 +12,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use async_trait::async_trait;
-use flotilla_protocol::QueryCommand;
+use flotilla_protocol::{CATALOG_ACTION, DESCRIBE_ACTION, QueryCommand};
 use futures::stream::BoxStream;
 use prost::Message;
 use std::time::Instant;
@@ -142,9 +144,36 @@ impl FlightService for JobManager {
 
     async fn do_action(
         &self,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        Err(Status::unimplemented("do_action"))
+        let action = request.into_inner();
+        if self.inner.drain.is_draining() {
+            return Err(Status::unavailable(format!(
+                "shard {} is draining",
+                self.inner.node_id
+            )));
+        }
+        let planner = &self.inner.planner;
+        let body = match action.r#type.as_str() {
+            DESCRIBE_ACTION => {
+                let command = QueryCommand::from_bytes(&action.body)
+                    .map_err(|error| AgentError::BadRequest(format!("query command: {error}")))?;
+                let span = tracing::info_span!("describe", query_id = %command.query_id);
+                planner
+                    .describe(&command.sql)
+                    .instrument(span)
+                    .await?
+                    .encode_to_vec()
+            }
+            CATALOG_ACTION => planner.catalog().await?,
+            other => {
+                return Err(AgentError::BadRequest(format!("unknown action `{other}`")).into());
+            }
+        };
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(result)
+        }))))
     }
 
     async fn list_actions(

@@ -28,6 +28,7 @@ impl JobManager {
         let inner = &self.inner;
         let mut step = Instant::now();
         let logical = inner.planner.prepare(&command.sql).await?;
+        let logical = inner.planner.bind(logical, &command.params)?;
         record_step("prepare_us", &mut step);
         let targets = inner.leaser.planning_targets(&command.pool);
         let planned = if targets.is_empty() {

@@ -10,6 +10,7 @@ pub(crate) mod planner;
 mod service;
 #[cfg(test)]
 mod sql_fuzz;
+mod statements;
 
 pub use metrics::JobManagerMetrics;
 pub use service::{JobManager, start_jobmanager};

@@ -33,7 +33,7 @@ pub(crate) struct PlannedQuery {
 pub(crate) struct Planner {
     /// Fixed after start-up and shared by every query: no per-query copy of its function
     /// registries. The TaskManagers a query leased reach its planner through [`LEASED`].
-    state: SessionState,
+    pub(super) state: SessionState,
     /// The session options, as the head TaskManager applies them; fixed after start-up.
     options: HashMap<String, String>,
     /// Most operators a statement may have.

@@ -35,6 +35,9 @@ pub struct LocalArgs {
     /// The gateway's HTTP address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
+    /// The gateway's Arrow Flight SQL address (ADBC, JDBC, DBeaver).
+    #[arg(long, default_value = "127.0.0.1:8815")]
+    flight: SocketAddr,
     /// Slots per TaskManager.
     #[arg(long, default_value_t = 4)]
     slots: usize,

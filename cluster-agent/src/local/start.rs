@@ -25,6 +25,8 @@ pub(super) struct Shared {
 pub(super) struct Started {
     /// The gateway's URL.
     pub(super) url: String,
+    /// The gateway's Flight SQL address, `host:port`.
+    flight: String,
     /// The certificate clients trust, with `--tls`.
     pub(super) ca: Option<PathBuf>,
     shards: Vec<String>,
@@ -74,6 +76,7 @@ pub(super) async fn start_federation(
     }
     let mut config = gateway::Config::default();
     config.http.listen = args.http;
+    config.flight.listen = Some(args.flight);
     config.gossip.seeds = seeds.clone();
     config.cluster = shared.cluster.clone();
     if let Some(pair) = tls {
@@ -84,11 +87,14 @@ pub(super) async fn start_federation(
     let scheme = if ca.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{}", node.address("http")?);
     config.http.listen = node.address("http")?.parse()?;
+    let flight = node.address("flight")?.to_string();
+    config.flight.listen = Some(flight.parse()?);
     config.gossip.listen = node.address("gossip")?.parse()?;
     node.config = Some(RestartConfig::Gateway(Box::new(config)));
     nodes.push(node);
     Ok(Started {
         url,
+        flight,
         ca,
         shards,
         taskmanagers,
@@ -101,6 +107,7 @@ impl Started {
     pub(super) fn print_banner(&self, shared: &Shared, data_dir: &Path, scale: f64) {
         let Self {
             url,
+            flight,
             ca,
             shards,
             taskmanagers,
@@ -112,7 +119,19 @@ impl Started {
             .unwrap_or_default();
         println!();
         println!("Flotilla local federation is up:");
+        let (flight_scheme, encryption) = if ca.is_some() {
+            ("grpc+tls", "true")
+        } else {
+            ("grpc", "false")
+        };
         println!("  gateway       {url}");
+        println!("  flight sql    {flight_scheme}://{flight}");
+        println!(
+            "                (ADBC: adbc_driver_flightsql.dbapi.connect(\"{flight_scheme}://{flight}\");"
+        );
+        println!(
+            "                 JDBC/DBeaver: jdbc:arrow-flight-sql://{flight}?useEncryption={encryption})"
+        );
         println!("  shards        {}", shards.join(", "));
         println!("  taskmanagers  {}", taskmanagers.join(", "));
         println!(

@@ -352,7 +352,7 @@ pub async fn post_sql(url: &str, sql: &str, accept: &str) -> HttpResponse {
 
 /// Sums the samples of `series` on the Prometheus endpoint `metrics_url`: `series` is a metric
 /// name (every label set counts) or a name with its exact label set, as the text format prints
-/// it (`flotilla_gateway_queries_total{code="ok"}`).
+/// it (`flotilla_gateway_queries_total{code="ok",protocol="http"}`).
 pub async fn metric_sum(metrics_url: &str, series: &str) -> f64 {
     let response = http("GET", metrics_url, &[], Bytes::new()).await;
     assert_eq!(response.status, 200, "GET {metrics_url}");

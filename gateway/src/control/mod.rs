@@ -22,4 +22,4 @@ mod timeline;
 pub use layer::ControlLayer;
 pub use registry::{Registry, RunningQuery};
 pub use service::Control;
-pub use timeline::{PhaseDurations, Timeline};
+pub use timeline::{PhaseDurations, Protocol, Timeline};

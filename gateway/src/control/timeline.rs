@@ -15,6 +15,7 @@ const MAX_TEXT: usize = 1024;
 pub struct Timeline {
     query_id: QueryId,
     trace: TraceContext,
+    protocol: Protocol,
     started: Instant,
     started_at: SystemTime,
     rows: AtomicU64,
@@ -37,6 +38,25 @@ struct Marks {
     outcome: Option<(String, Option<String>)>,
 }
 
+/// The front door a query came in by (label `protocol` of the gateway's query metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// `POST /v1/query`.
+    Http,
+    /// Arrow Flight SQL.
+    FlightSql,
+}
+
+impl Protocol {
+    /// The label value: `http` or `flight_sql`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::FlightSql => "flight_sql",
+        }
+    }
+}
+
 /// The durations of a finished query's phases, as the phase histograms observe them.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PhaseDurations {
@@ -51,11 +71,17 @@ pub struct PhaseDurations {
 }
 
 impl Timeline {
-    /// Starts the record of a query received now.
+    /// Starts the record of a query received now over HTTP.
     pub fn new(query_id: QueryId, trace: TraceContext) -> Self {
+        Self::with_protocol(query_id, trace, Protocol::Http)
+    }
+
+    /// Starts the record of a query received now by `protocol`.
+    pub fn with_protocol(query_id: QueryId, trace: TraceContext, protocol: Protocol) -> Self {
         Self {
             query_id,
             trace,
+            protocol,
             started: Instant::now(),
             started_at: SystemTime::now(),
             rows: AtomicU64::new(0),
@@ -68,6 +94,11 @@ impl Timeline {
         self.marks
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The front door the query came in by.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The query's id.

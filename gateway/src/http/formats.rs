@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 const END_OF_STREAM: [u8; 8] = [0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0];
 
 /// A stream of Flight messages from a TaskManager.
-pub(super) type Messages = BoxStream<'static, Result<FlightData, tonic::Status>>;
+pub(super) use crate::query::Messages;
 /// A stream of response body chunks.
 pub(super) type Chunks = BoxStream<'static, Result<Bytes, BoxError>>;
 

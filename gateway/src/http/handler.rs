@@ -1,12 +1,12 @@
 //! The [`Gateway`] HTTP service: checks access and routes each path to its endpoint. Every
 //! error becomes a JSON response; none reaches hyper.
 
-use super::auth::{Access, Auth};
-use super::limits::TenantLimits;
 use super::response::{error_response, text_response};
+use crate::auth::{Access, Auth};
 use crate::config::Config;
 use crate::control::Registry as QueryRegistry;
 use crate::error::{BoxError, GatewayError};
+use crate::limits::TenantLimits;
 use crate::metrics::GatewayMetrics;
 use crate::stack::QueryService;
 use bytes::Bytes;

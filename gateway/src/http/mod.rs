@@ -1,13 +1,11 @@
 //! The HTTP edge: parses requests, calls the query stack, and streams results in the format the
 //! client accepts. Every error becomes a JSON error response; none reaches hyper.
 
-mod auth;
 mod cluster;
 mod formats;
 #[cfg(test)]
 mod fuzz;
 mod handler;
-mod limits;
 mod query;
 mod records;
 mod request;

@@ -1,14 +1,15 @@
 //! `POST /v1/query`: reads the request, runs it through the query stack, and streams the
 //! result in the format the client accepts (the first batch decides the status).
 
-use super::auth::Caller;
 use super::formats;
 use super::handler::{Gateway, ResponseBody};
-use super::request::{drain, essence, header_text, parse_sql, parse_tenant, parse_timeout};
+use super::request::{drain, essence, header_text, parse_sql, parse_timeout};
 use super::response::{error_response, insert_header};
-use super::tracked::{Outcome, Tracked, record_end};
+use super::tracked::Tracked;
+use crate::auth::Caller;
 use crate::control::Timeline;
 use crate::error::{BoxError, GatewayError};
+use crate::outcome::{Outcome, record_end};
 use crate::query::QueryRequest;
 use bytes::Bytes;
 use flotilla_protocol::{
@@ -105,18 +106,7 @@ impl Gateway {
         let routing_key = header_text(&request, http::HeaderName::from_static(ROUTING_KEY_HEADER))?
             .filter(|key| !key.is_empty());
         let tenant_header = header_text(&request, http::HeaderName::from_static(TENANT_HEADER))?;
-        let tenant = match caller.tenant {
-            // A token names its tenant; the header may only repeat it.
-            Some(own) => match tenant_header.as_deref().map(str::trim) {
-                Some(asked) if !asked.is_empty() && asked != own.to_ascii_lowercase() => {
-                    return Err(GatewayError::NotAllowed(format!(
-                        "the token is for tenant `{own}`, not `{asked}`"
-                    )));
-                }
-                _ => own,
-            },
-            None => parse_tenant(tenant_header.as_deref())?,
-        };
+        let tenant = caller.tenant_for(tenant_header.as_deref())?;
         let timeout_header = parse_timeout(
             header_text(&request, http::HeaderName::from_static(TIMEOUT_HEADER))?.as_deref(),
         )?;
@@ -164,6 +154,7 @@ impl Gateway {
         let request = QueryRequest {
             query_id,
             sql,
+            params: Vec::new(),
             routing_key,
             tenant,
             pool: DEFAULT_POOL.to_string(),
@@ -203,12 +194,7 @@ impl Gateway {
         };
         let chunks = Tracked {
             inner: formats::encode(media, counted.boxed()),
-            outcome: Outcome {
-                metrics,
-                code: "cancelled",
-                timeline,
-                span: tracing::Span::current(),
-            },
+            outcome: Outcome::streaming(metrics, timeline),
         };
         let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
         let headers = response.headers_mut();

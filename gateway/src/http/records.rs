@@ -1,9 +1,9 @@
 //! The gateway's query records: `GET /v1/queries` (what runs), `GET /v1/query/{id}` (status
 //! and phase times) and `DELETE /v1/query/{id}` (cancel).
 
-use super::auth::Caller;
 use super::handler::{Gateway, QUERY_PATH, ResponseBody};
 use super::response::{error_response, json_response};
+use crate::auth::Caller;
 use crate::error::GatewayError;
 use flotilla_protocol::{ErrorBody, QueryId};
 use http::{Response, StatusCode};

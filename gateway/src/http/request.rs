@@ -3,7 +3,7 @@
 
 use crate::error::GatewayError;
 use bytes::Bytes;
-use flotilla_protocol::{DEFAULT_TENANT, TENANT_HEADER, TIMEOUT_HEADER};
+use flotilla_protocol::TIMEOUT_HEADER;
 use http::Request;
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -84,22 +84,4 @@ pub(super) fn parse_timeout(header: Option<&str>) -> Result<Option<Duration>, Ga
             "{TIMEOUT_HEADER} must be a whole number of milliseconds, at least 1; got `{text}`"
         ))),
     }
-}
-
-/// Reads the tenant header: absent means the default tenant; a name is 1-64 characters of
-/// `A-Z a-z 0-9 . _ -`.
-pub(super) fn parse_tenant(header: Option<&str>) -> Result<String, GatewayError> {
-    let Some(tenant) = header.map(str::trim).filter(|tenant| !tenant.is_empty()) else {
-        return Ok(DEFAULT_TENANT.to_string());
-    };
-    let valid = tenant.len() <= 64
-        && tenant
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
-    if !valid {
-        return Err(GatewayError::BadRequest(format!(
-            "{TENANT_HEADER} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
-        )));
-    }
-    Ok(tenant.to_string())
 }

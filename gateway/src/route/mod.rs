@@ -3,7 +3,7 @@
 //! before the result started.
 
 mod layer;
-mod ring;
+pub(crate) mod ring;
 mod service;
 
 pub use layer::RouteLayer;

@@ -9,13 +9,13 @@ struct Ring {
 }
 
 /// Caches the ring of the last healthy set seen.
-pub(super) struct RingCache {
+pub(crate) struct RingCache {
     virtual_nodes: usize,
     current: Mutex<Option<Arc<Ring>>>,
 }
 
 impl RingCache {
-    pub(super) fn new(virtual_nodes: usize) -> Self {
+    pub(crate) fn new(virtual_nodes: usize) -> Self {
         Self {
             virtual_nodes: virtual_nodes.max(1),
             current: Mutex::new(None),
@@ -24,7 +24,7 @@ impl RingCache {
 
     /// Returns `members` in ring order for `key`: the key's own shard first, then the next ones
     /// clockwise. The order depends only on the key and the member set.
-    pub(super) fn candidates(&self, key: &str, members: &[String]) -> Vec<String> {
+    pub(crate) fn candidates(&self, key: &str, members: &[String]) -> Vec<String> {
         let ring = {
             let mut current = self
                 .current

@@ -90,6 +90,7 @@ impl ShardClient {
             sql: request.sql,
             tenant: request.tenant,
             pool: request.pool,
+            params: request.params,
         };
         let descriptor = FlightDescriptor::new_cmd(command.to_bytes());
         let info = self
@@ -154,6 +155,46 @@ impl ShardClient {
             taskmanager,
             messages,
         })
+    }
+}
+
+impl ShardClient {
+    /// Calls `DoAction(kind, body)` on `shard` and returns the first result's body: what the
+    /// Flight SQL front door asks shards besides queries (describe a statement, list tables).
+    /// Bounded by the first-result timeout.
+    pub(crate) async fn action(
+        &self,
+        shard: &str,
+        kind: &str,
+        body: Vec<u8>,
+        trace: &TraceContext,
+    ) -> Result<bytes::Bytes, GatewayError> {
+        let action = arrow_flight::Action {
+            r#type: kind.to_string(),
+            body: body.into(),
+        };
+        let call = async {
+            let mut results = self
+                .client(shard)?
+                .do_action(self.internal(action, trace))
+                .await
+                .map_err(|status| shard_error(shard, &status))?
+                .into_inner();
+            let first = results
+                .message()
+                .await
+                .map_err(|status| shard_error(shard, &status))?;
+            first.map(|result| result.body).ok_or_else(|| {
+                GatewayError::Internal(format!("shard {shard} answered `{kind}` with nothing"))
+            })
+        };
+        tokio::time::timeout(self.first_result_timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(GatewayError::Timeout(
+                    self.first_result_timeout.as_millis() as u64
+                ))
+            })
     }
 }
 

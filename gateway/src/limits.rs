@@ -6,28 +6,28 @@
 //! the first batch already crosses it, that is the response's status (422); later, the
 //! response is aborted, as for any failure after the first byte.
 
-use super::formats::Messages;
 use crate::config::Config;
+use crate::query::Messages;
 use flotilla_protocol::{ErrorBody, ErrorCode};
 use futures::StreamExt;
 use std::collections::HashMap;
 
 /// The most rows and bytes a result may have; 0 means no limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct ResultLimits {
+pub(crate) struct ResultLimits {
     rows: u64,
     bytes: u64,
 }
 
 /// Every tenant's result limits: the `[query]` defaults and each tenant's own.
 #[derive(Clone, Debug)]
-pub(super) struct TenantLimits {
+pub(crate) struct TenantLimits {
     default: ResultLimits,
     tenants: HashMap<String, ResultLimits>,
 }
 
 impl TenantLimits {
-    pub(super) fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         let default = ResultLimits {
             rows: config.query.max_result_rows,
             bytes: config.query.max_result_bytes,
@@ -47,7 +47,7 @@ impl TenantLimits {
     }
 
     /// Returns `tenant`'s limits.
-    pub(super) fn of(&self, tenant: &str) -> ResultLimits {
+    pub(crate) fn of(&self, tenant: &str) -> ResultLimits {
         self.tenants
             .get(&tenant.to_ascii_lowercase())
             .copied()
@@ -72,7 +72,7 @@ impl ResultLimits {
     }
 
     /// Passes `messages` on until the result would cross a limit, then ends it with the error.
-    pub(super) fn apply(self, messages: Messages) -> Messages {
+    pub(crate) fn apply(self, messages: Messages) -> Messages {
         if self.rows == 0 && self.bytes == 0 {
             return messages;
         }

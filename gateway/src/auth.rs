@@ -3,12 +3,13 @@
 
 use crate::config::AuthConfig;
 use crate::error::GatewayError;
+use flotilla_protocol::{DEFAULT_TENANT, TENANT_HEADER};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// What an endpoint asks of its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Access {
+pub(crate) enum Access {
     /// Anyone (`/healthz`, `/readyz`).
     Open,
     /// Any valid token.
@@ -19,22 +20,38 @@ pub(super) enum Access {
 
 /// The authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Caller {
+pub(crate) struct Caller {
     /// The token's tenant; `None` when authentication is off (the tenant header decides).
-    pub(super) tenant: Option<String>,
+    pub(crate) tenant: Option<String>,
     /// Sees every tenant's queries.
-    pub(super) admin: bool,
+    pub(crate) admin: bool,
 }
 
 impl Caller {
+    /// The tenant this caller's query runs for: the token's (the tenant header may only repeat
+    /// it); without authentication, the tenant header's, or the default tenant.
+    pub(crate) fn tenant_for(&self, header: Option<&str>) -> Result<String, GatewayError> {
+        match &self.tenant {
+            Some(own) => match header.map(str::trim) {
+                Some(asked) if !asked.is_empty() && asked != own.to_ascii_lowercase() => {
+                    Err(GatewayError::NotAllowed(format!(
+                        "the token is for tenant `{own}`, not `{asked}`"
+                    )))
+                }
+                _ => Ok(own.clone()),
+            },
+            None => parse_tenant(header),
+        }
+    }
+
     /// Says whether this caller may see a query of `tenant`.
-    pub(super) fn sees(&self, tenant: &str) -> bool {
+    pub(crate) fn sees(&self, tenant: &str) -> bool {
         self.admin || self.tenant.as_deref().is_none_or(|own| own == tenant)
     }
 }
 
 /// The token table.
-pub(super) struct Auth {
+pub(crate) struct Auth {
     enabled: bool,
     open_metrics: bool,
     open_admin: bool,
@@ -43,7 +60,7 @@ pub(super) struct Auth {
 
 impl Auth {
     /// Builds the table; a malformed hash or a token without a tenant is a config error.
-    pub(super) fn new(config: &AuthConfig) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &AuthConfig) -> anyhow::Result<Self> {
         let mut tokens = HashMap::new();
         for (index, token) in config.tokens.iter().enumerate() {
             let hash = parse_hash(&token.sha256).ok_or_else(|| {
@@ -72,7 +89,7 @@ impl Auth {
     }
 
     /// What `/metrics` and the admin endpoints ask for.
-    pub(super) fn metrics_access(&self) -> Access {
+    pub(crate) fn metrics_access(&self) -> Access {
         if self.open_metrics {
             Access::Open
         } else {
@@ -81,7 +98,7 @@ impl Auth {
     }
 
     /// What `/v1/cluster` asks for.
-    pub(super) fn admin_access(&self) -> Access {
+    pub(crate) fn admin_access(&self) -> Access {
         if self.open_admin {
             Access::Open
         } else {
@@ -90,7 +107,7 @@ impl Auth {
     }
 
     /// Identifies the caller of a request that needs `access`.
-    pub(super) fn check(
+    pub(crate) fn check(
         &self,
         headers: &http::HeaderMap,
         access: Access,
@@ -124,6 +141,24 @@ impl Auth {
         }
         Ok(caller)
     }
+}
+
+/// Reads the tenant header: absent means the default tenant; a name is 1-64 characters of
+/// `A-Z a-z 0-9 . _ -`.
+fn parse_tenant(header: Option<&str>) -> Result<String, GatewayError> {
+    let Some(tenant) = header.map(str::trim).filter(|tenant| !tenant.is_empty()) else {
+        return Ok(DEFAULT_TENANT.to_string());
+    };
+    let valid = tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(GatewayError::BadRequest(format!(
+            "{TENANT_HEADER} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+        )));
+    }
+    Ok(tenant.to_string())
 }
 
 fn parse_hash(hex: &str) -> Option<[u8; 32]> {

@@ -1,0 +1,277 @@
+//! Prepared statements: created by asking a shard to describe the SQL (its result's schema and
+//! its parameters' schema), bound to one row of values by `DoPut`, run as many times as the
+//! client likes, closed by the client or after `flight.prepared_idle_ms` unused.
+
+use super::auth::client_status;
+use super::service::FlightSql;
+use crate::control::Protocol;
+use crate::error::GatewayError;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandPreparedStatementQuery,
+    DoPutPreparedStatementResult,
+};
+use arrow_flight::{FlightDescriptor, FlightInfo};
+use flotilla_protocol::{
+    DEFAULT_POOL, DESCRIBE_ACTION, ErrorBody, ErrorCode, QueryCommand, QueryId, TENANT_HEADER,
+    TraceContext,
+};
+use futures::TryStreamExt;
+use prost::Message;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+/// One open prepared statement.
+struct Statement {
+    sql: String,
+    tenant: String,
+    /// One row of values, as an Arrow IPC stream; empty until bound.
+    params: Vec<u8>,
+    used: Instant,
+}
+
+/// The open prepared statements of this gateway, under random 128-bit handles.
+pub(super) struct Prepared {
+    max: usize,
+    idle: Duration,
+    statements: Mutex<HashMap<[u8; 16], Statement>>,
+}
+
+impl Prepared {
+    pub(super) fn new(max: usize, idle: Duration) -> Self {
+        Self {
+            max,
+            idle,
+            statements: Mutex::default(),
+        }
+    }
+
+    fn statements(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 16], Statement>> {
+        self.statements
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Closes the statements unused for longer than the idle limit; returns how many.
+    pub(super) fn expire(&self) -> usize {
+        let idle = self.idle;
+        let mut statements = self.statements();
+        let before = statements.len();
+        statements.retain(|_, statement| statement.used.elapsed() <= idle);
+        before - statements.len()
+    }
+
+    /// Runs `visit` on the statement of `handle` if `allowed` accepts its tenant.
+    fn with<T>(
+        &self,
+        handle: &[u8],
+        allowed: impl FnOnce(&str) -> bool,
+        visit: impl FnOnce(&mut Statement) -> T,
+    ) -> Result<T, Status> {
+        let unknown = || {
+            ErrorBody::new(
+                ErrorCode::NotFound,
+                "the prepared statement is unknown, closed or expired (flight.prepared_idle_ms)",
+            )
+            .to_client_status()
+        };
+        let handle: [u8; 16] = handle.try_into().map_err(|_| unknown())?;
+        let mut statements = self.statements();
+        let statement = statements.get_mut(&handle).ok_or_else(unknown)?;
+        if !allowed(&statement.tenant) {
+            return Err(unknown());
+        }
+        statement.used = Instant::now();
+        Ok(visit(statement))
+    }
+}
+
+impl FlightSql {
+    /// `CreatePreparedStatement`: the shard of the statement plans it without running it.
+    pub(super) async fn create_prepared(
+        &self,
+        metadata: &MetadataMap,
+        request: ActionCreatePreparedStatementRequest,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let caller = self.caller(metadata)?;
+        if request.transaction_id.is_some() {
+            return Err(not_supported("transactions"));
+        }
+        let tenant_header = metadata
+            .get(TENANT_HEADER)
+            .and_then(|value| value.to_str().ok());
+        let tenant = caller
+            .tenant_for(tenant_header)
+            .map_err(|error| client_status(&error))?;
+        let query_id = QueryId::new();
+        let command = QueryCommand {
+            query_id,
+            sql: request.query.clone(),
+            tenant: tenant.clone(),
+            pool: DEFAULT_POOL.to_string(),
+            params: Vec::new(),
+        };
+        let key = crate::query::normalized(&request.query);
+        let answer = self
+            .inner
+            .shards
+            .ask(
+                &key,
+                DESCRIBE_ACTION,
+                command.to_bytes(),
+                &TraceContext::root(),
+            )
+            .await
+            .map_err(|error| {
+                // The client's statement failed, as a query would have: counted like one.
+                let code = error.code().as_str();
+                self.inner
+                    .metrics
+                    .queries
+                    .with_label_values(&[code, Protocol::FlightSql.as_str()])
+                    .inc();
+                tracing::info!(%query_id, code, %error, "statement refused at prepare");
+                error.to_body().with_query_id(query_id).to_client_status()
+            })?;
+        let mut described =
+            ActionCreatePreparedStatementResult::decode(answer).map_err(|error| {
+                client_status(&GatewayError::Internal(format!(
+                    "shard's description: {error}"
+                )))
+            })?;
+        let prepared = &self.inner.prepared;
+        let handle = *uuid::Uuid::new_v4().as_bytes();
+        {
+            let mut statements = prepared.statements();
+            if statements.len() >= prepared.max {
+                drop(statements);
+                prepared.expire();
+                statements = prepared.statements();
+            }
+            if statements.len() >= prepared.max {
+                return Err(ErrorBody::new(
+                    ErrorCode::ResourcesExhausted,
+                    format!(
+                        "this gateway has {} prepared statements open (flight.max_prepared_statements): close some",
+                        prepared.max
+                    ),
+                )
+                .to_client_status());
+            }
+            statements.insert(
+                handle,
+                Statement {
+                    sql: request.query,
+                    tenant,
+                    params: Vec::new(),
+                    used: Instant::now(),
+                },
+            );
+        }
+        described.prepared_statement_handle = handle.to_vec().into();
+        Ok(described)
+    }
+
+    /// `DoPut` of parameters: one row of values, kept for the following executions.
+    pub(super) async fn bind_prepared(
+        &self,
+        metadata: &MetadataMap,
+        command: CommandPreparedStatementQuery,
+        values: PeekableFlightDataStream,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let caller = self.caller(metadata)?;
+        let handle = command.prepared_statement_handle;
+        self.inner
+            .prepared
+            .with(&handle, |tenant| caller.sees(tenant), |_| ())?;
+        let batches: Vec<_> =
+            FlightRecordBatchStream::new_from_flight_data(values.map_err(FlightError::from))
+                .try_collect()
+                .await
+                .map_err(|error| {
+                    client_status(&GatewayError::BadRequest(format!(
+                        "parameter values: {error}"
+                    )))
+                })?;
+        let params = encode_values(&batches).map_err(|error| client_status(&error))?;
+        self.inner.prepared.with(
+            &handle,
+            |tenant| caller.sees(tenant),
+            |statement| statement.params = params,
+        )?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle),
+        })
+    }
+
+    /// Runs a prepared statement with its bound values.
+    pub(super) async fn execute_prepared(
+        &self,
+        metadata: &MetadataMap,
+        command: CommandPreparedStatementQuery,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let caller = self.caller(metadata)?;
+        let (sql, params) = self.inner.prepared.with(
+            &command.prepared_statement_handle,
+            |tenant| caller.sees(tenant),
+            |statement| (statement.sql.clone(), statement.params.clone()),
+        )?;
+        self.start(metadata, sql, params, descriptor).await
+    }
+
+    /// `ClosePreparedStatement`.
+    pub(super) fn close_prepared(
+        &self,
+        metadata: &MetadataMap,
+        request: ActionClosePreparedStatementRequest,
+    ) -> Result<(), Status> {
+        let caller = self.caller(metadata)?;
+        let handle = request.prepared_statement_handle;
+        self.inner
+            .prepared
+            .with(&handle, |tenant| caller.sees(tenant), |_| ())?;
+        if let Ok(handle) = <[u8; 16]>::try_from(handle.as_ref()) {
+            self.inner.prepared.statements().remove(&handle);
+        }
+        Ok(())
+    }
+}
+
+/// Encodes bound values as one Arrow IPC stream; no rows means no values.
+fn encode_values(batches: &[arrow_array::RecordBatch]) -> Result<Vec<u8>, GatewayError> {
+    let rows: usize = batches.iter().map(|batch| batch.num_rows()).sum();
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    if rows > 1 {
+        return Err(GatewayError::BadRequest(format!(
+            "{rows} rows of parameter values: a query takes one row; execute it once per row"
+        )));
+    }
+    let bad = |error: arrow_schema::ArrowError| GatewayError::BadRequest(error.to_string());
+    let mut bytes = Vec::new();
+    let schema = batches[0].schema();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut bytes, &schema).map_err(bad)?;
+    for batch in batches.iter().filter(|batch| batch.num_rows() > 0) {
+        writer.write(batch).map_err(bad)?;
+    }
+    writer.finish().map_err(bad)?;
+    drop(writer);
+    Ok(bytes)
+}
+
+/// The status for a Flight SQL feature Flotilla does not offer (read-only, no transactions).
+pub(super) fn not_supported(what: &str) -> Status {
+    ErrorBody::new(
+        ErrorCode::NotAllowed,
+        format!("{what} are not supported: Flotilla runs read-only queries"),
+    )
+    .to_client_status()
+}

@@ -1,0 +1,115 @@
+//! [`Results`]: statement results between their `GetFlightInfo` and their `DoGet`, each under
+//! an unguessable ticket and for a bounded time. A result dropped here (expired, cancelled,
+//! replaced) ends its query everywhere.
+
+use crate::outcome::Outcome;
+use crate::query::Messages;
+use flotilla_protocol::QueryId;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Bytes of a ticket's statement handle: the query id, then 16 random bytes.
+const HANDLE_BYTES: usize = 32;
+
+/// A started query whose result waits for the client.
+pub(super) struct Pending {
+    /// The tenant it runs for: only its callers may fetch or cancel it.
+    pub(super) tenant: String,
+    /// Its messages, from the schema on.
+    pub(super) messages: Messages,
+    /// Records its end (`cancelled` if dropped unfetched).
+    pub(super) outcome: Outcome,
+    created: Instant,
+}
+
+impl Pending {
+    pub(super) fn new(tenant: String, messages: Messages, outcome: Outcome) -> Self {
+        Self {
+            tenant,
+            messages,
+            outcome,
+            created: Instant::now(),
+        }
+    }
+}
+
+/// The waiting results of this gateway.
+pub(super) struct Results {
+    ttl: Duration,
+    waiting: Mutex<HashMap<[u8; HANDLE_BYTES], Pending>>,
+}
+
+impl Results {
+    pub(super) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            waiting: Mutex::default(),
+        }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; HANDLE_BYTES], Pending>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Keeps `pending` for query `query_id`; returns its statement handle.
+    pub(super) fn insert(&self, query_id: QueryId, pending: Pending) -> Vec<u8> {
+        let mut handle = [0u8; HANDLE_BYTES];
+        handle[..16].copy_from_slice(&query_id.to_bytes());
+        handle[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        self.waiting().insert(handle, pending);
+        handle.to_vec()
+    }
+
+    /// Takes the result of `handle` if it is still waiting and `allowed` accepts its tenant.
+    pub(super) fn take_if(
+        &self,
+        handle: &[u8],
+        allowed: impl FnOnce(&str) -> bool,
+    ) -> Option<Pending> {
+        let handle: [u8; HANDLE_BYTES] = handle.try_into().ok()?;
+        let mut waiting = self.waiting();
+        if !allowed(&waiting.get(&handle)?.tenant) {
+            return None;
+        }
+        waiting.remove(&handle)
+    }
+
+    /// Drops every result that waited longer than the TTL, cancelling its query; returns how
+    /// many.
+    pub(super) fn expire(&self) -> usize {
+        let ttl = self.ttl;
+        let expired: Vec<Pending> = {
+            let mut waiting = self.waiting();
+            let old: Vec<_> = waiting
+                .iter()
+                .filter(|(_, pending)| pending.created.elapsed() > ttl)
+                .map(|(handle, _)| *handle)
+                .collect();
+            old.iter()
+                .filter_map(|handle| waiting.remove(handle))
+                .collect()
+        };
+        for pending in &expired {
+            tracing::info!(
+                parent: &pending.outcome.span,
+                ttl_ms = ttl.as_millis() as u64,
+                "result not fetched within flight.ticket_ttl_ms; query cancelled"
+            );
+        }
+        expired.len()
+    }
+
+    /// How many results wait.
+    pub(super) fn len(&self) -> usize {
+        self.waiting().len()
+    }
+}
+
+/// The query a statement handle belongs to (its first 16 bytes), whatever its state.
+pub(super) fn query_of(handle: &[u8]) -> Option<QueryId> {
+    let bytes: [u8; 16] = handle.get(..16)?.try_into().ok()?;
+    (handle.len() == HANDLE_BYTES).then(|| QueryId::from_bytes(bytes))
+}

@@ -1,0 +1,243 @@
+//! Statements over Flight SQL: `GetFlightInfo` runs the query through the same tower stack as
+//! HTTP and keeps its result under a ticket; `DoGet` streams it; `CancelFlightInfo` ends it.
+
+use super::auth::client_status;
+use super::results::{Pending, query_of};
+use super::service::FlightSql;
+use crate::control::{Protocol, Timeline};
+use crate::error::GatewayError;
+use crate::outcome::{Outcome, record_end};
+use crate::query::{Messages, QueryRequest};
+use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use arrow_schema::Schema;
+use flotilla_protocol::{
+    DEFAULT_POOL, ErrorBody, ErrorCode, QueryId, ROUTING_KEY_HEADER, TENANT_HEADER,
+    TRACEPARENT_HEADER, TraceContext,
+};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use prost::Message;
+use std::sync::Arc;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+/// What `CancelFlightInfo` says of a query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Cancelled {
+    /// It was running or waiting for its `DoGet`, and is ended.
+    Yes,
+    /// It is not running here (finished, or never was).
+    NotRunning,
+}
+
+impl FlightSql {
+    /// Runs `sql` with `params` for the caller of `metadata`: the answer names a ticket for
+    /// this gateway (no location) and the result's exact schema, read from its first message.
+    pub(super) async fn start(
+        &self,
+        metadata: &MetadataMap,
+        sql: String,
+        params: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let caller = self.caller(metadata)?;
+        let text = |name: &str| {
+            metadata
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string)
+        };
+        let trace = text(TRACEPARENT_HEADER)
+            .as_deref()
+            .and_then(TraceContext::parse)
+            .map_or_else(TraceContext::root, |parent| parent.child());
+        let query_id = QueryId::new();
+        let timeline = Arc::new(Timeline::with_protocol(
+            query_id,
+            trace,
+            Protocol::FlightSql,
+        ));
+        let span = tracing::info_span!(
+            "query",
+            query_id = %query_id,
+            trace_id = %trace.trace_id(),
+            protocol = "flight_sql"
+        );
+        // Until the result waits under its ticket, a client that gives up the call (dropping
+        // this future) leaves the query recorded as `cancelled`.
+        let outcome = Outcome::new(
+            self.inner.metrics.clone(),
+            Arc::clone(&timeline),
+            span.clone(),
+        );
+        let started = async {
+            let tenant = caller.tenant_for(text(TENANT_HEADER).as_deref())?;
+            timeline.describe(&tenant, &sql);
+            let request = QueryRequest {
+                query_id,
+                sql,
+                params,
+                routing_key: text(ROUTING_KEY_HEADER).filter(|key| !key.is_empty()),
+                tenant: tenant.clone(),
+                pool: DEFAULT_POOL.to_string(),
+                timeout: self.inner.timeout,
+                timeline: Arc::clone(&timeline),
+            };
+            let result = self
+                .inner
+                .queries
+                .clone()
+                .oneshot(request)
+                .await
+                .map_err(GatewayError::from_boxed)?;
+            // As on HTTP, the limits apply from the first message, and the query's status is
+            // known once its first batch (or its end) has arrived.
+            let mut limited = self.inner.limits.of(&tenant).apply(result.messages);
+            let mut head = Vec::new();
+            while let Some(message) = limited.next().await {
+                let message = message.map_err(|status| GatewayError::Remote((&status).into()))?;
+                let is_batch = crate::shard::batch_rows(&message).is_some();
+                head.push(message);
+                if is_batch {
+                    break;
+                }
+            }
+            let schema = head
+                .first()
+                .map(Schema::try_from)
+                .transpose()
+                .map_err(|error| GatewayError::Internal(format!("result schema: {error}")))?
+                .ok_or_else(|| GatewayError::Internal("the result has no schema".into()))?;
+            let messages = futures::stream::iter(head.into_iter().map(Ok))
+                .chain(limited)
+                .boxed();
+            Ok::<_, GatewayError>((schema, tenant, messages))
+        }
+        .instrument(span.clone())
+        .await;
+        let (schema, handle) = match started {
+            Ok((schema, tenant, messages)) => {
+                let pending = Pending::new(tenant, messages, outcome);
+                (schema, self.inner.results.insert(query_id, pending))
+            }
+            Err(error) => {
+                if timeline.tenant().is_empty() {
+                    self.inner.running.remember(Arc::clone(&timeline));
+                }
+                let code = error.code();
+                let message = error.to_string();
+                record_end(
+                    &self.inner.metrics,
+                    &timeline,
+                    code.as_str(),
+                    Some(&message),
+                    &span,
+                );
+                return Err(error.to_body().with_query_id(query_id).to_client_status());
+            }
+        };
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        FlightInfo::new()
+            .try_with_schema(&schema)
+            .map(|info| info.with_endpoint(endpoint).with_descriptor(descriptor))
+            .map_err(|error| client_status(&GatewayError::Internal(error.to_string())))
+    }
+
+    /// Streams the result of `handle` to the caller of `metadata`, once.
+    pub(super) fn fetch(
+        &self,
+        metadata: &MetadataMap,
+        handle: &[u8],
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        let caller = self.caller(metadata)?;
+        let Some(pending) = self
+            .inner
+            .results
+            .take_if(handle, |tenant| caller.sees(tenant))
+        else {
+            let error = ErrorBody::new(
+                ErrorCode::TicketNotFound,
+                "the ticket is unknown, expired (flight.ticket_ttl_ms) or already fetched",
+            );
+            return Err(error.to_client_status());
+        };
+        pending.outcome.timeline.first_byte();
+        Ok(stream(pending.messages, pending.outcome))
+    }
+
+    /// Ends the query of `handle` if the caller of `metadata` may see it: a result waiting for
+    /// its `DoGet` is dropped, a streaming one is cancelled through the registry.
+    pub(super) fn cancel(
+        &self,
+        metadata: &MetadataMap,
+        handle: &[u8],
+    ) -> Result<Cancelled, Status> {
+        let caller = self.caller(metadata)?;
+        if let Some(pending) = self
+            .inner
+            .results
+            .take_if(handle, |tenant| caller.sees(tenant))
+        {
+            tracing::info!(parent: &pending.outcome.span, "query cancelled before its DoGet");
+            return Ok(Cancelled::Yes);
+        }
+        let Some(query_id) = query_of(handle) else {
+            return Ok(Cancelled::NotRunning);
+        };
+        let running = &self.inner.running;
+        let visible = running
+            .tenant_of(&query_id)
+            .is_some_and(|tenant| caller.sees(&tenant));
+        if visible && running.cancel(&query_id) {
+            tracing::info!(%query_id, "query cancelled by CancelFlightInfo");
+            return Ok(Cancelled::Yes);
+        }
+        Ok(Cancelled::NotRunning)
+    }
+}
+
+/// The client's stream: counts rows and bytes, turns errors into client statuses, and records
+/// the outcome when it ends or is dropped.
+fn stream(messages: Messages, outcome: Outcome) -> BoxStream<'static, Result<FlightData, Status>> {
+    futures::stream::unfold(
+        (messages, Some(outcome)),
+        |(mut messages, mut outcome)| async move {
+            let tracked = outcome.as_mut()?;
+            match messages.next().await {
+                Some(Ok(message)) => {
+                    let metrics = &tracked.metrics;
+                    if let Some(rows) = crate::shard::batch_rows(&message) {
+                        tracked.timeline.add_rows(rows);
+                        metrics.rows_streamed.inc_by(rows);
+                    }
+                    let bytes = (message.data_header.len() + message.data_body.len()) as u64;
+                    tracked.timeline.add_bytes(bytes);
+                    metrics.bytes_streamed.inc_by(bytes);
+                    Some((Ok(message), (messages, outcome)))
+                }
+                Some(Err(status)) => {
+                    let body = ErrorBody::from(&status);
+                    tracked.failed(Some(body.code));
+                    tracing::warn!(parent: &tracked.span, code = %body.code, error = %body.message, "result failed after its first message");
+                    let status = body.with_query_id(tracked.timeline.query_id()).to_client_status();
+                    // Recorded now; the stream ends after this item.
+                    drop(outcome.take());
+                    Some((Err(status), (messages, None)))
+                }
+                None => {
+                    tracked.code = "ok";
+                    drop(outcome.take());
+                    None
+                }
+            }
+        },
+    )
+    .boxed()
+}
