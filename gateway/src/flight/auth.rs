@@ -94,12 +94,12 @@ mod tests {
 
     #[test]
     fn basic_credentials_decode_padded_or_not() {
-        let padded = base64::engine::general_purpose::STANDARD.encode("user:tok1");
+        let padded = base64::engine::general_purpose::STANDARD.encode("user:token1");
         assert!(padded.ends_with('='));
-        assert_eq!(basic_password(&padded).unwrap(), "tok1");
+        assert_eq!(basic_password(&padded).unwrap(), "token1");
         assert_eq!(
             basic_password(padded.trim_end_matches('=')).unwrap(),
-            "tok1"
+            "token1"
         );
         let bare = base64::engine::general_purpose::STANDARD_NO_PAD.encode("tok2");
         assert_eq!(basic_password(&bare).unwrap(), "tok2");

@@ -275,3 +275,68 @@ pub(super) fn not_supported(what: &str) -> Status {
     )
     .to_client_status()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, RecordBatch};
+    use std::sync::Arc;
+
+    fn insert(prepared: &Prepared, tenant: &str) -> [u8; 16] {
+        let handle = *uuid::Uuid::new_v4().as_bytes();
+        prepared.statements().insert(
+            handle,
+            Statement {
+                sql: "SELECT $1".into(),
+                tenant: tenant.into(),
+                params: Vec::new(),
+                used: Instant::now(),
+            },
+        );
+        handle
+    }
+
+    #[test]
+    fn statements_belong_to_their_tenant_and_close_when_idle() {
+        let prepared = Prepared::new(10, Duration::from_millis(1));
+        let handle = insert(&prepared, "alpha");
+        let sql = prepared.with(
+            &handle,
+            |tenant| tenant == "alpha",
+            |statement| statement.sql.clone(),
+        );
+        assert_eq!(sql.unwrap(), "SELECT $1");
+        let refused = prepared.with(&handle, |tenant| tenant == "beta", |_| ());
+        assert_eq!(refused.unwrap_err().code(), tonic::Code::NotFound);
+        assert!(prepared.with(b"short", |_| true, |_| ()).is_err());
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(prepared.expire(), 1);
+        assert!(prepared.with(&handle, |_| true, |_| ()).is_err());
+    }
+
+    #[test]
+    fn one_row_of_values_is_kept_and_more_are_refused() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "$1",
+            arrow_schema::DataType::Int64,
+            true,
+        )]));
+        let batch = |values: Vec<i64>| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from(values))],
+            )
+            .unwrap()
+        };
+        assert!(encode_values(&[]).unwrap().is_empty());
+        assert!(encode_values(&[batch(vec![])]).unwrap().is_empty());
+        let one = encode_values(&[batch(vec![]), batch(vec![7])]).unwrap();
+        let decoded: Vec<_> = arrow_ipc::reader::StreamReader::try_new(one.as_slice(), None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(decoded.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+        let error = encode_values(&[batch(vec![1, 2])]).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::BadRequest);
+    }
+}

@@ -113,3 +113,68 @@ pub(super) fn query_of(handle: &[u8]) -> Option<QueryId> {
     let bytes: [u8; 16] = handle.get(..16)?.try_into().ok()?;
     (handle.len() == HANDLE_BYTES).then(|| QueryId::from_bytes(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::Timeline;
+    use crate::metrics::GatewayMetrics;
+    use futures::StreamExt;
+    use std::sync::Arc;
+
+    fn pending(tenant: &str, metrics: &GatewayMetrics) -> (QueryId, Pending) {
+        let query_id = QueryId::new();
+        let timeline = Arc::new(Timeline::new(
+            query_id,
+            flotilla_protocol::TraceContext::root(),
+        ));
+        timeline.describe(tenant, "SELECT 1");
+        let outcome = Outcome::new(metrics.clone(), timeline, tracing::Span::none());
+        let messages = futures::stream::empty().boxed();
+        (query_id, Pending::new(tenant.into(), messages, outcome))
+    }
+
+    #[test]
+    fn a_ticket_is_taken_once_by_its_tenant_and_names_its_query() {
+        let metrics = GatewayMetrics::new(&prometheus::Registry::new()).unwrap();
+        let results = Results::new(Duration::from_secs(60));
+        let (query_id, waiting) = pending("alpha", &metrics);
+        let handle = results.insert(query_id, waiting);
+        assert_eq!(handle.len(), HANDLE_BYTES);
+        assert_eq!(query_of(&handle), Some(query_id));
+        assert!(
+            results
+                .take_if(&handle, |tenant| tenant == "beta")
+                .is_none()
+        );
+        assert!(results.take_if(&handle[..16], |_| true).is_none());
+        let mut forged = handle.clone();
+        forged[31] ^= 1;
+        assert!(
+            results.take_if(&forged, |_| true).is_none(),
+            "the random half counts"
+        );
+        assert!(
+            results
+                .take_if(&handle, |tenant| tenant == "alpha")
+                .is_some()
+        );
+        assert!(results.take_if(&handle, |_| true).is_none(), "taken once");
+    }
+
+    #[test]
+    fn unfetched_results_expire_and_are_recorded_as_cancelled() {
+        let metrics = GatewayMetrics::new(&prometheus::Registry::new()).unwrap();
+        let results = Results::new(Duration::ZERO);
+        let (query_id, waiting) = pending("alpha", &metrics);
+        results.insert(query_id, waiting);
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(results.expire(), 1);
+        assert_eq!(results.len(), 0);
+        let cancelled = metrics
+            .queries
+            .with_label_values(&["cancelled", "http"])
+            .get();
+        assert_eq!(cancelled, 1);
+    }
+}
