@@ -73,6 +73,26 @@ pub struct Routed {
 /// The Flight messages of a result, as a TaskManager sends them.
 pub type Messages = BoxStream<'static, Result<FlightData, tonic::Status>>;
 
+/// Reads `messages` up to its first record batch (or its end): the schema and dictionaries
+/// come first, and a result that fails before its first batch fails here, as the query's
+/// status rather than as a broken stream. Returns those messages and the rest of the stream.
+pub(crate) async fn first_batch(
+    mut messages: Messages,
+) -> Result<(Vec<FlightData>, Messages), crate::error::GatewayError> {
+    use futures::StreamExt;
+    let mut head = Vec::new();
+    while let Some(message) = messages.next().await {
+        let message =
+            message.map_err(|status| crate::error::GatewayError::Remote((&status).into()))?;
+        let is_batch = crate::shard::batch_rows(&message).is_some();
+        head.push(message);
+        if is_batch {
+            break;
+        }
+    }
+    Ok((head, messages))
+}
+
 /// A result whose first Flight message (the schema) has arrived: from here on, bytes can flow
 /// to the client.
 pub struct QueryResult {

@@ -77,7 +77,7 @@ pub(crate) async fn start(
             flight.max_prepared_statements,
             Duration::from_millis(flight.prepared_idle_ms),
         ),
-        sql_info: sql_info(),
+        sql_info: sql_info()?,
     });
     let sweeper = service.clone();
     let mut sweeper_stopped = stopped.clone();

@@ -64,6 +64,19 @@ impl FlightSql {
 
 type Stream<T> = BoxStream<'static, Result<T, Status>>;
 
+impl FlightSql {
+    /// The `FlightInfo` of a metadata command, for a caller with a valid token.
+    fn metadata_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        command: &impl arrow_flight::sql::ProstMessageExt,
+        schema: &arrow_schema::Schema,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(request.metadata())?;
+        info_for(command, schema, request.into_inner()).map(Response::new)
+    }
+}
+
 /// `CloseSession`'s answer (Flight's `CloseSessionResult`, which arrow-flight does not
 /// generate): status `CLOSED`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -223,9 +236,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
         let schema = query.clone().into_builder(&self.inner.sql_info).schema();
-        info_for(&query, &schema, request.into_inner()).map(Response::new)
+        self.metadata_info(request, &query, &schema)
     }
 
     async fn do_get_sql_info(
@@ -247,9 +259,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
         let schema = query.into_builder().schema();
-        info_for(&query, &schema, request.into_inner()).map(Response::new)
+        self.metadata_info(request, &query, &schema)
     }
 
     async fn do_get_catalogs(
@@ -267,9 +278,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
         let schema = query.clone().into_builder().schema();
-        info_for(&query, &schema, request.into_inner()).map(Response::new)
+        self.metadata_info(request, &query, &schema)
     }
 
     async fn do_get_schemas(
@@ -287,9 +297,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
         let schema = query.clone().into_builder().schema();
-        info_for(&query, &schema, request.into_inner()).map(Response::new)
+        self.metadata_info(request, &query, &schema)
     }
 
     async fn do_get_tables(
@@ -307,9 +316,8 @@ impl FlightSqlService for FlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
         let schema = query.into_builder().schema();
-        info_for(&query, &schema, request.into_inner()).map(Response::new)
+        self.metadata_info(request, &query, &schema)
     }
 
     async fn do_get_table_types(
@@ -327,13 +335,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        info_for(
-            &query,
-            &metadata::primary_keys_schema(),
-            request.into_inner(),
-        )
-        .map(Response::new)
+        self.metadata_info(request, &query, &metadata::primary_keys_schema())
     }
 
     async fn do_get_primary_keys(
@@ -350,13 +352,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        info_for(
-            &query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
-        .map(Response::new)
+        self.metadata_info(request, &query, &metadata::foreign_keys_schema())
     }
 
     async fn do_get_exported_keys(
@@ -373,13 +369,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        info_for(
-            &query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
-        .map(Response::new)
+        self.metadata_info(request, &query, &metadata::foreign_keys_schema())
     }
 
     async fn do_get_imported_keys(
@@ -396,13 +386,7 @@ impl FlightSqlService for FlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        info_for(
-            &query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
-        .map(Response::new)
+        self.metadata_info(request, &query, &metadata::foreign_keys_schema())
     }
 
     async fn do_get_cross_reference(

@@ -7,7 +7,7 @@ use super::service::FlightSql;
 use crate::control::{Protocol, Timeline};
 use crate::error::GatewayError;
 use crate::outcome::{Outcome, record_end};
-use crate::query::{Messages, QueryRequest};
+use crate::query::{Messages, QueryRequest, first_batch};
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
 use arrow_schema::Schema;
@@ -95,16 +95,8 @@ impl FlightSql {
                 .map_err(GatewayError::from_boxed)?;
             // As on HTTP, the limits apply from the first message, and the query's status is
             // known once its first batch (or its end) has arrived.
-            let mut limited = self.inner.limits.of(&tenant).apply(result.messages);
-            let mut head = Vec::new();
-            while let Some(message) = limited.next().await {
-                let message = message.map_err(|status| GatewayError::Remote((&status).into()))?;
-                let is_batch = crate::shard::batch_rows(&message).is_some();
-                head.push(message);
-                if is_batch {
-                    break;
-                }
-            }
+            let limited = self.inner.limits.of(&tenant).apply(result.messages);
+            let (head, rest) = first_batch(limited).await?;
             let schema = head
                 .first()
                 .map(Schema::try_from)
@@ -112,7 +104,7 @@ impl FlightSql {
                 .map_err(|error| GatewayError::Internal(format!("result schema: {error}")))?
                 .ok_or_else(|| GatewayError::Internal("the result has no schema".into()))?;
             let messages = futures::stream::iter(head.into_iter().map(Ok))
-                .chain(limited)
+                .chain(rest)
                 .boxed();
             Ok::<_, GatewayError>((schema, tenant, messages))
         }

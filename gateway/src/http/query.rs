@@ -10,7 +10,7 @@ use crate::auth::Caller;
 use crate::control::Timeline;
 use crate::error::{BoxError, GatewayError};
 use crate::outcome::{Outcome, record_end};
-use crate::query::QueryRequest;
+use crate::query::{QueryRequest, first_batch};
 use bytes::Bytes;
 use flotilla_protocol::{
     DEFAULT_POOL, MediaType, QUERY_ID_HEADER, QueryId, ROUTING_KEY_HEADER, SHARD_HEADER,
@@ -169,17 +169,10 @@ impl Gateway {
             .await
             .map_err(GatewayError::from_boxed)?;
         // The limits apply from the first message: a first batch over them is the status.
-        let mut limited = limits.apply(result.messages);
-        let mut head = Vec::new();
-        while let Some(message) = limited.next().await {
-            let message = message.map_err(|status| GatewayError::Remote((&status).into()))?;
-            let is_batch = crate::shard::batch_rows(&message).is_some();
-            head.push(Ok(message));
-            if is_batch {
-                break;
-            }
-        }
-        let messages = futures::stream::iter(head).chain(limited).boxed();
+        let (head, rest) = first_batch(limits.apply(result.messages)).await?;
+        let messages = futures::stream::iter(head.into_iter().map(Ok))
+            .chain(rest)
+            .boxed();
         let metrics = self.inner.metrics.clone();
         timeline.first_byte();
         tracing::debug!(shard = %result.shard, taskmanager = %result.taskmanager, "result streaming");
