@@ -182,7 +182,9 @@ def queue_full(args):
 
     holder = threading.Thread(target=hold)
     holder.start()
-    time.sleep(1.5)
+    # Long enough for the first query to be admitted (its prepare, then its execute), even on
+    # a loaded machine; the query itself runs for much longer.
+    time.sleep(3)
     try:
         with connect(args.uri, args.busy_token) as second, second.cursor() as cursor:
             run(cursor, "SELECT 1")
@@ -237,6 +239,9 @@ def pyarrow_flight(args):
         seen["after_cancel"] = None
     except Exception as error:  # noqa: BLE001 - pyarrow maps codes to several classes
         seen["after_cancel"] = failure(error)
+    # CloseSession: CloseSessionResult{status: CLOSED (1)}.
+    results = list(client.do_action(flight.Action("CloseSession", b""), options))
+    seen["close_session"] = list(results[0].body.to_pybytes()) if results else None
     client.close()
     return seen
 
