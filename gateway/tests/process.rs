@@ -283,6 +283,11 @@ async fn flight_sql_speaks_tls_with_the_https_certificate_and_checks_tokens() {
     let error = client.execute("SELECT 1".into(), None).await.unwrap_err();
     assert!(error.to_string().contains("unavailable: "), "{error}");
 
+    // SQL over the size limit of HTTP bodies (1 MiB by default) is refused the same way.
+    let huge = format!("SELECT 1 -- {}", "x".repeat(2 << 20));
+    let error = client.execute(huge, None).await.unwrap_err();
+    assert!(error.to_string().contains("payload_too_large: "), "{error}");
+
     // Nothing in clear on the Flight SQL port.
     let plain = Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()

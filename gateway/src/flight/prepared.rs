@@ -100,6 +100,7 @@ impl FlightSql {
         request: ActionCreatePreparedStatementRequest,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = self.caller(metadata)?;
+        self.check_size(request.query.len())?;
         if request.transaction_id.is_some() {
             return Err(not_supported("transactions"));
         }
@@ -190,16 +191,23 @@ impl FlightSql {
         self.inner
             .prepared
             .with(&handle, |tenant| caller.sees(tenant), |_| ())?;
-        let batches: Vec<_> =
-            FlightRecordBatchStream::new_from_flight_data(values.map_err(FlightError::from))
-                .try_collect()
-                .await
-                .map_err(|error| {
-                    client_status(&GatewayError::BadRequest(format!(
-                        "parameter values: {error}"
-                    )))
-                })?;
+        let invalid = |error: FlightError| {
+            client_status(&GatewayError::BadRequest(format!(
+                "parameter values: {error}"
+            )))
+        };
+        let mut values =
+            FlightRecordBatchStream::new_from_flight_data(values.map_err(FlightError::from));
+        let (mut batches, mut rows) = (Vec::new(), 0);
+        // More than one row is refused: no need to read further.
+        while rows <= 1
+            && let Some(batch) = values.try_next().await.map_err(invalid)?
+        {
+            rows += batch.num_rows();
+            batches.push(batch);
+        }
         let params = encode_values(&batches).map_err(|error| client_status(&error))?;
+        self.check_size(params.len())?;
         self.inner.prepared.with(
             &handle,
             |tenant| caller.sees(tenant),

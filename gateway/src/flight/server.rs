@@ -60,6 +60,7 @@ pub(crate) async fn start(
         auth: Auth::new(&config.auth)?,
         limits: TenantLimits::new(config),
         timeout: Duration::from_millis(config.query.timeout_ms),
+        max_request_bytes: config.http.max_body_bytes,
         running,
         metrics,
         shards: Shards {

@@ -46,6 +46,8 @@ pub(super) struct Inner {
     pub(super) auth: Auth,
     pub(super) limits: TenantLimits,
     pub(super) timeout: Duration,
+    /// Longest SQL text, and largest row of parameter values, in bytes (`http.max_body_bytes`).
+    pub(super) max_request_bytes: usize,
     pub(super) running: Arc<QueryRegistry>,
     pub(super) metrics: GatewayMetrics,
     pub(super) shards: Shards,
@@ -59,6 +61,15 @@ impl FlightSql {
         Self {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Refuses a request part over the size limit HTTP bodies have.
+    pub(super) fn check_size(&self, bytes: usize) -> Result<(), Status> {
+        let limit = self.inner.max_request_bytes;
+        if bytes > limit {
+            return Err(client_status(&GatewayError::PayloadTooLarge { limit }));
+        }
+        Ok(())
     }
 }
 

@@ -44,6 +44,7 @@ impl FlightSql {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
         let caller = self.caller(metadata)?;
+        self.check_size(sql.len())?;
         let text = |name: &str| {
             metadata
                 .get(name)
