@@ -79,21 +79,24 @@ def samples(directory):
     return queries
 
 
+def varint(number):
+    """A protobuf varint."""
+    out = bytearray()
+    while True:
+        byte = number & 0x7F
+        number >>= 7
+        out.append(byte | (0x80 if number else 0))
+        if not number:
+            return bytes(out)
+
+
+def field(tag, data):
+    """A protobuf length-delimited field."""
+    return varint(tag << 3 | 2) + varint(len(data)) + data
+
+
 def any_command(type_name, fields):
     """A Flight SQL command packed in google.protobuf.Any, encoded by hand (string fields)."""
-
-    def varint(number):
-        out = bytearray()
-        while True:
-            byte = number & 0x7F
-            number >>= 7
-            out.append(byte | (0x80 if number else 0))
-            if not number:
-                return bytes(out)
-
-    def field(tag, data):
-        return varint(tag << 3 | 2) + varint(len(data)) + data
-
     inner = b"".join(field(tag, value.encode()) for tag, value in fields)
     url = ("type.googleapis.com/arrow.flight.protocol.sql." + type_name).encode()
     return field(1, url) + field(2, inner)
@@ -231,7 +234,7 @@ def pyarrow_flight(args):
     # CancelFlightInfo (Flight's CancelFlightInfoRequest{info}): CANCELLED (1), then the ticket
     # is gone.
     info = client.get_flight_info(descriptor, options)
-    request = bytes([0x0A]) + encode_length(len(info.serialize())) + info.serialize()
+    request = field(1, info.serialize())
     results = list(client.do_action(flight.Action("CancelFlightInfo", request), options))
     seen["cancel_status"] = list(results[0].body.to_pybytes()) if results else None
     try:
@@ -244,16 +247,6 @@ def pyarrow_flight(args):
     seen["close_session"] = list(results[0].body.to_pybytes()) if results else None
     client.close()
     return seen
-
-
-def encode_length(length):
-    out = bytearray()
-    while True:
-        byte = length & 0x7F
-        length >>= 7
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out)
 
 
 def loop(args):
