@@ -1,5 +1,6 @@
-//! Flotilla's gateway: takes SQL over HTTP, routes it to a JobManager shard, and streams the
-//! Arrow result from the TaskManager that holds it, never buffering a whole result.
+//! Flotilla's gateway: takes SQL over HTTP (`http`) and Arrow Flight SQL (`flight`), runs both
+//! through one tower stack that routes it to a JobManager shard, and streams the Arrow result
+//! from the TaskManager that holds it, never buffering a whole result.
 
 #![forbid(unsafe_code)]
 
