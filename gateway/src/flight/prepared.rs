@@ -17,7 +17,6 @@ use arrow_flight::sql::{
 use arrow_flight::{FlightDescriptor, FlightInfo};
 use flotilla_protocol::{
     DEFAULT_POOL, DESCRIBE_ACTION, ErrorBody, ErrorCode, QueryCommand, QueryId, TENANT_HEADER,
-    TraceContext,
 };
 use futures::TryStreamExt;
 use prost::Message;
@@ -126,7 +125,7 @@ impl FlightSql {
                 &key,
                 DESCRIBE_ACTION,
                 command.to_bytes(),
-                &TraceContext::root(),
+                &super::statements::trace_of(metadata),
             )
             .await
             .map_err(|error| {

@@ -51,10 +51,7 @@ impl FlightSql {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_string)
         };
-        let trace = text(TRACEPARENT_HEADER)
-            .as_deref()
-            .and_then(TraceContext::parse)
-            .map_or_else(TraceContext::root, |parent| parent.child());
+        let trace = trace_of(metadata);
         let query_id = QueryId::new();
         let timeline = Arc::new(Timeline::with_protocol(
             query_id,
@@ -194,6 +191,16 @@ impl FlightSql {
         }
         Ok(Cancelled::NotRunning)
     }
+}
+
+/// The trace a call belongs to: the client's W3C `traceparent` goes on through the gateway;
+/// without one, a trace starts here.
+pub(super) fn trace_of(metadata: &MetadataMap) -> TraceContext {
+    metadata
+        .get(TRACEPARENT_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceContext::parse)
+        .map_or_else(TraceContext::root, |parent| parent.child())
 }
 
 /// The client's stream: counts rows and bytes, turns errors into client statuses, and records
