@@ -279,6 +279,21 @@ async fn flight_sql_speaks_tls_with_the_https_certificate_and_checks_tokens() {
         .unwrap();
     let text = arrow_cast_text(&batches);
     assert!(text.contains("Flotilla"), "{text}");
+    // The SQL types, as JDBC's getTypeInfo() asks for them.
+    let info = client.get_xdbc_type_info(Default::default()).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let batches: Vec<_> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let text = arrow_cast_text(&batches);
+    assert!(
+        text.contains("BIGINT") && text.contains("VARCHAR"),
+        "{text}"
+    );
     // A statement needs a shard: none is up, and the client is told so.
     let error = client.execute("SELECT 1".into(), None).await.unwrap_err();
     assert!(error.to_string().contains("unavailable: "), "{error}");

@@ -2,7 +2,7 @@
 //! answers with `authorization: Bearer <token>`, and every call carries that bearer token, or
 //! one the client was given, mapped to a tenant exactly as on HTTP.
 
-use super::service::FlightSql;
+use super::state::FlightSql;
 use crate::auth::{Access, Caller};
 use crate::error::GatewayError;
 use arrow_flight::HandshakeResponse;

@@ -3,7 +3,7 @@
 //! arrow-flight's builders; keys are answered empty, with the spec's schemas.
 
 use super::auth::client_status;
-use super::service::FlightSql;
+use super::state::FlightSql;
 use crate::error::GatewayError;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};

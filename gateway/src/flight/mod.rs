@@ -18,6 +18,8 @@ mod results;
 mod server;
 mod service;
 mod shards;
+mod state;
 mod statements;
+mod types;
 
 pub(crate) use server::{FlightServer, start};

@@ -3,7 +3,7 @@
 //! client likes, closed by the client or after `flight.prepared_idle_ms` unused.
 
 use super::auth::client_status;
-use super::service::FlightSql;
+use super::state::FlightSql;
 use crate::control::Protocol;
 use crate::error::GatewayError;
 use arrow_flight::decode::FlightRecordBatchStream;

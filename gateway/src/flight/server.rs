@@ -4,8 +4,8 @@
 use super::metadata::sql_info;
 use super::prepared::Prepared;
 use super::results::Results;
-use super::service::{FlightSql, Inner};
 use super::shards::Shards;
+use super::state::{FlightSql, Inner};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::control::Registry as QueryRegistry;
@@ -79,6 +79,7 @@ pub(crate) async fn start(
             Duration::from_millis(flight.prepared_idle_ms),
         ),
         sql_info: sql_info()?,
+        xdbc_types: super::types::xdbc_types()?,
     });
     let sweeper = service.clone();
     let mut sweeper_stopped = stopped.clone();

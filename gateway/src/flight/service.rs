@@ -1,123 +1,31 @@
-//! [`FlightSql`]: arrow-flight's `FlightSqlService` on the gateway. Each call checks its
-//! caller, then hands over to the room that does the work: statements, prepared statements,
-//! metadata.
+//! arrow-flight's `FlightSqlService` for [`FlightSql`]: each call checks its caller, then
+//! hands over to the room that does the work: statements, prepared statements, metadata.
 
 use super::auth::client_status;
-use super::metadata::{self, batch_stream, empty, info_for};
-use super::prepared::{Prepared, not_supported};
-use super::results::Results;
-use super::shards::Shards;
-use super::statements::Cancelled;
-use crate::auth::Auth;
-use crate::control::Registry as QueryRegistry;
+use super::metadata::{self, batch_stream, empty};
+use super::prepared::not_supported;
+use super::state::FlightSql;
+use super::statements::{CloseSessionResult, SESSION_CLOSED, cancel_status, handle_of};
 use crate::error::GatewayError;
-use crate::limits::TenantLimits;
-use crate::metrics::GatewayMetrics;
-use crate::stack::QueryService;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::SqlInfoData;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
-    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandPreparedStatementQuery, CommandStatementQuery,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
     DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
-    FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, Ticket,
 };
 use futures::stream::BoxStream;
 use prost::Message;
-use std::sync::Arc;
-use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
-/// The Flight SQL service; cheap to clone.
-#[derive(Clone)]
-pub(crate) struct FlightSql {
-    pub(super) inner: Arc<Inner>,
-}
-
-pub(super) struct Inner {
-    pub(super) queries: QueryService,
-    pub(super) auth: Auth,
-    pub(super) limits: TenantLimits,
-    pub(super) timeout: Duration,
-    /// Longest SQL text, and largest row of parameter values, in bytes (`http.max_body_bytes`).
-    pub(super) max_request_bytes: usize,
-    pub(super) running: Arc<QueryRegistry>,
-    pub(super) metrics: GatewayMetrics,
-    pub(super) shards: Shards,
-    pub(super) results: Results,
-    pub(super) prepared: Prepared,
-    pub(super) sql_info: SqlInfoData,
-}
-
-impl FlightSql {
-    pub(super) fn new(inner: Inner) -> Self {
-        Self {
-            inner: Arc::new(inner),
-        }
-    }
-
-    /// Refuses a request part over the size limit HTTP bodies have.
-    pub(super) fn check_size(&self, bytes: usize) -> Result<(), Status> {
-        let limit = self.inner.max_request_bytes;
-        if bytes > limit {
-            return Err(client_status(&GatewayError::PayloadTooLarge { limit }));
-        }
-        Ok(())
-    }
-}
-
 type Stream<T> = BoxStream<'static, Result<T, Status>>;
-
-impl FlightSql {
-    /// The `FlightInfo` of a metadata command, for a caller with a valid token.
-    fn metadata_info(
-        &self,
-        request: Request<FlightDescriptor>,
-        command: &impl arrow_flight::sql::ProstMessageExt,
-        schema: &arrow_schema::Schema,
-    ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(request.metadata())?;
-        info_for(command, schema, request.into_inner()).map(Response::new)
-    }
-}
-
-/// `CloseSession`'s answer (Flight's `CloseSessionResult`, which arrow-flight does not
-/// generate): status `CLOSED`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct CloseSessionResult {
-    #[prost(int32, tag = "1")]
-    status: i32,
-}
-
-/// `CloseSessionResult.Status.CLOSED`.
-const SESSION_CLOSED: i32 = 1;
-
-fn cancel_status(cancelled: Cancelled) -> CancelStatus {
-    match cancelled {
-        Cancelled::Yes => CancelStatus::Cancelled,
-        Cancelled::NotRunning => CancelStatus::NotCancellable,
-    }
-}
-
-/// The statement handle in a `FlightInfo`'s first ticket.
-fn handle_of(info: &FlightInfo) -> Result<Vec<u8>, Status> {
-    let bad = || client_status(&GatewayError::BadRequest("not a Flotilla statement".into()));
-    let ticket = info
-        .endpoint
-        .first()
-        .and_then(|endpoint| endpoint.ticket.as_ref())
-        .ok_or_else(bad)?;
-    let any = Any::decode(ticket.ticket.as_ref()).map_err(|_| bad())?;
-    let statement: TicketStatementQuery = any.unpack().ok().flatten().ok_or_else(bad)?;
-    Ok(statement.statement_handle.to_vec())
-}
 
 #[tonic::async_trait]
 impl FlightSqlService for FlightSql {
@@ -407,6 +315,29 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.caller(request.metadata())?;
         Ok(Response::new(empty(metadata::foreign_keys_schema())))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&self.inner.xdbc_types).schema();
+        self.metadata_info(request, &query, &schema)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.caller(request.metadata())?;
+        let builder = query.into_builder(&self.inner.xdbc_types);
+        let schema = builder.schema();
+        let batch = builder
+            .build()
+            .map_err(|error| client_status(&GatewayError::Internal(error.to_string())))?;
+        Ok(Response::new(batch_stream(schema, batch)))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

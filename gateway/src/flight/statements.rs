@@ -3,13 +3,15 @@
 
 use super::auth::client_status;
 use super::results::{Pending, query_of};
-use super::service::FlightSql;
+use super::state::FlightSql;
 use crate::control::{Protocol, Timeline};
 use crate::error::GatewayError;
 use crate::outcome::{Outcome, record_end};
 use crate::query::{Messages, QueryRequest, first_batch};
-use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
-use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket};
+use arrow_flight::sql::{Any, ProstMessageExt, TicketStatementQuery};
+use arrow_flight::{
+    CancelStatus, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket,
+};
 use arrow_schema::Schema;
 use flotilla_protocol::{
     DEFAULT_POOL, ErrorBody, ErrorCode, QueryId, ROUTING_KEY_HEADER, TENANT_HEADER,
@@ -191,6 +193,37 @@ impl FlightSql {
         }
         Ok(Cancelled::NotRunning)
     }
+}
+
+/// `CloseSession`'s answer (Flight's `CloseSessionResult`, which arrow-flight does not
+/// generate): status `CLOSED`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(super) struct CloseSessionResult {
+    #[prost(int32, tag = "1")]
+    pub(super) status: i32,
+}
+
+/// `CloseSessionResult.Status.CLOSED`.
+pub(super) const SESSION_CLOSED: i32 = 1;
+
+pub(super) fn cancel_status(cancelled: Cancelled) -> CancelStatus {
+    match cancelled {
+        Cancelled::Yes => CancelStatus::Cancelled,
+        Cancelled::NotRunning => CancelStatus::NotCancellable,
+    }
+}
+
+/// The statement handle in a `FlightInfo`'s first ticket.
+pub(super) fn handle_of(info: &FlightInfo) -> Result<Vec<u8>, Status> {
+    let bad = || client_status(&GatewayError::BadRequest("not a Flotilla statement".into()));
+    let ticket = info
+        .endpoint
+        .first()
+        .and_then(|endpoint| endpoint.ticket.as_ref())
+        .ok_or_else(bad)?;
+    let any = Any::decode(ticket.ticket.as_ref()).map_err(|_| bad())?;
+    let statement: TicketStatementQuery = any.unpack().ok().flatten().ok_or_else(bad)?;
+    Ok(statement.statement_handle.to_vec())
 }
 
 /// The trace a call belongs to: the client's W3C `traceparent` goes on through the gateway;
