@@ -57,6 +57,14 @@ fn start(config: &str) -> Gateway {
     }
 }
 
+/// A loopback address nothing listens on (a shard that is down).
+fn closed_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 async fn request(
     method: &str,
     url: &str,
@@ -85,10 +93,7 @@ async fn request(
 
 #[tokio::test]
 async fn serves_health_and_errors_without_shards_and_stops_on_sigterm() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_address();
     let mut gateway = start(&format!(
         "[shards]\nprobe_interval_ms = 100\naddresses = [\"http://{closed}\"]\n"
     ));
@@ -170,10 +175,7 @@ async fn serves_https_with_its_certificate_and_nothing_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let tls = flotilla_cluster::self_signed(dir.path()).unwrap();
     let (cert, key) = (tls.cert_file, tls.key_file);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_address();
     let gateway = start(&format!(
         "[shards]\naddresses = [\"http://{closed}\"]\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         cert.display(),
@@ -219,10 +221,7 @@ async fn flight_sql_speaks_tls_with_the_https_certificate_and_checks_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let tls = flotilla_cluster::self_signed(dir.path()).unwrap();
     let (cert, key) = (tls.cert_file, tls.key_file);
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = closed_address();
     let token_hash: String = sha2::Sha256::digest(b"alpha-token")
         .iter()
         .map(|byte| format!("{byte:02x}"))
