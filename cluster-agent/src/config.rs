@@ -120,6 +120,9 @@ pub struct JobManagerConfig {
     /// codecs recurse over expression trees, and a statement of thousands of chained operators
     /// would exhaust a thread's stack. Above it: `sql_planning`.
     pub max_operators: usize,
+    /// Bytes of encoded plans the shard keeps for queries it has seen (least recently used
+    /// first out); 0 turns the plan cache off.
+    pub plan_cache_bytes: usize,
 }
 
 impl Default for JobManagerConfig {
@@ -143,6 +146,7 @@ impl Default for JobManagerConfig {
             spread_within_host: false,
             startup_wait_ms: 5_000,
             max_operators: 1_000,
+            plan_cache_bytes: 64 << 20,
         }
     }
 }

@@ -21,8 +21,8 @@ pub struct HandoverRequest {
     #[prost(string, tag = "1")]
     pub query_id: String,
     /// The physical plan, encoded with `codec::encode_plan`.
-    #[prost(bytes = "vec", tag = "2")]
-    pub plan: Vec<u8>,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub plan: bytes::Bytes,
     /// The planning session's options (`datafusion.*`, `distributed.*`), so the head runs the
     /// plan with the settings it was planned with.
     #[prost(map = "string, string", tag = "3")]

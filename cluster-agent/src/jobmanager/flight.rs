@@ -66,6 +66,7 @@ impl FlightService for JobManager {
             "plan",
             query_id = %command.query_id,
             trace_id = %trace.trace_id(),
+            cached = tracing::field::Empty,
             prepare_us = tracing::field::Empty,
             lease_us = tracing::field::Empty,
             plan_us = tracing::field::Empty,

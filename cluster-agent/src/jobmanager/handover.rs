@@ -2,11 +2,13 @@
 //! and give the encoded plan to the query's head TaskManager, which keeps it under a ticket.
 
 use super::leasing::{Leased, SlotLeaser};
+use super::plan_cache::{PlanKey, reused_tables};
 use super::planner::PlannedQuery;
 use super::service::JobManager;
 use crate::error::AgentError;
 use crate::handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 use arrow_flight::{FlightEndpoint, FlightInfo, Ticket};
+use datafusion::logical_expr::LogicalPlan;
 use flotilla_protocol::{ErrorBody, ErrorCode, QueryCommand};
 use prost::Message;
 use std::sync::Arc;
@@ -27,14 +29,16 @@ impl JobManager {
     ) -> Result<FlightInfo, AgentError> {
         let inner = &self.inner;
         let mut step = Instant::now();
-        let logical = inner.planner.prepare(&command.sql).await?;
-        let logical = inner.planner.bind(logical, &command.params)?;
-        record_step("prepare_us", &mut step);
+        if inner.versions.checks_every_query() {
+            let changed = inner.versions.refresh().await;
+            inner.plans.invalidate(&changed);
+        }
+        let mut logical = None;
         let targets = inner.leaser.planning_targets(&command.pool);
         let planned = if targets.is_empty() {
             None // Leasing says why: no TaskManager of the pool is up.
         } else {
-            Some(inner.planner.plan(&logical, &targets).await?)
+            Some(self.planned(command, &mut logical, &targets).await?)
         };
         record_step("plan_us", &mut step);
         let want = planned.as_ref().map_or(1, |planned| planned.width);
@@ -56,12 +60,58 @@ impl JobManager {
             // than the plan was sized for (one cut off or frozen): planned again for those that
             // did, since datafusion-distributed cannot run two tasks of one stage on one
             // TaskManager ("WorkerConnections stream ... already consumed").
-            _ => inner.planner.plan(&logical, &guard.leased.holders).await?,
+            _ => {
+                self.planned(command, &mut logical, &guard.leased.holders)
+                    .await?
+            }
         };
-        let result = self.hand_over_leased(command, planned, &guard.leased).await;
+        let result = self
+            .hand_over_leased(command, &planned, &guard.leased)
+            .await;
         // From a successful hand-over on, the head TaskManager owns the lease.
         guard.armed = result.is_err();
         result
+    }
+
+    /// Returns the plan of `command` with its stages sized for `workers`: the cached one if it
+    /// is current, else planned from `logical` (parsed and bound first if still None), and
+    /// cached when it may be reused.
+    async fn planned(
+        &self,
+        command: &QueryCommand,
+        logical: &mut Option<LogicalPlan>,
+        workers: &[String],
+    ) -> Result<Arc<PlannedQuery>, AgentError> {
+        let inner = &self.inner;
+        let key = PlanKey::new(command, workers.len());
+        let span = tracing::Span::current();
+        if let Some(planned) = inner.plans.get(&key, &inner.versions) {
+            span.record("cached", true);
+            return Ok(planned);
+        }
+        span.record("cached", false);
+        let logical = match logical {
+            Some(logical) => logical,
+            None => {
+                let step = Instant::now();
+                let prepared = inner.planner.prepare(&command.sql).await?;
+                let bound = inner.planner.bind(prepared, &command.params)?;
+                span.record("prepare_us", step.elapsed().as_micros() as u64);
+                logical.insert(bound)
+            }
+        };
+        // Read before planning lists the files: the plan is never older than these versions.
+        let tables = reused_tables(logical).and_then(|names| {
+            names
+                .into_iter()
+                .map(|name| inner.versions.version(&name).map(|version| (name, version)))
+                .collect::<Option<Vec<_>>>()
+        });
+        let planned = Arc::new(inner.planner.plan(logical, workers).await?);
+        if let Some(tables) = tables {
+            inner.plans.insert(key, Arc::clone(&planned), tables);
+        }
+        Ok(planned)
     }
 
     /// Hands a query that runs on one TaskManager over with a reservation: one round trip
@@ -156,14 +206,14 @@ impl JobManager {
     async fn hand_over_leased(
         &self,
         command: &QueryCommand,
-        planned: PlannedQuery,
+        planned: &PlannedQuery,
         leased: &Leased,
     ) -> Result<FlightInfo, AgentError> {
         let mut step = Instant::now();
         let mut last_error = None;
         for head in &leased.holders {
             let request =
-                self.handover_request(command, &planned, head, &leased.holders, &leased.lease_id);
+                self.handover_request(command, planned, head, &leased.holders, &leased.lease_id);
             match self.send_handover(head, &request).await {
                 Ok(response) => {
                     record_step("handover_us", &mut step);
@@ -209,6 +259,12 @@ fn body_to_error(body: ErrorBody) -> AgentError {
         ErrorCode::BadRequest => AgentError::BadRequest(body.message),
         ErrorCode::Unavailable => AgentError::NoTaskManager(body.message),
         ErrorCode::ClusterBusy => AgentError::ClusterBusy(body.message),
+        ErrorCode::Internal => AgentError::Internal(
+            body.message
+                .strip_prefix("internal error: ")
+                .unwrap_or(&body.message)
+                .to_string(),
+        ),
         _ => AgentError::Internal(format!("{}: {}", body.code, body.message)),
     }
 }

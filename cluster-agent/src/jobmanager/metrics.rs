@@ -24,6 +24,18 @@ pub struct JobManagerMetrics {
     pub queued: IntGauge,
     /// Lease reservations TaskManagers refused (no free slots).
     pub leases_refused: IntCounter,
+    /// Queries whose plan came from the plan cache.
+    pub plan_cache_hits: IntCounter,
+    /// Queries planned because the cache had no current plan for them.
+    pub plan_cache_misses: IntCounter,
+    /// Plans dropped to keep the cache within `jobmanager.plan_cache_bytes`.
+    pub plan_cache_evictions: IntCounter,
+    /// Plans dropped because a table they read changed.
+    pub plan_cache_invalidations: IntCounter,
+    /// Bytes the cache holds now.
+    pub plan_cache_bytes: IntGauge,
+    /// Plans the cache holds now.
+    pub plan_cache_entries: IntGauge,
 }
 
 impl JobManagerMetrics {
@@ -72,6 +84,30 @@ impl JobManagerMetrics {
                 "flotilla_jobmanager_response_bytes_total",
                 "Bytes of gRPC response messages sent (never result data)",
             )?,
+            plan_cache_hits: IntCounter::new(
+                "flotilla_jobmanager_plan_cache_hits_total",
+                "Queries whose encoded plan came from the plan cache",
+            )?,
+            plan_cache_misses: IntCounter::new(
+                "flotilla_jobmanager_plan_cache_misses_total",
+                "Queries planned because the plan cache had no current plan for them",
+            )?,
+            plan_cache_evictions: IntCounter::new(
+                "flotilla_jobmanager_plan_cache_evictions_total",
+                "Plans dropped to keep the plan cache within jobmanager.plan_cache_bytes",
+            )?,
+            plan_cache_invalidations: IntCounter::new(
+                "flotilla_jobmanager_plan_cache_invalidations_total",
+                "Cached plans dropped because a table they read changed",
+            )?,
+            plan_cache_bytes: IntGauge::new(
+                "flotilla_jobmanager_plan_cache_bytes",
+                "Bytes the plan cache holds",
+            )?,
+            plan_cache_entries: IntGauge::new(
+                "flotilla_jobmanager_plan_cache_entries",
+                "Plans the plan cache holds",
+            )?,
             handover_retries: IntCounter::new(
                 "flotilla_jobmanager_handover_retries_total",
                 "Hand-overs retried on another TaskManager after a failure",
@@ -89,6 +125,12 @@ impl JobManagerMetrics {
         registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.response_bytes.clone()))?;
         registry.register(Box::new(metrics.handover_retries.clone()))?;
+        registry.register(Box::new(metrics.plan_cache_hits.clone()))?;
+        registry.register(Box::new(metrics.plan_cache_misses.clone()))?;
+        registry.register(Box::new(metrics.plan_cache_evictions.clone()))?;
+        registry.register(Box::new(metrics.plan_cache_invalidations.clone()))?;
+        registry.register(Box::new(metrics.plan_cache_bytes.clone()))?;
+        registry.register(Box::new(metrics.plan_cache_entries.clone()))?;
         Ok(metrics)
     }
 }

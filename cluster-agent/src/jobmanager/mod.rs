@@ -6,6 +6,7 @@ mod flight;
 mod handover;
 mod leasing;
 mod metrics;
+mod plan_cache;
 pub(crate) mod planner;
 mod service;
 #[cfg(test)]

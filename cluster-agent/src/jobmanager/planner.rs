@@ -4,11 +4,14 @@ use crate::catalog::CatalogConfig;
 use crate::codec::{FlotillaCodec, encode_plan};
 use crate::config::JobManagerConfig;
 use crate::error::AgentError;
+use bytes::Bytes;
 use datafusion::common::DataFusionError;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
@@ -22,7 +25,7 @@ use url::Url;
 /// A query ready to hand over.
 pub(crate) struct PlannedQuery {
     /// The physical plan, encoded.
-    pub(crate) plan: Vec<u8>,
+    pub(crate) plan: Bytes,
     /// The session options it was planned with.
     pub(crate) options: HashMap<String, String>,
     /// The most tasks any of its stages runs: how many TaskManagers it can use (at least 1).
@@ -64,7 +67,12 @@ impl Planner {
                 config.scan_bytes_per_partition,
             )?;
         }
-        let state = builder.build();
+        // Off: DataFusion's list-files cache never forgets a listing, so files added to a
+        // table would stay unseen. Each plan lists its tables; the plan cache saves repeats.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()?;
+        let state = builder.with_runtime_env(runtime).build();
         let roots = catalog.roots().map_err(anyhow::Error::msg)?;
         crate::files::confine_local_files(state.runtime_env(), &roots)?;
         let ctx = SessionContext::new_with_state(state);
@@ -109,18 +117,56 @@ impl Planner {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let state = &self.state;
+        // DataFusion folds `now()` and its kin into the time the session started executing:
+        // a statement that reads the clock is planned in a copy started now.
+        let clocked;
+        let state = if calls_any(logical, |volatility| volatility == Volatility::Stable) {
+            let mut copy = self.state.clone();
+            copy.mark_start_execution();
+            clocked = copy;
+            &clocked
+        } else {
+            &self.state
+        };
         let physical = LEASED
             .scope(urls, state.create_physical_plan(logical))
             .await
             .map_err(AgentError::from_planning)?;
         let width = widest_stage(&physical);
-        let plan = encode_plan(physical, state.config()).map_err(AgentError::DataFusion)?;
+        let plan = encode_plan(physical, state.config())
+            .map_err(|error| AgentError::Internal(format!("encoding the plan: {error}")))?;
         Ok(PlannedQuery {
             plan,
             options: self.options.clone(),
             width,
         })
+    }
+}
+
+/// Says whether `plan` (subqueries included) calls a function whose volatility `matches`.
+pub(crate) fn calls_any(plan: &LogicalPlan, matches: impl Fn(Volatility) -> bool) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_expressions(|expr| {
+            expr.apply(|expr| {
+                found |= match expr {
+                    Expr::ScalarFunction(call) => matches(call.func.signature().volatility),
+                    Expr::AggregateFunction(call) => matches(call.func.signature().volatility),
+                    _ => false,
+                };
+                Ok(stop_if(found))
+            })
+        });
+        Ok(stop_if(found))
+    });
+    found
+}
+
+fn stop_if(found: bool) -> TreeNodeRecursion {
+    if found {
+        TreeNodeRecursion::Stop
+    } else {
+        TreeNodeRecursion::Continue
     }
 }
 

@@ -4,7 +4,9 @@
 
 use super::leasing::{SlotLeaser, TaskManagers};
 use super::metrics::JobManagerMetrics;
+use super::plan_cache::PlanCache;
 use super::planner::Planner;
+use crate::catalog::versions::CatalogVersions;
 use crate::config::{Config, Role};
 use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -23,6 +25,8 @@ pub struct JobManager {
 pub(super) struct Inner {
     pub(super) node_id: String,
     pub(super) planner: Planner,
+    pub(super) plans: Arc<PlanCache>,
+    pub(super) versions: Arc<CatalogVersions>,
     pub(super) leaser: Arc<SlotLeaser>,
     pub(super) metrics: JobManagerMetrics,
     pub(super) drain: Drain,
@@ -75,10 +79,20 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         TaskManagers::Static(membership)
     };
     let planner = Planner::new(&config.catalog, section).await?;
+    let versions = Arc::new(CatalogVersions::new(
+        &config.catalog,
+        Arc::clone(planner.state.runtime_env()),
+    )?);
+    versions.refresh().await;
+    let plans = Arc::new(PlanCache::new(section.plan_cache_bytes, metrics.clone()));
+    let invalidated = Arc::clone(&plans);
+    versions.spawn_refresher(move |tables| invalidated.invalidate(tables));
     let jobmanager = JobManager {
         inner: Arc::new(Inner {
             node_id: node_id.clone(),
             planner,
+            plans,
+            versions,
             leaser: Arc::new(SlotLeaser::new(
                 node_id,
                 taskmanagers,
@@ -151,6 +165,12 @@ impl JobManager {
             "in_flight": inner.metrics.in_flight.get(),
             "queued": inner.metrics.queued.get(),
             "queries_planned": inner.metrics.queries_planned.get(),
+            "plan_cache": {
+                "hits": inner.metrics.plan_cache_hits.get(),
+                "misses": inner.metrics.plan_cache_misses.get(),
+                "entries": inner.metrics.plan_cache_entries.get(),
+                "bytes": inner.metrics.plan_cache_bytes.get(),
+            },
             "response_bytes": inner.metrics.response_bytes.get(),
             "taskmanagers": inner.leaser.membership().members(),
         })

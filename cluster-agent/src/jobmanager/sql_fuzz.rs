@@ -220,7 +220,7 @@ fn the_sql_entry_path_never_panics() {
             location: file,
             has_header: true,
         }],
-        data_roots: Vec::new(),
+        ..CatalogConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -4,7 +4,7 @@
 use super::service::TaskManager;
 use super::sessions::{StageHeaders, head_session_config};
 use super::tickets::{PendingQuery, QueryLease};
-use crate::codec::decode_plan;
+use crate::codec::{decode_plan, restamp_stages};
 use crate::error::AgentError;
 use crate::handover::{HandoverRequest, HandoverResponse};
 use crate::lease::{
@@ -166,7 +166,17 @@ impl TaskManager {
                 .runtime(&request.query_id)
                 .map_err(AgentError::DataFusion)?,
         ));
-        let plan = decode_plan(&request.plan, &task_ctx)?;
+        // The shard encoded this plan, so a plan that does not decode is the cluster's failure,
+        // never the SQL's.
+        let plan = decode_plan(&request.plan, &task_ctx)
+            .and_then(restamp_stages)
+            .map_err(|error| {
+                AgentError::Internal(format!(
+                    "taskmanager {} cannot decode the plan: {}",
+                    inner.node_id,
+                    crate::error::root_message(&error)
+                ))
+            })?;
         let ticket = format!("{}.{}", request.query_id, uuid::Uuid::new_v4().simple());
         let lease = QueryLease {
             lease_id: request.lease_id.clone(),

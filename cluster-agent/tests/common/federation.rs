@@ -37,6 +37,8 @@ pub struct FederationOptions {
     pub admin_token: Option<String>,
     /// Extra TOML for every process's `[cluster]` section (internal TLS).
     pub cluster_toml: String,
+    /// The `[catalog]` every shard and TaskManager reads; None: the shared TPC-H tables.
+    pub catalog_toml: Option<String>,
 }
 
 impl Default for FederationOptions {
@@ -50,6 +52,7 @@ impl Default for FederationOptions {
             gateway_toml: String::new(),
             admin_token: None,
             cluster_toml: String::new(),
+            catalog_toml: None,
         }
     }
 }
@@ -75,7 +78,10 @@ impl Federation {
     /// Starts a federation as `options` says, and waits until the gateway sees every member.
     pub fn start_with_options(options: FederationOptions) -> Federation {
         let dir = tempfile::tempdir().unwrap();
-        let catalog = catalog_toml(&tpch_dir());
+        let catalog = options
+            .catalog_toml
+            .clone()
+            .unwrap_or_else(|| catalog_toml(&tpch_dir()));
         let mut federation = Federation {
             dir,
             taskmanagers: Vec::new(),

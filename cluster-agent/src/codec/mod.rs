@@ -15,7 +15,16 @@
 //!   │        └ DistributedLeaf │            │        └ DistributedLeafExec │ the head itself
 //!   └──────────────────────────┘            └──────────────────────────────┘
 //! ```
+//!
+//! Plans deeper than protobuf's nesting limit travel in chunks (`subtree.rs`). A plan may be
+//! encoded once and run many times (the shard's plan cache): the head gives its stages fresh
+//! ids each time ([`restamp_stages`]).
 
+mod subtree;
+
+use subtree::{ChunkingConverter, EncodedSubtree};
+
+use bytes::Bytes;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
@@ -39,7 +48,7 @@ pub struct FlotillaCodec;
 /// The wire form of the nodes this codec owns.
 #[derive(Clone, PartialEq, prost::Message)]
 struct FlotillaNodeProto {
-    #[prost(oneof = "FlotillaNode", tags = "1, 2")]
+    #[prost(oneof = "FlotillaNode", tags = "1, 2, 3")]
     node: Option<FlotillaNode>,
 }
 
@@ -53,6 +62,9 @@ enum FlotillaNode {
     /// A `DistributedLeafExec`: the original leaf and one variant per task.
     #[prost(message, tag = "2")]
     DistributedLeaf(DistributedLeafProto),
+    /// A subtree encoded on its own (an `EncodedSubtree`): a `PhysicalPlanNode`'s bytes.
+    #[prost(bytes, tag = "3")]
+    Subtree(Vec<u8>),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -106,6 +118,14 @@ impl PhysicalExtensionCodec for FlotillaCodec {
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Arc::new(DistributedLeafExec::try_new(original, variants)?))
             }
+            Some(FlotillaNode::Subtree(bytes)) => {
+                let node = PhysicalPlanNode::decode(bytes.as_slice()).map_err(|error| {
+                    DataFusionError::Internal(format!("bad encoded subtree: {error}"))
+                })?;
+                let codec = composed();
+                let decode_ctx = PhysicalPlanDecodeContext::new(ctx, &codec);
+                proto_converter.proto_to_execution_plan(&node, &decode_ctx)
+            }
             None => Err(DataFusionError::Internal("empty flotilla plan node".into())),
         }
     }
@@ -116,7 +136,9 @@ impl PhysicalExtensionCodec for FlotillaCodec {
         buf: &mut Vec<u8>,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        let proto = if node.downcast_ref::<DistributedExec>().is_some() {
+        let proto = if let Some(subtree) = node.downcast_ref::<EncodedSubtree>() {
+            FlotillaNode::Subtree(subtree.bytes.clone())
+        } else if node.downcast_ref::<DistributedExec>().is_some() {
             FlotillaNode::DistributedExec(DistributedExecProto {})
         } else if let Some(leaf) = node.downcast_ref::<DistributedLeafExec>() {
             let codec = composed();
@@ -144,10 +166,9 @@ impl PhysicalExtensionCodec for FlotillaCodec {
 
 /// Encodes a physical plan planned with `config` (the session must have `FlotillaCodec`
 /// registered as a distributed user codec).
-pub fn encode_plan(plan: Arc<dyn ExecutionPlan>, config: &SessionConfig) -> Result<Vec<u8>> {
+pub fn encode_plan(plan: Arc<dyn ExecutionPlan>, config: &SessionConfig) -> Result<Bytes> {
     let codec = DistributedCodec::new_combined_with_user(config);
-    let converter = DeduplicatingProtoConverter::default();
-    Ok(physical_plan_to_bytes_with_proto_converter(plan, &codec, &converter)?.to_vec())
+    physical_plan_to_bytes_with_proto_converter(plan, &codec, &ChunkingConverter::default())
 }
 
 /// Decodes a plan encoded by [`encode_plan`] for execution in `task_ctx`.
@@ -155,4 +176,25 @@ pub fn decode_plan(bytes: &[u8], task_ctx: &TaskContext) -> Result<Arc<dyn Execu
     let codec = DistributedCodec::new_combined_with_user(task_ctx.session_config());
     let converter = DeduplicatingProtoConverter::default();
     physical_plan_from_bytes_with_proto_converter(bytes, task_ctx, &codec, &converter)
+}
+
+/// Gives every stage of a decoded plan one fresh query id: TaskManagers key the stages they
+/// run by it, so two runs of one cached plan must not share it.
+pub fn restamp_stages(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion_distributed::{NetworkBoundaryExt, Stage};
+    let query_id = uuid::Uuid::new_v4();
+    plan.transform_up(|node| {
+        let Some(boundary) = node.as_network_boundary() else {
+            return Ok(Transformed::no(node));
+        };
+        let mut stage = boundary.input_stage().clone();
+        let Stage::Local(local) = &mut stage else {
+            return Ok(Transformed::no(node));
+        };
+        local.query_id = query_id;
+        let restamped: Arc<dyn ExecutionPlan> = boundary.with_input_stage(stage)?;
+        Ok(Transformed::yes(restamped))
+    })
+    .map(|transformed| transformed.data)
 }

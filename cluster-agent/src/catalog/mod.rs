@@ -1,4 +1,7 @@
-//! The table catalog every process reads: names, formats and file locations.
+//! The table catalog every process reads: names, formats and file locations; and the tables'
+//! versions (`versions.rs`).
+
+pub(crate) mod versions;
 
 use datafusion::error::DataFusionError;
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
@@ -6,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// The tables queries may name.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CatalogConfig {
     /// One entry per table.
@@ -15,6 +18,20 @@ pub struct CatalogConfig {
     /// when they list tables, TaskManagers when they run the plans they are sent), and a table
     /// outside them fails at start-up. Empty (the default): the tables' own locations.
     pub data_roots: Vec<PathBuf>,
+    /// How often a shard lists the tables' files again, in milliseconds: a file added, removed
+    /// or rewritten is seen by the queries that start at most this long after. 0: list on every
+    /// query.
+    pub refresh_ms: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            tables: Vec::new(),
+            data_roots: Vec::new(),
+            refresh_ms: 1_000,
+        }
+    }
 }
 
 /// One table: a file or a directory of files of one format.
@@ -61,6 +78,7 @@ impl CatalogConfig {
         Self {
             tables,
             data_roots: vec![data_dir.to_path_buf()],
+            ..Self::default()
         }
     }
 
@@ -120,10 +138,7 @@ impl CatalogConfig {
     /// Registers every table in `ctx`.
     pub async fn register(&self, ctx: &SessionContext) -> Result<(), DataFusionError> {
         for table in &self.tables {
-            let mut location = table.location.to_string_lossy().to_string();
-            if table.location.is_dir() && !location.ends_with('/') {
-                location.push('/');
-            }
+            let location = listing_location(table);
             match table.format {
                 TableFormat::Parquet => {
                     ctx.register_parquet(&table.name, &location, ParquetReadOptions::default())
@@ -137,6 +152,15 @@ impl CatalogConfig {
         }
         Ok(())
     }
+}
+
+/// Returns a table's location as DataFusion's listing table takes it: a directory ends in `/`.
+fn listing_location(table: &TableConfig) -> String {
+    let mut location = table.location.to_string_lossy().to_string();
+    if table.location.is_dir() && !location.ends_with('/') {
+        location.push('/');
+    }
+    location
 }
 
 #[cfg(test)]
@@ -161,6 +185,7 @@ mod tests {
         let mut catalog = CatalogConfig {
             tables: vec![table("sales", &inside)],
             data_roots: vec![root.path().to_path_buf()],
+            ..CatalogConfig::default()
         };
         assert_eq!(
             catalog.roots().unwrap(),

@@ -2,13 +2,16 @@
 //! same files, measured in one run on one machine.
 //!
 //! ```text
-//!  bench short  one query, N concurrent tasks, closed loop:  SessionContext  vs  HTTP → gateway
-//!               → shard → TaskManagers → gateway; then one task (sequential latency)
+//!  bench short  one query (or a mix, --mix DIR), N concurrent tasks, closed loop:
+//!               SessionContext  vs  HTTP → gateway → shard → TaskManagers → gateway;
+//!               then one task (sequential latency)
 //!  bench tpch   each TPC-H query, median of --runs:          SessionContext  vs  the same path
 //! ```
 //! The federation (`--url`) must serve the same data as `--data-dir` (`cluster-agent local
 //! --data-dir DIR` does). Both sides share the machine: the federation idles while the
 //! in-process side runs, and the other way round.
+
+mod plan;
 
 use crate::catalog::CatalogConfig;
 use anyhow::Context as _;
@@ -31,7 +34,8 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// One short query: throughput and latency, Flotilla vs in-process DataFusion.
+    /// One short query, or a mix of them: throughput and latency, Flotilla vs in-process
+    /// DataFusion.
     Short(ShortArgs),
     /// Each TPC-H query: Flotilla vs in-process DataFusion.
     Tpch(TpchArgs),
@@ -71,6 +75,10 @@ struct ShortArgs {
     /// The query.
     #[arg(long, default_value = "SELECT count(*) FROM nation")]
     sql: String,
+    /// A directory of `*.sql` files (e.g. `sql-samples/short`): each task and client runs them
+    /// in turn, instead of `--sql`.
+    #[arg(long)]
+    mix: Option<PathBuf>,
     /// Concurrent tasks (in-process) and clients (Flotilla).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -96,7 +104,7 @@ pub async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         Bench::Short(args) => short(args).await,
         Bench::Tpch(args) => tpch(args).await,
-        Bench::Plan(args) => plan(args).await,
+        Bench::Plan(args) => plan::plan(args).await,
     }
 }
 
@@ -188,19 +196,25 @@ async fn flotilla(client: &flotilla_client::Client, sql: &str) -> anyhow::Result
 async fn short(args: ShortArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(reference(&args.target.data_dir).await?);
     let client = flotilla_client::Client::new(&args.target.url)?;
-    let sql: Arc<str> = Arc::from(args.sql.as_str());
-    // Both answer, and the same.
-    let expected = in_process(&ctx, &sql).await?;
-    let got = flotilla(&client, &sql).await?;
-    anyhow::ensure!(
-        rows(&expected) == rows(&got),
-        "Flotilla answered {} rows, in-process DataFusion {}",
-        rows(&got),
-        rows(&expected)
-    );
+    let (shown, queries) = match &args.mix {
+        Some(dir) => (format!("mix {}", dir.display()), read_queries(dir)?),
+        None => (format!("query `{}`", args.sql), vec![args.sql.clone()]),
+    };
+    // Both answer, and the same number of rows.
+    for sql in &queries {
+        let expected = in_process(&ctx, sql).await?;
+        let got = flotilla(&client, sql).await?;
+        anyhow::ensure!(
+            rows(&expected) == rows(&got),
+            "Flotilla answered {} rows, in-process DataFusion {}: {sql}",
+            rows(&got),
+            rows(&expected)
+        );
+    }
+    let queries: Arc<[String]> = queries.into();
     println!(
-        "short query `{}`: closed loop, {} s per measurement, 2 cores shared by both sides",
-        args.sql, args.seconds
+        "short {shown}: closed loop, {} s per measurement, 2 cores shared by both sides",
+        args.seconds
     );
     println!(
         "{:<28} {:>10} {:>10} {:>10} {:>8}",
@@ -208,18 +222,18 @@ async fn short(args: ShortArgs) -> anyhow::Result<()> {
     );
     for tasks in [args.concurrency, 1] {
         let local = {
-            let (ctx, sql) = (Arc::clone(&ctx), Arc::clone(&sql));
+            let (ctx, next) = (Arc::clone(&ctx), in_turn(&queries));
             closed_loop(tasks, args.seconds, move || {
-                let (ctx, sql) = (Arc::clone(&ctx), Arc::clone(&sql));
+                let (ctx, sql) = (Arc::clone(&ctx), next());
                 async move { in_process(&ctx, &sql).await.map(drop) }
             })
             .await
         };
         println!("{}", local.row(&format!("in-process, {tasks} tasks")));
         let remote = {
-            let (client, sql) = (client.clone(), Arc::clone(&sql));
+            let (client, next) = (client.clone(), in_turn(&queries));
             closed_loop(tasks, args.seconds, move || {
-                let (client, sql) = (client.clone(), Arc::clone(&sql));
+                let (client, sql) = (client.clone(), next());
                 async move { flotilla(&client, &sql).await.map(drop) }
             })
             .await
@@ -234,6 +248,34 @@ async fn short(args: ShortArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Returns a function that hands out `queries` one after the other, round and round.
+fn in_turn(queries: &Arc<[String]>) -> impl Fn() -> String + Send + Sync + 'static {
+    let queries = Arc::clone(queries);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    move || {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        queries[n % queries.len()].clone()
+    }
+}
+
+/// Reads the `*.sql` files of `dir`, by name.
+fn read_queries(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no .sql file in {}", dir.display());
+    files
+        .iter()
+        .map(|file| {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+        })
+        .collect()
 }
 
 fn rows(batches: &[RecordBatch]) -> usize {
@@ -301,67 +343,5 @@ async fn tpch(args: TpchArgs) -> anyhow::Result<()> {
         "total",
         remote_total / local_total
     );
-    Ok(())
-}
-
-/// Times each step a shard and the head take for one query, in-process and sequentially.
-async fn plan(args: PlanArgs) -> anyhow::Result<()> {
-    use crate::jobmanager::planner::Planner;
-    let ctx = reference(&args.data_dir).await?;
-    let catalog = CatalogConfig::tpch(&args.data_dir);
-    let planner = Planner::new(&catalog, &crate::config::JobManagerConfig::default()).await?;
-    let workers = vec![
-        "http://127.0.0.1:1".to_string(),
-        "http://127.0.0.1:2".to_string(),
-    ];
-    let sql = args.sql.as_str();
-    let runs = args.runs.max(1);
-    let logical = planner.prepare(sql).await?;
-    let planned = planner.plan(&logical, &workers).await?;
-    let task_ctx = ctx.state().task_ctx();
-    let shown: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    let shown = shown
-        .get(..70)
-        .map_or(shown.clone(), |head| format!("{head}..."));
-    println!("`{shown}`: mean of {runs} sequential runs per step");
-    println!(
-        "encoded plan {} bytes, {} session options shipped, widest stage {} task(s)",
-        planned.plan.len(),
-        planned.options.len(),
-        planned.width
-    );
-    time_step("in-process sql + collect", runs, async || {
-        in_process(&ctx, sql).await.map(drop)
-    })
-    .await?;
-    time_step("shard: parse + logical plan", runs, async || {
-        Ok(planner.prepare(sql).await.map(drop)?)
-    })
-    .await?;
-    time_step(
-        "shard: optimize + physical plan + encode",
-        runs,
-        async || Ok(planner.plan(&logical, &workers).await.map(drop)?),
-    )
-    .await?;
-    time_step("head: decode plan", runs, async || {
-        Ok(crate::codec::decode_plan(&planned.plan, &task_ctx).map(drop)?)
-    })
-    .await?;
-    Ok(())
-}
-
-/// Runs `step` `runs` times in a row and prints its mean time.
-async fn time_step(
-    name: &str,
-    runs: usize,
-    step: impl AsyncFn() -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    for _ in 0..runs {
-        step().await?;
-    }
-    let mean_us = started.elapsed().as_secs_f64() * 1e6 / runs as f64;
-    println!("{name:<40} {mean_us:>9.1} us");
     Ok(())
 }
