@@ -36,7 +36,9 @@ impl JobManager {
         let mut logical = None;
         let targets = inner.leaser.planning_targets(&command.pool);
         let planned = if targets.is_empty() {
-            None // Leasing says why: no TaskManager of the pool is up.
+            // Leasing says why: no TaskManager of the pool is up. The SQL's own faults first.
+            self.logical(command, &mut logical).await?;
+            None
         } else {
             Some(self.planned(command, &mut logical, &targets).await?)
         };
@@ -90,16 +92,7 @@ impl JobManager {
             return Ok(planned);
         }
         span.record("cached", false);
-        let logical = match logical {
-            Some(logical) => logical,
-            None => {
-                let step = Instant::now();
-                let prepared = inner.planner.prepare(&command.sql).await?;
-                let bound = inner.planner.bind(prepared, &command.params)?;
-                span.record("prepare_us", step.elapsed().as_micros() as u64);
-                logical.insert(bound)
-            }
-        };
+        let logical = self.logical(command, logical).await?;
         // Read before planning lists the files: the plan is never older than these versions.
         let tables = reused_tables(logical).and_then(|names| {
             names
@@ -112,6 +105,25 @@ impl JobManager {
             inner.plans.insert(key, Arc::clone(&planned), tables);
         }
         Ok(planned)
+    }
+
+    /// Returns `command`'s logical plan, parsed, checked and bound into `logical` unless it
+    /// already was: everything that can be the SQL's fault fails here, before any lease.
+    async fn logical<'a>(
+        &self,
+        command: &QueryCommand,
+        logical: &'a mut Option<LogicalPlan>,
+    ) -> Result<&'a LogicalPlan, AgentError> {
+        match logical {
+            Some(logical) => Ok(logical),
+            None => {
+                let step = Instant::now();
+                let planner = &self.inner.planner;
+                let bound = planner.bind(planner.prepare(&command.sql).await?, &command.params)?;
+                tracing::Span::current().record("prepare_us", step.elapsed().as_micros() as u64);
+                Ok(logical.insert(bound))
+            }
+        }
     }
 
     /// Hands a query that runs on one TaskManager over with a reservation: one round trip

@@ -1,6 +1,7 @@
 //! The JobManager role: a shard. It plans SQL with DataFusion, hands the plan to a TaskManager,
 //! and answers with where the result can be fetched. It never touches a result row.
 
+mod checks;
 mod coop;
 mod flight;
 mod handover;

@@ -1,5 +1,6 @@
 //! Turns SQL into an encoded distributed plan with DataFusion and datafusion-distributed.
 
+use super::checks;
 use crate::catalog::CatalogConfig;
 use crate::codec::{FlotillaCodec, encode_plan};
 use crate::config::JobManagerConfig;
@@ -14,7 +15,6 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::Statement;
 use datafusion_distributed::{
     DistributedExt, NetworkBoundaryExt, SessionStateBuilderExt, WorkerResolver,
 };
@@ -94,8 +94,8 @@ impl Planner {
         let statement = state
             .sql_to_statement(sql, &dialect)
             .map_err(|error| AgentError::SqlSyntax(crate::error::root_message(&error)))?;
-        ensure_read_only(&statement)?;
-        ensure_few_operators(sql, self.max_operators)?;
+        checks::ensure_read_only(&statement)?;
+        checks::ensure_few_operators(sql, self.max_operators)?;
         state
             .statement_to_plan(statement)
             .await
@@ -207,113 +207,6 @@ fn shipped_options(options: &ConfigOptions) -> HashMap<String, String> {
         .collect()
 }
 
-/// Refuses a statement with more than `limit` operators, counted on its tokens (no recursion:
-/// this runs before anything walks the expression trees).
-fn ensure_few_operators(sql: &str, limit: usize) -> Result<(), AgentError> {
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let tokens = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize()
-        .map_err(|error| AgentError::SqlSyntax(error.to_string()))?;
-    let operators = tokens
-        .iter()
-        .filter(|token| match token {
-            Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::StringConcat
-            | Token::Eq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Ampersand
-            | Token::Pipe
-            | Token::Caret => true,
-            Token::Word(word) => matches!(word.keyword, Keyword::AND | Keyword::OR | Keyword::NOT),
-            _ => false,
-        })
-        .count();
-    if operators > limit {
-        return Err(AgentError::SqlPlanning(format!(
-            "the statement has {operators} operators; at most {limit} are allowed (jobmanager.max_operators)"
-        )));
-    }
-    Ok(())
-}
-
-/// Refuses anything but queries (no DDL, DML, `COPY`, `SET` or transactions), and table
-/// functions other than the generators.
-fn ensure_read_only(statement: &Statement) -> Result<(), AgentError> {
-    use datafusion::sql::sqlparser::ast::Statement as Sql;
-    match statement {
-        Statement::Statement(inner) => match inner.as_ref() {
-            Sql::Query(_) => ensure_no_table_functions(inner),
-            other => Err(AgentError::NotAllowed(statement_kind(&other.to_string()))),
-        },
-        Statement::Explain(explain) => ensure_read_only(&explain.statement),
-        Statement::CreateExternalTable(_) => {
-            Err(AgentError::NotAllowed("CREATE EXTERNAL TABLE".into()))
-        }
-        Statement::CopyTo(_) => Err(AgentError::NotAllowed("COPY".into())),
-        Statement::Reset(_) => Err(AgentError::NotAllowed("RESET".into())),
-    }
-}
-
-/// Table functions a query may call: they generate rows and read nothing (the error message of
-/// `AgentError::TableFunction` lists them too).
-const ALLOWED_TABLE_FUNCTIONS: [&str; 2] = ["generate_series", "range"];
-
-/// Refuses calls of table functions that are not generators (`read_csv('/etc/passwd')` and
-/// friends, should one ever be registered): tables come from the catalog only.
-fn ensure_no_table_functions(
-    statement: &datafusion::sql::sqlparser::ast::Statement,
-) -> Result<(), AgentError> {
-    use datafusion::sql::sqlparser::ast::{TableFactor, Visit, Visitor};
-    use std::ops::ControlFlow;
-
-    struct TableFunctions;
-    impl Visitor for TableFunctions {
-        type Break = String;
-        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
-            let name = match factor {
-                TableFactor::Table {
-                    name,
-                    args: Some(_),
-                    ..
-                } => name.to_string(),
-                TableFactor::Function { name, .. } => name.to_string(),
-                TableFactor::TableFunction { expr, .. } => expr.to_string(),
-                _ => return ControlFlow::Continue(()),
-            };
-            let bare = name.trim_matches('"').to_ascii_lowercase();
-            if ALLOWED_TABLE_FUNCTIONS.contains(&bare.as_str()) {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(name.chars().take(64).collect())
-            }
-        }
-    }
-    match statement.visit(&mut TableFunctions) {
-        ControlFlow::Continue(()) => Ok(()),
-        ControlFlow::Break(name) => Err(AgentError::TableFunction(name)),
-    }
-}
-
-/// Returns the leading keywords of a statement, for error messages that do not echo data.
-fn statement_kind(text: &str) -> String {
-    text.split_whitespace()
-        .take_while(|word| word.chars().all(|c| c.is_ascii_alphabetic()))
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_uppercase()
-}
-
 tokio::task_local! {
     /// The TaskManagers the query being planned leased slots on.
     static LEASED: Vec<Url>;
@@ -334,42 +227,6 @@ impl WorkerResolver for LeasedWorkers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::sql::parser::DFParser;
-
-    fn classify(sql: &str) -> Result<(), AgentError> {
-        let statement = DFParser::parse_sql(sql).unwrap().pop_front().unwrap();
-        ensure_read_only(&statement)
-    }
-
-    #[test]
-    fn only_queries_pass() {
-        assert!(classify("SELECT 1").is_ok());
-        assert!(classify("WITH t AS (SELECT 1 AS a) SELECT a FROM t").is_ok());
-        assert!(classify("EXPLAIN SELECT 1").is_ok());
-        assert!(classify("SELECT * FROM generate_series(1, 10)").is_ok());
-        assert!(classify("SELECT * FROM range(3) r JOIN nation ON true").is_ok());
-        for sql in [
-            "CREATE TABLE t (a INT)",
-            "INSERT INTO t VALUES (1)",
-            "DROP TABLE t",
-            "COPY (SELECT 1) TO '/tmp/x.csv'",
-            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
-            "SET datafusion.execution.batch_size = 1",
-            "SELECT * FROM read_csv('../../etc/passwd')",
-            "SELECT * FROM nation JOIN read_parquet('/data/x') ON true",
-            "WITH t AS (SELECT * FROM read_json('/etc/shadow')) SELECT * FROM t",
-            "SELECT * FROM (SELECT * FROM \"read_csv\"('/x')) s",
-            "EXPLAIN SELECT * FROM read_csv('/etc/passwd')",
-            "EXPLAIN DROP TABLE t",
-        ] {
-            let error = classify(sql).unwrap_err();
-            assert_eq!(
-                error.code(),
-                flotilla_protocol::ErrorCode::NotAllowed,
-                "{sql}"
-            );
-        }
-    }
 
     #[test]
     fn only_changed_and_machine_dependent_options_are_shipped() {
@@ -395,12 +252,5 @@ mod tests {
                 .as_deref(),
             Some("1234")
         );
-    }
-
-    #[test]
-    fn statement_kind_keeps_keywords_only() {
-        assert_eq!(statement_kind("insert into t values (1)"), "INSERT INTO");
-        assert_eq!(statement_kind("DROP TABLE secret_name"), "DROP TABLE");
-        assert_eq!(statement_kind("SET x = 1"), "SET X");
     }
 }
