@@ -6,7 +6,7 @@
 mod common;
 
 use common::compare::assert_same;
-use common::{Federation, FederationOptions, Process, http, metric_sum, reference_batches};
+use common::{Federation, FederationOptions, Process, metric_sum, query_json, reference_batches};
 use datafusion::arrow::array::{Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use std::path::Path;
@@ -36,17 +36,7 @@ async fn cache_total(federation: &Federation, counter: &str) -> f64 {
 
 /// Runs `sql` pinned by `key` to one shard; returns its rows as JSON and the shard's URL.
 async fn query(url: &str, sql: &str, key: &str) -> (serde_json::Value, String) {
-    let response = http(
-        "POST",
-        &format!("{url}/v1/query"),
-        &[
-            ("content-type", "text/plain"),
-            ("accept", "application/json"),
-            ("x-flotilla-routing-key", key),
-        ],
-        sql.to_string(),
-    )
-    .await;
+    let response = query_json(url, sql, &[("x-flotilla-routing-key", key)]).await;
     assert_eq!(
         response.status,
         200,

@@ -197,7 +197,10 @@ async fn short(args: ShortArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(reference(&args.target.data_dir).await?);
     let client = flotilla_client::Client::new(&args.target.url)?;
     let (shown, queries) = match &args.mix {
-        Some(dir) => (format!("mix {}", dir.display()), read_queries(dir)?),
+        Some(dir) => {
+            let queries = sql_files(dir)?.into_iter().map(|(_, sql)| sql).collect();
+            (format!("mix {}", dir.display()), queries)
+        }
         None => (format!("query `{}`", args.sql), vec![args.sql.clone()]),
     };
     // Both answer, and the same number of rows.
@@ -260,8 +263,8 @@ fn in_turn(queries: &Arc<[String]>) -> impl Fn() -> String + Send + Sync + 'stat
     }
 }
 
-/// Reads the `*.sql` files of `dir`, by name.
-fn read_queries(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+/// Reads the `*.sql` files of `dir`, by name: (file stem, SQL).
+fn sql_files(dir: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .flatten()
@@ -273,7 +276,13 @@ fn read_queries(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
     files
         .iter()
         .map(|file| {
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+            let name = file
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let sql = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            Ok((name, sql))
         })
         .collect()
 }
@@ -302,13 +311,7 @@ where
 async fn tpch(args: TpchArgs) -> anyhow::Result<()> {
     let ctx = reference(&args.target.data_dir).await?;
     let client = flotilla_client::Client::new(&args.target.url)?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&args.queries)
-        .with_context(|| format!("reading {}", args.queries.display()))?
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
-        .collect();
-    files.sort();
+    let queries = sql_files(&args.queries)?;
     println!(
         "TPC-H over {}: median of {} runs after a warm-up, in ms",
         args.target.data_dir.display(),
@@ -319,12 +322,7 @@ async fn tpch(args: TpchArgs) -> anyhow::Result<()> {
         "query", "in-process", "Flotilla", "ratio", "rows"
     );
     let (mut local_total, mut remote_total) = (0.0, 0.0);
-    for file in files {
-        let name = file
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let sql = std::fs::read_to_string(&file)?;
+    for (name, sql) in queries {
         let (local, local_rows) = median_ms(args.runs, || in_process(&ctx, &sql)).await?;
         let (remote, remote_rows) = median_ms(args.runs, || flotilla(&client, &sql)).await?;
         anyhow::ensure!(
