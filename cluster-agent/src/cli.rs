@@ -197,18 +197,14 @@ fn check_config(check: CheckConfigArgs, env: &BTreeMap<String, String>) -> ExitC
     let printed = match check.role {
         ConfigRole::Gateway => {
             load_printable::<gateway::Config>(&check.args, "gateway", "GATEWAY", env, |config| {
-                &mut config.cluster
+                hide_secret(&mut config.cluster)
             })
         }
         ConfigRole::Jobmanager => {
-            load_printable::<Config>(&check.args, "jobmanager", "AGENT", env, |config| {
-                &mut config.cluster
-            })
+            load_printable::<Config>(&check.args, "jobmanager", "AGENT", env, hide_agent_secrets)
         }
         ConfigRole::Taskmanager => {
-            load_printable::<Config>(&check.args, "taskmanager", "AGENT", env, |config| {
-                &mut config.cluster
-            })
+            load_printable::<Config>(&check.args, "taskmanager", "AGENT", env, hide_agent_secrets)
         }
     };
     match printed {
@@ -220,16 +216,16 @@ fn check_config(check: CheckConfigArgs, env: &BTreeMap<String, String>) -> ExitC
     }
 }
 
-/// Loads a config as the role would and returns it as TOML, its cluster secret hidden.
+/// Loads a config as the role would and returns it as TOML, its secrets hidden.
 fn load_printable<T: serde::de::DeserializeOwned + serde::Serialize>(
     args: &RoleArgs,
     section: &str,
     prefix: &str,
     env: &BTreeMap<String, String>,
-    cluster: impl FnOnce(&mut T) -> &mut flotilla_cluster::ClusterConfig,
+    hide_secrets: impl FnOnce(&mut T),
 ) -> Result<String, ExitCode> {
     let mut config: T = load(args, section, prefix, env)?;
-    hide_secret(cluster(&mut config));
+    hide_secrets(&mut config);
     toml::to_string(&config).map_err(|error| {
         eprintln!("error: cannot print the config: {error}");
         ExitCode::from(EX_SOFTWARE)
@@ -240,6 +236,18 @@ fn load_printable<T: serde::de::DeserializeOwned + serde::Serialize>(
 fn hide_secret(cluster: &mut flotilla_cluster::ClusterConfig) {
     if !cluster.secret.is_empty() {
         cluster.secret = "(set; not shown)".to_string();
+    }
+}
+
+/// Hides an agent's cluster secret and its object stores' secret keys and session tokens.
+fn hide_agent_secrets(config: &mut Config) {
+    hide_secret(&mut config.cluster);
+    for store in config.catalog.object_stores.values_mut() {
+        for secret in [&mut store.secret_access_key, &mut store.session_token] {
+            if secret.is_some() {
+                *secret = Some("(set; not shown)".to_string());
+            }
+        }
     }
 }
 
@@ -266,4 +274,30 @@ async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode
     println!("{}", handle.listening_line());
     flotilla_cluster::shutdown_signal().await;
     exit(handle.shutdown().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_agent_configs_hide_every_secret() {
+        let mut config = Config::default();
+        config.cluster.secret = "cluster-secret".into();
+        config.catalog.object_stores.insert(
+            "lake".into(),
+            crate::catalog::ObjectStoreConfig {
+                access_key_id: Some("AKID".into()),
+                secret_access_key: Some("store-secret".into()),
+                session_token: Some("store-token".into()),
+                ..Default::default()
+            },
+        );
+        hide_agent_secrets(&mut config);
+        let printed = toml::to_string(&config).unwrap();
+        for secret in ["cluster-secret", "store-secret", "store-token"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("AKID"), "{printed}");
+    }
 }

@@ -18,6 +18,9 @@ pub enum AgentError {
     /// The statement is not a read-only query.
     #[error("only read-only queries are allowed, got {0}")]
     NotAllowed(String),
+    /// A plan names files or a bucket outside the catalog's data roots and stores.
+    #[error("{0}")]
+    NotAllowedRead(String),
     /// The query calls a table function that may read files.
     #[error(
         "table function `{0}` is not allowed: queries read catalog tables only (allowed table functions: generate_series, range)"
@@ -32,6 +35,9 @@ pub enum AgentError {
     /// A task or result arrived without a valid slot lease.
     #[error("no valid slot lease: {0}")]
     NoLease(String),
+    /// An answer is too large for the way it travels.
+    #[error("{0}")]
+    ResultTooLarge(String),
     /// A result ticket is unknown, expired or already fetched.
     #[error("ticket {0} is unknown, expired or already fetched")]
     TicketNotFound(String),
@@ -50,11 +56,14 @@ impl AgentError {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::SqlSyntax(_) => ErrorCode::SqlSyntax,
             Self::SqlPlanning(_) => ErrorCode::SqlPlanning,
-            Self::NotAllowed(_) | Self::TableFunction(_) => ErrorCode::NotAllowed,
+            Self::NotAllowed(_) | Self::NotAllowedRead(_) | Self::TableFunction(_) => {
+                ErrorCode::NotAllowed
+            }
             Self::NoTaskManager(_) => ErrorCode::Unavailable,
             Self::ClusterBusy(_) => ErrorCode::ClusterBusy,
             Self::NoLease(_) => ErrorCode::NotAllowed,
             Self::TicketNotFound(_) => ErrorCode::TicketNotFound,
+            Self::ResultTooLarge(_) => ErrorCode::ResultTooLarge,
             Self::DataFusion(error) if is_peer_failure(error) => ErrorCode::Unavailable,
             Self::DataFusion(error) => datafusion_code(error),
             Self::Internal(_) => ErrorCode::Internal,

@@ -1,7 +1,12 @@
-//! `cluster-agent local --once`: the README's first command, end to end.
+//! `cluster-agent local`: the README's first command, end to end, on TPC-H and on the user's
+//! own files.
 
+mod common;
+
+use common::compare::assert_same;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs `cluster-agent local --once` at scale 0.001 on an ephemeral port with `extra` flags;
 /// asserts it succeeded and returns its standard output.
@@ -81,4 +86,130 @@ fn local_tls_serves_https_with_a_self_signed_certificate() {
     );
     // The main job ran through the Rust client over HTTPS, trusting that certificate only.
     assert!(stdout.contains("| l_returnflag |"), "{stdout}");
+}
+
+/// Writes `sales.csv` and `items.parquet` into `dir`.
+fn write_own_files(dir: &Path) {
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    std::fs::write(
+        dir.join("sales.csv"),
+        "region,amount\nnorth,10\nsouth,20\nnorth,5\neast,7\n",
+    )
+    .unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("region", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(StringArray::from(vec!["north", "south", "north"])),
+        ],
+    )
+    .unwrap();
+    let file = std::fs::File::create(dir.join("items.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_serves_your_own_csv_and_parquet_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write_own_files(dir.path());
+    let run = dir.path().join("run");
+    let stdout_file = dir.path().join("local.out");
+    let csv = dir.path().join("sales.csv");
+    let parquet = dir.path().join("items.parquet");
+    let mut local = Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
+        .arg("local")
+        .arg(format!("--table=sales={}", csv.display()))
+        .arg(format!("--table=items={}", parquet.display()))
+        .args(["--http", "127.0.0.1:0", "--flight", "127.0.0.1:0"])
+        .args(["--shards", "1", "--taskmanagers", "1", "--data-dir"])
+        .arg(&run)
+        .env_clear()
+        .stdout(std::fs::File::create(&stdout_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // federation.json appears once the main job ran.
+    let federation = run.join("local/federation.json");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !federation.exists() {
+        let exited = local.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let _ = local.kill();
+            let output = std::fs::read_to_string(&stdout_file).unwrap_or_default();
+            panic!("local did not come up ({exited:?}):\n{output}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let document: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&federation).unwrap()).unwrap();
+    let url = document["gateway"].as_str().unwrap().to_string();
+
+    let tables = common::query_json(&url, "SHOW TABLES", &[]).await;
+    let names: Vec<String> = tables
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["table_schema"] == "public")
+        .map(|row| row["table_name"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["items", "sales"]);
+
+    let sql = "SELECT s.region, sum(s.amount) AS amount, count(i.id) AS items \
+               FROM sales s LEFT JOIN items i ON s.region = i.region \
+               GROUP BY s.region ORDER BY s.region";
+    let response = common::post_sql(&url, sql, "application/vnd.apache.arrow.stream").await;
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let reference = datafusion::prelude::SessionContext::new();
+    reference
+        .register_csv("sales", csv.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    reference
+        .register_parquet("items", parquet.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    let expected = reference.sql(sql).await.unwrap().collect().await.unwrap();
+    assert_same(sql, &response.arrow(), &expected, true);
+
+    // Stopped by its PID, as a user's Ctrl-C would.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(local.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = local.kill();
+            panic!("local did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stdout = std::fs::read_to_string(&stdout_file).unwrap();
+    assert!(
+        stdout.contains("Main job: row counts of your tables"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("| sales      | 4"), "{stdout}");
+    assert!(stdout.contains("tables        sales, items"), "{stdout}");
+    assert!(
+        !stdout.contains("Generating TPC-H"),
+        "no TPC-H data: {stdout}"
+    );
 }

@@ -1,12 +1,20 @@
-//! The table catalog every process reads: names, formats and file locations; and the tables'
-//! versions (`versions.rs`).
+//! The table catalog every process reads: names, formats, locations (local paths or
+//! `s3://` objects) and partition columns; where files may be read from (`location.rs`); the
+//! object stores (`stores.rs`); and the tables' versions (`versions.rs`).
 
+mod location;
+pub(crate) mod stores;
 pub(crate) mod versions;
 
+pub use location::Location;
+pub use stores::ObjectStoreConfig;
+
+use datafusion::arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// The tables queries may name.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -14,14 +22,18 @@ use std::path::{Path, PathBuf};
 pub struct CatalogConfig {
     /// One entry per table.
     pub tables: Vec<TableConfig>,
-    /// The directories tables may live in. Every process reads files only under them (shards
-    /// when they list tables, TaskManagers when they run the plans they are sent), and a table
-    /// outside them fails at start-up. Empty (the default): the tables' own locations.
-    pub data_roots: Vec<PathBuf>,
+    /// Where tables may live: directories, and `s3://bucket/prefix/` URLs. Every process reads
+    /// only under them (shards when they list tables, TaskManagers when they run the plans
+    /// they are sent), and a table outside them fails at start-up. Empty (the default): the
+    /// tables' own locations.
+    pub data_roots: Vec<String>,
     /// How often a shard lists the tables' files again, in milliseconds: a file added, removed
     /// or rewritten is seen by the queries that start at most this long after. 0: list on every
     /// query.
     pub refresh_ms: u64,
+    /// The S3-compatible buckets tables may live in, by bucket name: `[catalog.object_stores.
+    /// <bucket>]` serves `s3://<bucket>/...`.
+    pub object_stores: BTreeMap<String, ObjectStoreConfig>,
 }
 
 impl Default for CatalogConfig {
@@ -30,11 +42,12 @@ impl Default for CatalogConfig {
             tables: Vec::new(),
             data_roots: Vec::new(),
             refresh_ms: 1_000,
+            object_stores: BTreeMap::new(),
         }
     }
 }
 
-/// One table: a file or a directory of files of one format.
+/// One table: a file, a directory or an object prefix holding files of one format.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
@@ -42,11 +55,22 @@ pub struct TableConfig {
     pub name: String,
     /// The file format.
     pub format: TableFormat,
-    /// A file, or a directory whose files all belong to the table.
-    pub location: PathBuf,
+    /// A file or directory path, or `s3://bucket/key` (a key ending in `/`, or without a file
+    /// extension, is a prefix: every file under it belongs to the table).
+    pub location: String,
     /// For CSV: whether the first line names the columns.
     #[serde(default = "default_true")]
     pub has_header: bool,
+    /// Hive-style partition columns, outermost first: `["year", "month:int"]` reads
+    /// `year=2024/month=01/part-0.parquet` as columns `year` (a string) and `month` (an
+    /// int). A filter on them reads only the matching directories. Types: `string` (the
+    /// default), `int`, `bigint`, `date`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<String>,
+    /// The extension of a directory's files, e.g. `.jsonl`. None: the format's (`.parquet`,
+    /// `.csv`, `.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -61,6 +85,97 @@ pub enum TableFormat {
     Parquet,
     /// Comma-separated values.
     Csv,
+    /// Newline-delimited JSON: one object per line.
+    Ndjson,
+}
+
+impl TableFormat {
+    /// Returns the format a file name's extension says, if any.
+    pub fn from_extension(name: &str) -> Option<Self> {
+        let extension = name.rsplit_once('.')?.1.to_ascii_lowercase();
+        match extension.as_str() {
+            "parquet" | "parq" => Some(Self::Parquet),
+            "csv" => Some(Self::Csv),
+            "ndjson" | "jsonl" | "json" => Some(Self::Ndjson),
+            _ => None,
+        }
+    }
+
+    /// The extension of a directory's files, as DataFusion selects them.
+    fn default_extension(self) -> &'static str {
+        match self {
+            Self::Parquet => ".parquet",
+            Self::Csv => ".csv",
+            Self::Ndjson => ".json",
+        }
+    }
+}
+
+impl TableConfig {
+    /// A table of `format` at `location`, with a header line (CSV) and no partitions.
+    pub fn new(name: &str, format: TableFormat, location: impl Into<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            format,
+            location: location.into(),
+            has_header: true,
+            partitions: Vec::new(),
+            extension: None,
+        }
+    }
+
+    /// Returns the table's location, parsed.
+    pub fn parsed_location(&self) -> Result<Location, String> {
+        Location::parse(&self.location).map_err(|error| format!("table `{}`: {error}", self.name))
+    }
+
+    /// Returns the location as DataFusion's listing table takes it: a directory or prefix
+    /// ends in `/`.
+    pub(crate) fn listing_location(&self) -> Result<String, String> {
+        self.parsed_location()
+            .map(|location| location.listing_url())
+    }
+
+    /// The extension of the files DataFusion reads: a single file's own, else the configured
+    /// one or the format's.
+    pub(crate) fn file_extension(&self) -> Result<String, String> {
+        let location = self.parsed_location()?;
+        Ok(match location.file_name() {
+            Some(name) => name
+                .rsplit_once('.')
+                .map(|(_, extension)| format!(".{extension}"))
+                .unwrap_or_default(),
+            None => match &self.extension {
+                Some(extension) if extension.starts_with('.') => extension.clone(),
+                Some(extension) => format!(".{extension}"),
+                None => self.format.default_extension().to_string(),
+            },
+        })
+    }
+
+    /// Returns the partition columns with their types.
+    pub fn partition_columns(&self) -> Result<Vec<(String, DataType)>, String> {
+        self.partitions
+            .iter()
+            .map(|column| {
+                let (name, kind) = column.split_once(':').unwrap_or((column, "string"));
+                let data_type = match kind.trim().to_ascii_lowercase().as_str() {
+                    "string" => DataType::Utf8,
+                    "int" => DataType::Int32,
+                    "bigint" => DataType::Int64,
+                    "date" => DataType::Date32,
+                    other => {
+                        return Err(format!(
+                            "table `{}`: partition column `{name}` has type `{other}`; \
+                             the types are string, int, bigint and date",
+                            self.name
+                        ));
+                    }
+                };
+                Ok((name.trim().to_string(), data_type))
+            })
+            .collect()
+    }
 }
 
 impl CatalogConfig {
@@ -68,68 +183,43 @@ impl CatalogConfig {
     pub fn tpch(data_dir: &Path) -> Self {
         let tables = crate::gendata::TPCH_TABLES
             .iter()
-            .map(|name| TableConfig {
-                name: (*name).to_string(),
-                format: TableFormat::Parquet,
-                location: data_dir.join(name),
-                has_header: true,
+            .map(|name| {
+                let location = data_dir.join(name).display().to_string();
+                TableConfig::new(name, TableFormat::Parquet, location)
             })
             .collect();
         Self {
             tables,
-            data_roots: vec![data_dir.to_path_buf()],
+            data_roots: vec![data_dir.display().to_string()],
             ..Self::default()
         }
     }
 
-    /// Returns the directories files may be read from, resolved (symbolic links followed): the
-    /// configured data roots, else every table's location. A table outside them is an error.
-    pub fn roots(&self) -> Result<Vec<PathBuf>, String> {
-        let resolve = |path: &Path, what: &str| {
-            path.canonicalize()
-                .map_err(|error| format!("{what} {}: {error}", path.display()))
-        };
-        let roots = if self.data_roots.is_empty() {
-            self.tables
-                .iter()
-                .map(|table| {
-                    resolve(
-                        &table.location,
-                        &format!("table `{}`: location", table.name),
-                    )
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        } else {
-            self.data_roots
-                .iter()
-                .map(|root| resolve(root, "data root"))
-                .collect::<Result<Vec<_>, _>>()?
-        };
-        for table in &self.tables {
-            let location = resolve(
-                &table.location,
-                &format!("table `{}`: location", table.name),
-            )?;
-            if !roots.iter().any(|root| location.starts_with(root)) {
-                return Err(format!(
-                    "table `{}`: location {} is outside catalog.data_roots",
-                    table.name,
-                    location.display()
-                ));
-            }
-        }
-        Ok(roots)
-    }
-
-    /// Checks that every location exists, so that a typo fails at start-up, not per query.
+    /// Checks what can be checked without reading a file: table names are distinct, locations
+    /// parse, local ones exist (so that a typo fails at start-up, not per query), every bucket
+    /// has an object store, and partition columns have known types.
     pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
         for table in &self.tables {
-            if !table.location.exists() {
-                return Err(format!(
-                    "table `{}`: location {} does not exist",
-                    table.name,
-                    table.location.display()
-                ));
+            if !names.insert(table.name.to_ascii_lowercase()) {
+                return Err(format!("table `{}` is listed twice", table.name));
+            }
+            table.partition_columns()?;
+            match table.parsed_location()? {
+                Location::Local(path) if !path.exists() => {
+                    return Err(format!(
+                        "table `{}`: location {} does not exist",
+                        table.name,
+                        path.display()
+                    ));
+                }
+                Location::Object { bucket, .. } if !self.object_stores.contains_key(&bucket) => {
+                    return Err(format!(
+                        "table `{}`: no [catalog.object_stores.{bucket}] serves s3://{bucket}/",
+                        table.name
+                    ));
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -137,82 +227,104 @@ impl CatalogConfig {
 
     /// Registers every table in `ctx`.
     pub async fn register(&self, ctx: &SessionContext) -> Result<(), DataFusionError> {
+        let config = |error: String| DataFusionError::Configuration(error);
         for table in &self.tables {
-            let location = listing_location(table);
-            match table.format {
+            let location = table.listing_location().map_err(config)?;
+            let extension = table.file_extension().map_err(config)?;
+            let partitions = table.partition_columns().map_err(config)?;
+            let name = &table.name;
+            let registered = match table.format {
                 TableFormat::Parquet => {
-                    ctx.register_parquet(&table.name, &location, ParquetReadOptions::default())
-                        .await?
+                    let options = ParquetReadOptions::default()
+                        .file_extension(&extension)
+                        .table_partition_cols(partitions);
+                    ctx.register_parquet(name, &location, options).await
                 }
                 TableFormat::Csv => {
-                    let options = CsvReadOptions::new().has_header(table.has_header);
-                    ctx.register_csv(&table.name, &location, options).await?
+                    let options = CsvReadOptions::new()
+                        .has_header(table.has_header)
+                        .file_extension(&extension)
+                        .table_partition_cols(partitions);
+                    ctx.register_csv(name, &location, options).await
                 }
-            }
+                TableFormat::Ndjson => {
+                    let options = JsonReadOptions::default()
+                        .file_extension(&extension)
+                        .table_partition_cols(partitions);
+                    ctx.register_json(name, &location, options).await
+                }
+            };
+            // One line: object store errors repeat their sources in their own text.
+            registered.map_err(|error| {
+                let reason = crate::error::root_message(&error);
+                DataFusionError::Configuration(format!("table `{name}` at {location}: {reason}"))
+            })?;
         }
         Ok(())
     }
-}
-
-/// Returns a table's location as DataFusion's listing table takes it: a directory ends in `/`.
-fn listing_location(table: &TableConfig) -> String {
-    let mut location = table.location.to_string_lossy().to_string();
-    if table.location.is_dir() && !location.ends_with('/') {
-        location.push('/');
-    }
-    location
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn table(name: &str, location: &Path) -> TableConfig {
-        TableConfig {
-            name: name.into(),
-            format: TableFormat::Csv,
-            location: location.to_path_buf(),
-            has_header: true,
-        }
+    #[test]
+    fn formats_come_from_extensions_and_partitions_have_types() {
+        assert_eq!(
+            TableFormat::from_extension("a/b.PARQUET"),
+            Some(TableFormat::Parquet)
+        );
+        assert_eq!(
+            TableFormat::from_extension("x.jsonl"),
+            Some(TableFormat::Ndjson)
+        );
+        assert_eq!(TableFormat::from_extension("x.txt"), None);
+        assert_eq!(TableFormat::from_extension("noext"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.ndjson");
+        std::fs::write(&file, "{}\n").unwrap();
+        let mut table = TableConfig::new("t", TableFormat::Ndjson, file.display().to_string());
+        assert_eq!(table.file_extension().unwrap(), ".ndjson");
+        table.location = dir.path().display().to_string();
+        assert_eq!(table.file_extension().unwrap(), ".json");
+        table.extension = Some("jsonl".into());
+        assert_eq!(table.file_extension().unwrap(), ".jsonl");
+        table.partitions = vec!["year:int".into(), "region".into()];
+        assert_eq!(
+            table.partition_columns().unwrap(),
+            [
+                ("year".into(), DataType::Int32),
+                ("region".into(), DataType::Utf8)
+            ]
+        );
+        table.partitions = vec!["year:float".into()];
+        let error = table.partition_columns().unwrap_err();
+        assert!(error.contains("`year` has type `float`"), "{error}");
     }
 
     #[test]
-    fn tables_must_lie_under_the_data_roots() {
-        let root = tempfile::tempdir().unwrap();
-        let elsewhere = tempfile::tempdir().unwrap();
-        let inside = root.path().join("sales");
-        std::fs::create_dir(&inside).unwrap();
+    fn validation_names_the_table_and_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let here = dir.path().display().to_string();
         let mut catalog = CatalogConfig {
-            tables: vec![table("sales", &inside)],
-            data_roots: vec![root.path().to_path_buf()],
+            tables: vec![TableConfig::new("a", TableFormat::Csv, here.clone())],
             ..CatalogConfig::default()
         };
-        assert_eq!(
-            catalog.roots().unwrap(),
-            vec![root.path().canonicalize().unwrap()]
-        );
-        // Without data roots, the tables' own locations are the roots.
-        catalog.data_roots.clear();
-        assert_eq!(
-            catalog.roots().unwrap(),
-            vec![inside.canonicalize().unwrap()]
-        );
-        // A table outside the roots, also by a `..` or a symbolic link, fails.
-        catalog.data_roots = vec![root.path().to_path_buf()];
-        catalog.tables.push(table("escape", &inside.join("../..")));
-        let error = catalog.roots().unwrap_err();
-        assert!(
-            error.contains("table `escape`") && error.contains("outside catalog.data_roots"),
-            "{error}"
-        );
-        catalog.tables.pop();
-        let link = root.path().join("link");
-        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
-        catalog.tables.push(table("linked", &link));
-        assert!(catalog.roots().unwrap_err().contains("table `linked`"));
-        // A root that does not exist fails too.
-        catalog.tables.pop();
-        catalog.data_roots = vec![root.path().join("missing")];
-        assert!(catalog.roots().unwrap_err().contains("data root"));
+        assert_eq!(catalog.validate(), Ok(()));
+        catalog
+            .tables
+            .push(TableConfig::new("A", TableFormat::Csv, here.clone()));
+        assert!(catalog.validate().unwrap_err().contains("listed twice"));
+        catalog.tables[1] = TableConfig::new("b", TableFormat::Csv, format!("{here}/missing"));
+        assert!(catalog.validate().unwrap_err().contains("does not exist"));
+        catalog.tables[1] = TableConfig::new("b", TableFormat::Parquet, "s3://lake/b/");
+        let error = catalog.validate().unwrap_err();
+        assert!(error.contains("[catalog.object_stores.lake]"), "{error}");
+        catalog
+            .object_stores
+            .insert("lake".into(), ObjectStoreConfig::default());
+        assert_eq!(catalog.validate(), Ok(()));
+        catalog.tables[1].location = "gs://lake/b/".into();
+        assert!(catalog.validate().unwrap_err().contains("gs://"));
     }
 }

@@ -5,7 +5,7 @@
 //! The shard plans with DataFusion's list-files cache turned off, so a plan lists its tables
 //! when it is made: a plan made after a version was read is never older than that version.
 
-use super::{CatalogConfig, TableFormat};
+use super::CatalogConfig;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::TryStreamExt;
@@ -35,7 +35,9 @@ pub(crate) struct CatalogVersions {
 struct Watched {
     name: String,
     url: ListingTableUrl,
-    extension: &'static str,
+    extension: String,
+    /// Whether its files lie in partition directories below the location.
+    partitioned: bool,
 }
 
 impl CatalogVersions {
@@ -48,11 +50,11 @@ impl CatalogVersions {
             .map(|table| {
                 Ok(Watched {
                     name: table.name.clone(),
-                    url: ListingTableUrl::parse(super::listing_location(table))?,
-                    extension: match table.format {
-                        TableFormat::Parquet => ".parquet",
-                        TableFormat::Csv => ".csv",
-                    },
+                    url: ListingTableUrl::parse(
+                        table.listing_location().map_err(anyhow::Error::msg)?,
+                    )?,
+                    extension: table.file_extension().map_err(anyhow::Error::msg)?,
+                    partitioned: !table.partitions.is_empty(),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -145,7 +147,8 @@ impl CatalogVersions {
             .try_filter(|meta| {
                 let path = &meta.location;
                 futures::future::ready(
-                    table.url.contains(path, true) && path.as_ref().ends_with(table.extension),
+                    table.url.contains(path, !table.partitioned)
+                        && path.as_ref().ends_with(&table.extension),
                 )
             })
             .try_collect()
@@ -179,12 +182,11 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("a.csv"), "x\n1\n").unwrap();
         let catalog = CatalogConfig {
-            tables: vec![TableConfig {
-                name: "events".into(),
-                format: TableFormat::Csv,
-                location: dir.clone(),
-                has_header: true,
-            }],
+            tables: vec![TableConfig::new(
+                "events",
+                crate::catalog::TableFormat::Csv,
+                dir.display().to_string(),
+            )],
             ..CatalogConfig::default()
         };
         let versions = CatalogVersions::new(&catalog, Arc::new(RuntimeEnv::default())).unwrap();

@@ -44,13 +44,15 @@ pub(super) fn ensure_few_operators(sql: &str, limit: usize) -> Result<(), AgentE
     Ok(())
 }
 
-/// Refuses anything but queries (no DDL, DML, `COPY`, `SET` or transactions), and table
-/// functions other than the generators.
+/// Refuses anything but queries and questions about the catalog (`SHOW TABLES`, `SHOW
+/// COLUMNS`, `DESCRIBE`): no DDL, DML, `COPY`, `SET` or transactions, and no table functions
+/// other than the generators.
 pub(super) fn ensure_read_only(statement: &Statement) -> Result<(), AgentError> {
     use datafusion::sql::sqlparser::ast::Statement as Sql;
     match statement {
         Statement::Statement(inner) => match inner.as_ref() {
             Sql::Query(_) => ensure_no_table_functions(inner),
+            Sql::ShowTables { .. } | Sql::ShowColumns { .. } | Sql::ExplainTable { .. } => Ok(()),
             other => Err(AgentError::NotAllowed(statement_kind(&other.to_string()))),
         },
         Statement::Explain(explain) => ensure_read_only(&explain.statement),
@@ -130,6 +132,14 @@ mod tests {
         assert!(classify("SELECT * FROM generate_series(1, 10)").is_ok());
         assert!(classify("SELECT * FROM range(3) r JOIN nation ON true").is_ok());
         for sql in [
+            "SHOW TABLES",
+            "SHOW COLUMNS FROM nation",
+            "DESCRIBE nation",
+            "DESC t",
+        ] {
+            assert!(classify(sql).is_ok(), "{sql}");
+        }
+        for sql in [
             "CREATE TABLE t (a INT)",
             "INSERT INTO t VALUES (1)",
             "DROP TABLE t",
@@ -142,6 +152,8 @@ mod tests {
             "SELECT * FROM (SELECT * FROM \"read_csv\"('/x')) s",
             "EXPLAIN SELECT * FROM read_csv('/etc/passwd')",
             "EXPLAIN DROP TABLE t",
+            "SHOW ALL",
+            "SHOW CREATE TABLE nation",
         ] {
             let error = classify(sql).unwrap_err();
             assert_eq!(

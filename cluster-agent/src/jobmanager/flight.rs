@@ -1,7 +1,7 @@
 //! The shard's Flight service: `GetFlightInfo(sql)` → plan → hand over → `FlightInfo(ticket,
 //! TaskManager)`; `DoAction` describes a statement or lists the catalog for the gateway's
-//! Flight SQL front door. Every other Flight call is refused: results are served by
-//! TaskManagers.
+//! Flight SQL front door; `DoGet` streams the catalog's answers. Every other Flight call is
+//! refused: results are served by TaskManagers.
 
 use super::service::JobManager;
 use crate::error::AgentError;
@@ -101,11 +101,15 @@ impl FlightService for JobManager {
 
     async fn do_get(
         &self,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        Err(Status::unimplemented(
-            "results are served by taskmanagers, not by shards",
-        ))
+        // Only the catalog's answers are redeemed here (`introspection.rs`).
+        match super::introspection::answer_stream(&request.get_ref().ticket) {
+            Some(stream) => Ok(Response::new(stream?)),
+            None => Err(Status::unimplemented(
+                "results are served by taskmanagers, not by shards",
+            )),
+        }
     }
 
     async fn handshake(

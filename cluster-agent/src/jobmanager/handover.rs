@@ -1,6 +1,7 @@
 //! How a shard hands a query over: plan it, lease slots (or let a TaskManager reserve them),
 //! and give the encoded plan to the query's head TaskManager, which keeps it under a ticket.
 
+use super::introspection;
 use super::leasing::{Leased, SlotLeaser};
 use super::plan_cache::{PlanKey, reused_tables};
 use super::planner::PlannedQuery;
@@ -34,6 +35,12 @@ impl JobManager {
             inner.plans.invalidate(&changed);
         }
         let mut logical = None;
+        if introspection::may_read_catalog(&command.sql) {
+            let plan = self.logical(command, &mut logical).await?;
+            if introspection::reads_catalog(plan)? {
+                return self.answer_from_catalog(plan).await;
+            }
+        }
         let targets = inner.leaser.planning_targets(&command.pool);
         let planned = if targets.is_empty() {
             // Leasing says why: no TaskManager of the pool is up. The SQL's own faults first.

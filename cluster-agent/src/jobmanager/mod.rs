@@ -1,10 +1,12 @@
 //! The JobManager role: a shard. It plans SQL with DataFusion, hands the plan to a TaskManager,
-//! and answers with where the result can be fetched. It never touches a result row.
+//! and answers with where the result can be fetched. It never touches a table's row: only
+//! questions about the catalog are answered here (`introspection.rs`).
 
 mod checks;
 mod coop;
 mod flight;
 mod handover;
+mod introspection;
 mod leasing;
 mod metrics;
 mod plan_cache;

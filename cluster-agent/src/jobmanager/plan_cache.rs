@@ -261,12 +261,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("t.csv"), "a\n1\n").unwrap();
         let catalog = crate::catalog::CatalogConfig {
-            tables: vec![crate::catalog::TableConfig {
-                name: "t".into(),
-                format: crate::catalog::TableFormat::Csv,
-                location: dir.path().to_path_buf(),
-                has_header: true,
-            }],
+            tables: vec![crate::catalog::TableConfig::new(
+                "t",
+                crate::catalog::TableFormat::Csv,
+                dir.path().display().to_string(),
+            )],
             ..Default::default()
         };
         let runtime = Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default());

@@ -37,6 +37,9 @@ pub(crate) struct Planner {
     /// Fixed after start-up and shared by every query: no per-query copy of its function
     /// registries. The TaskManagers a query leased reach its planner through [`LEASED`].
     pub(super) state: SessionState,
+    /// A plain session over the same catalog, for the plans that read the catalog only
+    /// (`introspection.rs`): they run on the shard, not distributed.
+    pub(super) introspection: SessionState,
     /// The session options, as the head TaskManager applies them; fixed after start-up.
     options: HashMap<String, String>,
     /// Most operators a statement may have.
@@ -51,7 +54,7 @@ impl Planner {
     ) -> anyhow::Result<Self> {
         let mut session_config = SessionConfig::new()
             .with_batch_size(config.batch_size)
-            .with_information_schema(false);
+            .with_information_schema(true);
         if config.target_partitions > 0 {
             session_config = session_config.with_target_partitions(config.target_partitions);
         }
@@ -71,16 +74,29 @@ impl Planner {
         // table would stay unseen. Each plan lists its tables; the plan cache saves repeats.
         let runtime = RuntimeEnvBuilder::new()
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .with_object_store_registry(crate::catalog::stores::registry())
             .build_arc()?;
         let state = builder.with_runtime_env(runtime).build();
-        let roots = catalog.roots().map_err(anyhow::Error::msg)?;
-        crate::files::confine_local_files(state.runtime_env(), &roots)?;
+        catalog.install_stores(state.runtime_env())?;
         let ctx = SessionContext::new_with_state(state);
         catalog.register(&ctx).await?;
         let state = ctx.state();
         let options = shipped_options(state.config().options());
+        // Not `create_default_catalog_and_schema`: that would register an empty catalog over
+        // the shared one.
+        let introspection = SessionStateBuilder::new()
+            .with_config(
+                SessionConfig::new()
+                    .with_information_schema(true)
+                    .with_create_default_catalog_and_schema(false),
+            )
+            .with_runtime_env(Arc::clone(state.runtime_env()))
+            .with_catalog_list(Arc::clone(state.catalog_list()))
+            .with_default_features()
+            .build();
         Ok(Self {
             state,
+            introspection,
             options,
             max_operators: config.max_operators,
         })

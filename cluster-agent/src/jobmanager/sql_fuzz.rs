@@ -214,12 +214,11 @@ fn the_sql_entry_path_never_panics() {
     let file = dir.path().join("t.csv");
     std::fs::write(&file, "a,b\n1,x\n2,y\n3,z\n").unwrap();
     let catalog = CatalogConfig {
-        tables: vec![TableConfig {
-            name: "t".into(),
-            format: TableFormat::Csv,
-            location: file,
-            has_header: true,
-        }],
+        tables: vec![TableConfig::new(
+            "t",
+            TableFormat::Csv,
+            file.display().to_string(),
+        )],
         ..CatalogConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,45 +1,81 @@
-//! The main job `local` runs once the federation is up: TPC-H Q1 through the gateway, with the
-//! Rust client.
+//! The main job `local` runs once the federation is up, through the gateway with the Rust
+//! client: TPC-H Q1, or with the user's own tables, the row count of each.
 
+use crate::catalog::CatalogConfig;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// The main job `local` runs once the federation is up.
-const MAIN_JOB: &str = include_str!("../../../sql-samples/tpch/q01.sql");
+/// A query to run once, and what to call it.
+pub(super) struct MainJob {
+    /// What the output calls it.
+    pub(super) title: String,
+    /// The SQL.
+    pub(super) sql: String,
+}
 
-/// Runs TPC-H Q1 through the gateway with the Rust client and prints the result.
-pub(super) async fn run_main_job(url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
-    use futures::TryStreamExt;
-    let mut client = flotilla_client::Client::builder(url);
-    if let Some(ca) = ca {
-        client = client.root_certificates_pem(&std::fs::read(ca)?)?;
+impl MainJob {
+    /// TPC-H Q1.
+    pub(super) fn tpch() -> Self {
+        Self {
+            title: "TPC-H Q1 (sql-samples/tpch/q01.sql)".into(),
+            sql: include_str!("../../../sql-samples/tpch/q01.sql").into(),
+        }
     }
-    let client = client.build()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let started = Instant::now();
-        match client.query(MAIN_JOB).await {
-            Ok(stream) => {
-                let query_id = stream.query_id().to_string();
-                let batches: Vec<_> = stream.try_collect().await?;
-                let elapsed = started.elapsed();
-                println!(
-                    "Main job: TPC-H Q1 (sql-samples/tpch/q01.sql), query {query_id}, {:.1} ms:",
-                    elapsed.as_secs_f64() * 1000.0
-                );
-                println!(
-                    "{}",
-                    datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
-                );
-                return Ok(());
+
+    /// Counts the rows of every table of `catalog`, in one query.
+    pub(super) fn count_rows(catalog: &CatalogConfig) -> Self {
+        let sql = catalog
+            .tables
+            .iter()
+            .map(|table| {
+                let quoted = table.name.replace('"', "\"\"");
+                let literal = table.name.replace('\'', "''");
+                format!("SELECT '{literal}' AS table_name, count(*) AS row_count FROM \"{quoted}\"")
+            })
+            .collect::<Vec<_>>()
+            .join("\nUNION ALL\n");
+        Self {
+            title: "row counts of your tables".into(),
+            sql: format!("{sql}\nORDER BY table_name"),
+        }
+    }
+
+    /// Runs the job through the gateway (waiting up to 30 s for the cluster to take queries)
+    /// and prints its result.
+    pub(super) async fn run(&self, url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
+        use futures::TryStreamExt;
+        let mut client = flotilla_client::Client::builder(url);
+        if let Some(ca) = ca {
+            client = client.root_certificates_pem(&std::fs::read(ca)?)?;
+        }
+        let client = client.build()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let started = Instant::now();
+            match client.query(&self.sql).await {
+                Ok(stream) => {
+                    let query_id = stream.query_id().to_string();
+                    let batches: Vec<_> = stream.try_collect().await?;
+                    let elapsed = started.elapsed();
+                    println!(
+                        "Main job: {}, query {query_id}, {:.1} ms:",
+                        self.title,
+                        elapsed.as_secs_f64() * 1000.0
+                    );
+                    println!(
+                        "{}",
+                        datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+                    );
+                    return Ok(());
+                }
+                Err(error)
+                    if error.code() == Some(flotilla_protocol::ErrorCode::Unavailable)
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error.into()),
             }
-            Err(error)
-                if error.code() == Some(flotilla_protocol::ErrorCode::Unavailable)
-                    && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => return Err(error.into()),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! `cluster-agent local`: a whole federation on loopback, as separate OS processes.
 //!
 //! ```text
-//!   cluster-agent local
-//!     ├─ gen-data (first run only)       data/tpch-sf0.1/<table>/part-N.parquet
+//!   cluster-agent local [--table NAME=PATH]... [--catalog FILE]
+//!     ├─ gen-data (first run, no own tables)  data/tpch-sf0.1/<table>/part-N.parquet
 //!     ├─ taskmanager × 2  ─┐
 //!     ├─ jobmanager × 2  ──┤ each: <data-dir>/local/<name>.toml, logs in <data-dir>/local/logs/
 //!     └─ gateway ──────────┘ http://127.0.0.1:8080
@@ -17,6 +17,7 @@ mod children;
 mod files;
 mod main_job;
 mod start;
+mod tables;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -26,9 +27,19 @@ use std::path::PathBuf;
 /// Flags of `cluster-agent local`.
 #[derive(Debug, Args)]
 pub struct LocalArgs {
-    /// Where the TPC-H data lives (generated on first run); default `data/tpch-sf<scale>`.
+    /// Where the TPC-H data lives (generated on first run); default `data/tpch-sf<scale>`, or
+    /// `data/own` with --table or --catalog. Configs and logs go to its `local/`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve your own table instead of TPC-H: `NAME=PATH`, the format from the extension
+    /// (`.parquet`, `.csv`, `.json`/`.ndjson`/`.jsonl`; a directory from its files'), or
+    /// `NAME=PATH:FORMAT` (parquet, csv, ndjson). Repeatable.
+    #[arg(long = "table", value_name = "NAME=PATH[:FORMAT]")]
+    tables: Vec<String>,
+    /// Serve the tables of this TOML file's `[catalog]` section (tables, data_roots,
+    /// object_stores, refresh_ms: what every shard and TaskManager reads), with any --table.
+    #[arg(long, value_name = "FILE")]
+    catalog: Option<PathBuf>,
     /// TPC-H scale factor of the sample data.
     #[arg(long, default_value_t = 0.1)]
     scale: f64,
@@ -59,12 +70,22 @@ pub struct LocalArgs {
 
 /// Runs the federation until Ctrl-C / SIGTERM (or, with `--once`, until the main job ran).
 pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("data/tpch-sf{}", args.scale)));
-    files::ensure_data(&data_dir, args.scale).await?;
+    let own = tables::own_catalog(args.catalog.as_deref(), &args.tables)?;
+    let default_dir = match own {
+        Some(_) => "data/own".to_string(),
+        None => format!("data/tpch-sf{}", args.scale),
+    };
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| default_dir.into());
+    if own.is_none() {
+        files::ensure_data(&data_dir, args.scale).await?;
+    }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    let job = match &own {
+        Some(catalog) => main_job::MainJob::count_rows(catalog),
+        None => main_job::MainJob::tpch(),
+    };
     let run_dir = data_dir.join("local");
     files::clear_logs(&run_dir)?;
     // With --tls, one self-signed pair serves the gateway's HTTPS and the internal gRPC.
@@ -75,7 +96,7 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     };
     let shared = start::Shared {
         executable: std::env::current_exe().context("locating the cluster-agent executable")?,
-        catalog: crate::catalog::CatalogConfig::tpch(&data_dir),
+        catalog: own.unwrap_or_else(|| crate::catalog::CatalogConfig::tpch(&data_dir)),
         // A fresh cluster secret per run: every child carries it on its internal calls.
         cluster: flotilla_cluster::ClusterConfig {
             secret: uuid::Uuid::new_v4().simple().to_string(),
@@ -90,8 +111,9 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     let result = async {
         let started = start::start_federation(&shared, &args, tls, &mut nodes).await?;
-        started.print_banner(&shared, &data_dir, args.scale);
-        main_job::run_main_job(&started.url, started.ca.as_deref()).await?;
+        let tpch_scale = (args.tables.is_empty() && args.catalog.is_none()).then_some(args.scale);
+        started.print_banner(&shared, &data_dir, tpch_scale);
+        job.run(&started.url, started.ca.as_deref()).await?;
         // Written once the federation answered its first query: scripts wait for it.
         files::write_federation(&shared.run_dir, &started.url, &nodes)?;
         files::write_prometheus_targets(&shared.run_dir, &nodes)?;

@@ -103,8 +103,9 @@ pub(super) async fn start_federation(
 }
 
 impl Started {
-    /// Tells the user where everything is and how to send a first query.
-    pub(super) fn print_banner(&self, shared: &Shared, data_dir: &Path, scale: f64) {
+    /// Tells the user where everything is and how to send a first query (`tpch_scale`: the
+    /// TPC-H data's scale, None with the user's own tables).
+    pub(super) fn print_banner(&self, shared: &Shared, data_dir: &Path, tpch_scale: Option<f64>) {
         let Self {
             url,
             flight,
@@ -139,19 +140,34 @@ impl Started {
             seeds.join(", "),
             seeds.join("\",\"")
         );
-        println!(
-            "  data          {} (TPC-H scale {scale})",
-            data_dir.display()
-        );
+        match tpch_scale {
+            Some(scale) => println!(
+                "  data          {} (TPC-H scale {scale})",
+                data_dir.display()
+            ),
+            None => {
+                let names: Vec<&str> = shared
+                    .catalog
+                    .tables
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect();
+                println!("  tables        {}", names.join(", "));
+            }
+        }
         println!("  configs/logs  {}", shared.run_dir.display());
         println!();
         println!("Try:");
         println!(
             "  curl -sS {cacert}{url}/v1/query -H 'accept: application/json' -H 'content-type: text/plain' \\"
         );
-        println!(
-            "       --data-binary 'SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey ORDER BY n_name LIMIT 5'"
-        );
+        let example = match tpch_scale {
+            Some(_) => {
+                "SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey ORDER BY n_name LIMIT 5"
+            }
+            None => "SHOW TABLES",
+        };
+        println!("       --data-binary '{example}'");
         println!();
     }
 }

@@ -64,9 +64,9 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     let memory_limit = usize::try_from(section.memory_limit_mb.saturating_mul(1024 * 1024))?;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory_limit, 1.0)
+        .with_object_store_registry(crate::catalog::stores::registry())
         .build_arc()?;
-    let roots = config.catalog.roots().map_err(anyhow::Error::msg)?;
-    crate::files::confine_local_files(&runtime, &roots)?;
+    config.catalog.install_stores(&runtime)?;
     let query_memory_limit = match section.query_memory_limit_mb {
         0 => memory_limit / 2,
         mib => usize::try_from(mib.saturating_mul(1024 * 1024))?.min(memory_limit),

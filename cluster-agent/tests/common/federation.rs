@@ -15,7 +15,8 @@ pub struct Federation {
     /// The cluster secret every process of this federation shares.
     pub secret: String,
     seed: String,
-    catalog: String,
+    /// The `[catalog]` TOML of the members started from now on.
+    pub catalog: String,
 }
 
 /// What a test federation is made of.

@@ -4,6 +4,8 @@
 //!  Routed ──GetFlightInfo(cmd)──▶ shard ──▶ FlightInfo { ticket, TaskManager location }
 //!         ──DoGet(ticket)───────▶ TaskManager ──▶ schema, first batch (awaited here), rest...
 //! ```
+//! An endpoint without a location (the shard's answer to a question about its catalog) is
+//! redeemed at the shard itself, as Flight prescribes.
 
 use crate::error::{BoxError, GatewayError};
 use crate::query::{QueryResult, Routed};
@@ -110,8 +112,7 @@ impl ShardClient {
             .location
             .into_iter()
             .next()
-            .map(|location| location.uri)
-            .ok_or_else(|| GatewayError::Internal(format!("shard {shard} named no location")))?;
+            .map_or_else(|| shard.clone(), |location| location.uri);
         timeline.planned(&taskmanager);
 
         let span = tracing::info_span!("fetch", taskmanager = %taskmanager);

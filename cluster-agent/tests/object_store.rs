@@ -1,0 +1,361 @@
+//! Tables on an S3-compatible object store: s3s-fs (installed by `scripts/install-s3-server`)
+//! on loopback, keeping its objects as files and checking every request's signature, with
+//! the TPC-H files uploaded to it.
+//!
+//! The 22 TPC-H queries through the gateway equal in-process DataFusion reading the same
+//! objects; a wrong secret gives an error naming the store, on a shard at start-up and on a
+//! TaskManager per query, and leaks no slot; a plan naming a bucket the catalog does not list
+//! is refused by the TaskManager it is handed to.
+
+mod common;
+
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{Action, Ticket};
+use cluster_agent::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
+use common::compare::assert_same;
+use common::{Federation, FederationOptions, is_ordered, post_sql, query_json, samples, tpch_dir};
+use datafusion::prelude::SessionContext;
+use flotilla_protocol::{CLUSTER_SECRET_HEADER, ErrorBody, ErrorCode};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use prost::Message;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The credentials the test server accepts.
+const ACCESS_KEY: &str = "flotilla-test";
+const SECRET_KEY: &str = "flotilla-test-secret";
+/// Where the TPC-H tables are put in the bucket.
+const PREFIX: &str = "tpch-sf0.01";
+
+/// An s3s-fs process on loopback with its own data directory, stopped (by PID) when dropped.
+struct S3Server {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Starts s3s-fs with `buckets` and waits (at most 30 s) for its listening line.
+    fn start(buckets: &[&str]) -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let program = root.join("target/tools/s3s-fs/bin/s3s-fs");
+        assert!(
+            program.exists(),
+            "{} is missing: run ./scripts/install-s3-server",
+            program.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for bucket in buckets {
+            std::fs::create_dir(dir.path().join(bucket)).unwrap();
+        }
+        let mut child = Command::new(program)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+            .arg(dir.path())
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting s3s-fs");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some((_, address)) = line.split_once("server is running at ") {
+                    let _ = sender.send(address.trim().to_string());
+                    break;
+                }
+            }
+            for _ in lines {}
+        });
+        let Ok(endpoint) = receiver.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("s3s-fs did not start within 30 s");
+        };
+        Self {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+
+    /// A client of `bucket` signing with `secret`.
+    fn client(&self, bucket: &str, secret: &str) -> Arc<dyn ObjectStore> {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(secret)
+            .with_allow_http(true)
+            .build()
+            .unwrap();
+        Arc::new(store)
+    }
+
+    /// Uploads `tables` of the shared TPC-H data to `bucket` under [`PREFIX`].
+    async fn upload(&self, bucket: &str, tables: &[&str]) {
+        let store = self.client(bucket, SECRET_KEY);
+        for table in tables {
+            for file in std::fs::read_dir(tpch_dir().join(table)).unwrap() {
+                let file = file.unwrap().path();
+                let name = file.file_name().unwrap().to_string_lossy().to_string();
+                let key = ObjectPath::from(format!("{PREFIX}/{table}/{name}"));
+                let bytes = std::fs::read(&file).unwrap();
+                store.put(&key, PutPayload::from(bytes)).await.unwrap();
+            }
+        }
+    }
+
+    /// The `[catalog]` of the TPC-H tables in `bucket`, whose store signs with `secret`.
+    fn catalog_toml(&self, bucket: &str, secret: &str) -> String {
+        let tables: String = cluster_agent::TPCH_TABLES
+            .iter()
+            .map(|table| {
+                format!(
+                    "[[catalog.tables]]\nname = \"{table}\"\nformat = \"parquet\"\n\
+                     location = \"s3://{bucket}/{PREFIX}/{table}/\"\n"
+                )
+            })
+            .collect();
+        format!(
+            "{tables}[catalog.object_stores.{bucket}]\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{secret}\"\nallow_http = true\n",
+            self.endpoint
+        )
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In-process DataFusion reading the TPC-H objects of `bucket`.
+async fn reference(s3: &S3Server, bucket: &str) -> SessionContext {
+    let ctx = SessionContext::new();
+    let url = url::Url::parse(&format!("s3://{bucket}")).unwrap();
+    ctx.register_object_store(&url, s3.client(bucket, SECRET_KEY));
+    for table in cluster_agent::TPCH_TABLES {
+        let location = format!("s3://{bucket}/{PREFIX}/{table}/");
+        ctx.register_parquet(table, &location, Default::default())
+            .await
+            .unwrap();
+    }
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_on_s3_matches_datafusion_and_refused_credentials_name_the_store() {
+    let s3 = S3Server::start(&["lake"]);
+    s3.upload("lake", &cluster_agent::TPCH_TABLES).await;
+    let mut federation = Federation::start_with_options(FederationOptions {
+        catalog_toml: Some(s3.catalog_toml("lake", SECRET_KEY)),
+        gateway_toml: "[tenants.badkeys]\npool = \"badkeys\"\n".into(),
+        ..FederationOptions::default()
+    });
+    let url = federation.url();
+    let reference = reference(&s3, "lake").await;
+    for (name, sql) in samples()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("tpch/"))
+    {
+        let expected = reference.sql(&sql).await.unwrap().collect().await.unwrap();
+        let response = post_sql(&url, &sql, "application/vnd.apache.arrow.stream").await;
+        if response.status != 200 {
+            federation.dump_logs();
+            panic!(
+                "{name}: HTTP {}: {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            );
+        }
+        assert_same(&name, &response.arrow(), &expected, is_ordered(&sql));
+    }
+
+    // A TaskManager whose store signs with a wrong secret: its queries fail with an error
+    // naming the store, promptly, and its slot comes back.
+    federation.catalog = s3.catalog_toml("lake", "not-the-secret");
+    federation.add_taskmanager("badkeys");
+    federation.wait_converged();
+    let started = Instant::now();
+    let sql = "SELECT n_name FROM nation ORDER BY n_name";
+    let refused = query_json(&url, sql, &[("x-flotilla-tenant", "badkeys")]).await;
+    let body = String::from_utf8_lossy(&refused.body).to_string();
+    eprintln!("a wrong secret on a TaskManager: {body}");
+    assert_eq!(
+        (refused.status, refused.error_code().as_str()),
+        (500, "execution_error"),
+        "{body}"
+    );
+    assert!(
+        body.contains("s3://lake") && body.contains(&s3.endpoint),
+        "names the store: {body}"
+    );
+    assert!(
+        body.contains("403") || body.contains("SignatureDoesNotMatch"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "no hang: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        federation
+            .taskmanagers_settle_to_zero("/slots/slots_used")
+            .await,
+        "every slot came back"
+    );
+    let fine = query_json(&url, sql, &[]).await;
+    assert_eq!(fine.status, 200, "the other pool still answers");
+    let members = federation
+        .taskmanagers
+        .iter_mut()
+        .chain(&mut federation.shards);
+    for process in members.chain([&mut federation.gateway]) {
+        assert!(
+            process.child.try_wait().unwrap().is_none(),
+            "{} is running",
+            process.name
+        );
+    }
+
+    // A plan handed straight to a TaskManager that names a bucket the catalog does not list
+    // is refused there.
+    let refused = run_on_taskmanager(&federation, &s3).await;
+    eprintln!("another bucket: {}", refused.message);
+    assert_eq!(refused.code, ErrorCode::NotAllowed, "{}", refused.message);
+    assert!(
+        refused.message.contains("s3://elsewhere"),
+        "{}",
+        refused.message
+    );
+}
+
+/// Plans a scan of `s3://elsewhere/...` in-process, hands it to the first TaskManager with the
+/// cluster secret (as a shard would), and returns the error the hand-over or the result fetch
+/// gives.
+async fn run_on_taskmanager(federation: &Federation, s3: &S3Server) -> ErrorBody {
+    let ctx = SessionContext::new();
+    let url = url::Url::parse("s3://elsewhere").unwrap();
+    ctx.register_object_store(&url, s3.client("lake", SECRET_KEY));
+    let location = format!("s3://elsewhere/{PREFIX}/nation/");
+    ctx.register_parquet("nation", &location, Default::default())
+        .await
+        .unwrap();
+    let frame = ctx.sql("SELECT * FROM nation").await.unwrap();
+    let physical = frame.create_physical_plan().await.unwrap();
+    let plan = cluster_agent::encode_plan(physical, ctx.state().config()).unwrap();
+    let head = federation.taskmanagers[0].grpc_url();
+    let request = HandoverRequest {
+        query_id: flotilla_protocol::QueryId::new().to_string(),
+        plan,
+        worker_urls: vec![head.clone()],
+        head_url: head.clone(),
+        lease_id: uuid::Uuid::new_v4().to_string(),
+        lease_ttl_ms: 10_000,
+        reserve_slots: 1,
+        holder: "object-store test".into(),
+        ..HandoverRequest::default()
+    };
+    let channel = tonic::transport::Channel::from_shared(head)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightServiceClient::new(channel);
+    let action = Action::new(HANDOVER_ACTION, request.encode_to_vec());
+    let secret = &federation.secret;
+    let status = match client.do_action(with_secret(action, secret)).await {
+        Err(status) => status,
+        Ok(response) => {
+            let result = response.into_inner().message().await.unwrap().unwrap();
+            let ticket = HandoverResponse::decode(result.body).unwrap().ticket;
+            let fetched = client
+                .do_get(with_secret(Ticket::new(ticket), secret))
+                .await;
+            let mut stream = fetched
+                .map_err(|status| ErrorBody::from(&status))
+                .unwrap()
+                .into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the TaskManager read another bucket"),
+                    Err(status) => break status,
+                }
+            }
+        }
+    };
+    ErrorBody::from(&status)
+}
+
+/// `message` with the cluster secret, as internal callers send it.
+fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = secret.parse().unwrap();
+    request.metadata_mut().insert(CLUSTER_SECRET_HEADER, value);
+    request
+}
+
+#[test]
+fn a_shard_whose_credentials_are_refused_stops_at_start_naming_the_store() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = S3Server::start(&["lake"]);
+    runtime.block_on(s3.upload("lake", &["nation"]));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jm.toml");
+    let catalog = format!(
+        "[[catalog.tables]]\nname = \"nation\"\nformat = \"parquet\"\n\
+         location = \"s3://lake/{PREFIX}/nation/\"\n\
+         [catalog.object_stores.lake]\nendpoint = \"{}\"\naccess_key_id = \"{ACCESS_KEY}\"\n\
+         secret_access_key = \"wrong-secret-value\"\nallow_http = true\n",
+        s3.endpoint
+    );
+    std::fs::write(
+        &config,
+        format!("[cluster]\nsecret = \"s\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\n{catalog}"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
+        .args(["jobmanager", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the shard neither started nor stopped within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    eprintln!("a wrong secret on a shard: {stderr}");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("s3://lake") && stderr.contains("nation"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("wrong-secret-value"),
+        "the secret is never printed: {stderr}"
+    );
+}
