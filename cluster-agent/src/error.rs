@@ -18,9 +18,6 @@ pub enum AgentError {
     /// The statement is not a read-only query.
     #[error("only read-only queries are allowed, got {0}")]
     NotAllowed(String),
-    /// A plan names files or a bucket outside the catalog's data roots and stores.
-    #[error("{0}")]
-    NotAllowedRead(String),
     /// The query calls a table function that may read files.
     #[error(
         "table function `{0}` is not allowed: queries read catalog tables only (allowed table functions: generate_series, range)"
@@ -56,9 +53,7 @@ impl AgentError {
             Self::BadRequest(_) => ErrorCode::BadRequest,
             Self::SqlSyntax(_) => ErrorCode::SqlSyntax,
             Self::SqlPlanning(_) => ErrorCode::SqlPlanning,
-            Self::NotAllowed(_) | Self::NotAllowedRead(_) | Self::TableFunction(_) => {
-                ErrorCode::NotAllowed
-            }
+            Self::NotAllowed(_) | Self::TableFunction(_) => ErrorCode::NotAllowed,
             Self::NoTaskManager(_) => ErrorCode::Unavailable,
             Self::ClusterBusy(_) => ErrorCode::ClusterBusy,
             Self::NoLease(_) => ErrorCode::NotAllowed,

@@ -198,4 +198,32 @@ async fn partitions_prune_ndjson_reads_and_the_catalog_answers_without_taskmanag
         (missing.status, missing.error_code().as_str()),
         (400, "sql_planning")
     );
+
+    // A shard's answers are bounded in size and in time (cross joins of the views).
+    let settings = "information_schema.df_settings";
+    let big = format!("SELECT * FROM {settings} a, {settings} b, {settings} c");
+    let big = query_json(&url, &big, &[]).await;
+    assert_eq!(
+        (big.status, big.error_code().as_str()),
+        (422, "result_too_large")
+    );
+    let slow = format!(
+        "SELECT sum(length(concat(a.name, b.name, c.name, d.name))) \
+         FROM {settings} a, {settings} b, {settings} c, {settings} d"
+    );
+    let started = std::time::Instant::now();
+    let slow = query_json(&url, &slow, &[]).await;
+    assert_eq!(
+        (slow.status, slow.error_code().as_str()),
+        (507, "resources_exhausted"),
+        "{}",
+        String::from_utf8_lossy(&slow.body)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let again = query_json(&url, "SHOW TABLES", &[]).await;
+    assert_eq!(again.status, 200, "the shards still answer");
 }

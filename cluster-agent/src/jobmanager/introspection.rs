@@ -15,8 +15,10 @@ use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use std::time::Duration;
 use tonic::Status;
 
 /// How a ticket holding a catalog answer starts.
@@ -25,6 +27,10 @@ const TICKET_PREFIX: &[u8] = b"flotilla-catalog-answer\0";
 /// The largest answer a ticket carries (it crosses the wire twice): a bigger one asks for a
 /// filter.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// The longest a shard computes an answer (a cross join of `information_schema` views can be
+/// made arbitrarily large): a shard's time is every query's.
+const MAX_ANSWER_TIME: Duration = Duration::from_secs(5);
 
 /// Says whether `sql` may ask about the catalog: it names `information_schema`, or starts
 /// with `SHOW` or `DESCRIBE`. A cheap test on the text, so that cached plans skip parsing;
@@ -151,16 +157,39 @@ fn internal(error: impl std::fmt::Display) -> AgentError {
 // === impl Planner ===
 
 impl Planner {
-    /// Runs a plan that reads the catalog only, here.
+    /// Runs a plan that reads the catalog only, here: at most [`MAX_ANSWER_BYTES`] of rows,
+    /// computed in at most [`MAX_ANSWER_TIME`].
     pub(crate) async fn answer(&self, plan: &LogicalPlan) -> Result<Vec<RecordBatch>, AgentError> {
         let state = &self.introspection;
         let physical = state
             .create_physical_plan(plan)
             .await
             .map_err(AgentError::from_planning)?;
-        datafusion::physical_plan::collect(physical, state.task_ctx())
+        let mut stream = datafusion::physical_plan::execute_stream(physical, state.task_ctx())?;
+        let collect = async {
+            let (mut batches, mut bytes) = (Vec::new(), 0);
+            while let Some(batch) = stream.try_next().await? {
+                bytes += batch.get_array_memory_size();
+                if bytes > MAX_ANSWER_BYTES {
+                    return Err(AgentError::ResultTooLarge(format!(
+                        "the catalog's answer is more than {MAX_ANSWER_BYTES} bytes: filter it \
+                         (information_schema.columns WHERE table_name = '...')"
+                    )));
+                }
+                batches.push(batch);
+            }
+            Ok(batches)
+        };
+        tokio::time::timeout(MAX_ANSWER_TIME, collect)
             .await
-            .map_err(AgentError::DataFusion)
+            .unwrap_or_else(|_| {
+                Err(AgentError::DataFusion(DataFusionError::ResourcesExhausted(
+                    format!(
+                        "the catalog's answer took more than {} s to compute",
+                        MAX_ANSWER_TIME.as_secs()
+                    ),
+                )))
+            })
     }
 }
 

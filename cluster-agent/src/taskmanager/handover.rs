@@ -170,15 +170,13 @@ impl TaskManager {
         // never the SQL's; but one naming a store this TaskManager may not read is refused.
         let plan = decode_plan(&request.plan, &task_ctx)
             .and_then(restamp_stages)
-            .map_err(|error| {
-                let message = crate::error::root_message(&error);
-                match crate::error::datafusion_code(&error) {
-                    flotilla_protocol::ErrorCode::NotAllowed => AgentError::NotAllowedRead(message),
-                    _ => AgentError::Internal(format!(
-                        "taskmanager {} cannot decode the plan: {message}",
-                        inner.node_id
-                    )),
-                }
+            .map_err(|error| match crate::error::datafusion_code(&error) {
+                flotilla_protocol::ErrorCode::NotAllowed => AgentError::DataFusion(error),
+                _ => AgentError::Internal(format!(
+                    "taskmanager {} cannot decode the plan: {}",
+                    inner.node_id,
+                    crate::error::root_message(&error)
+                )),
             })?;
         let ticket = format!("{}.{}", request.query_id, uuid::Uuid::new_v4().simple());
         let lease = QueryLease {
