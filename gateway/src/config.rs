@@ -36,8 +36,30 @@ pub struct Config {
     pub auth: AuthConfig,
     /// HTTPS on the HTTP listener.
     pub tls: crate::tls::TlsConfig,
+    /// The web UI under `/ui/`.
+    pub ui: UiConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// `[ui]`: the web UI under `/ui/` (overview, queries, query detail, SQL console). Its pages
+/// hold no data: they call the same API, with the same tokens and tenants.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Serves the UI; off, `/ui/` is 404.
+    pub enabled: bool,
+    /// Shows the Cancel button on a running query (the API's `DELETE` stays either way).
+    pub allow_cancel: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_cancel: true,
+        }
+    }
 }
 
 /// Client authentication. Off by default (`local` runs without tokens); when on, every call

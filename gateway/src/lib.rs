@@ -24,7 +24,7 @@ mod tls;
 pub use admission::{Admission, AdmissionLayer};
 pub use config::{
     AdmissionConfig, Config, FlightConfig, HttpConfig, QueryConfig, RoutingConfig, ShardsConfig,
-    TaskManagersConfig, TenantConfig,
+    TaskManagersConfig, TenantConfig, UiConfig,
 };
 pub use control::{
     Control, ControlLayer, PhaseDurations, Protocol, Registry as QueryRegistry, RunningQuery,

@@ -155,6 +155,42 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Returns the records of the running queries, newest first, then of the ended ones,
+    /// newest first: up to `limit` of those `visible` accepts.
+    pub fn records(
+        &self,
+        limit: usize,
+        visible: impl Fn(&Timeline) -> bool,
+    ) -> Vec<Arc<Timeline>> {
+        let mut running: Vec<(Instant, Arc<Timeline>)> = self
+            .lock()
+            .values()
+            .map(|entry| (entry.started, Arc::clone(&entry.timeline)))
+            .collect();
+        running.sort_by_key(|(started, _)| std::cmp::Reverse(*started));
+        let mut records: Vec<Arc<Timeline>> = running
+            .into_iter()
+            .map(|(_, timeline)| timeline)
+            .filter(|timeline| visible(timeline))
+            .take(limit)
+            .collect();
+        let recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let room = limit.saturating_sub(records.len());
+        records.extend(
+            recent
+                .iter()
+                .rev()
+                // A query is remembered when its registration drops, so it is never in both.
+                .filter(|timeline| visible(timeline))
+                .take(room)
+                .cloned(),
+        );
+        records
+    }
+
     /// Lists up to `limit` running queries, oldest first.
     pub fn list(&self, limit: usize) -> Vec<RunningQuery> {
         let mut queries: Vec<RunningQuery> = self
@@ -227,5 +263,32 @@ mod tests {
         assert!(registry.find(&ids[1]).is_some());
         assert!(registry.find(&ids[2]).is_some());
         assert!(registry.find(&QueryId::new()).is_none());
+    }
+
+    #[test]
+    fn records_list_running_then_ended_newest_first_and_filtered() {
+        let registry = Registry::with_history(10);
+        let ended: Vec<QueryId> = (0..3).map(|_| QueryId::new()).collect();
+        for (index, query_id) in ended.iter().enumerate() {
+            let record = timeline(*query_id);
+            record.describe(if index == 1 { "b" } else { "a" }, "SELECT 1");
+            drop(registry.register(*query_id, "a", record).unwrap());
+        }
+        let running = QueryId::new();
+        let record = timeline(running);
+        record.describe("a", "SELECT 2");
+        let _registration = registry.register(running, "a", record).unwrap();
+        let ids = |records: Vec<Arc<Timeline>>| -> Vec<QueryId> {
+            records.iter().map(|record| record.query_id()).collect()
+        };
+        assert_eq!(
+            ids(registry.records(10, |_| true)),
+            vec![running, ended[2], ended[1], ended[0]]
+        );
+        assert_eq!(
+            ids(registry.records(10, |record| record.tenant() == "a")),
+            vec![running, ended[2], ended[0]]
+        );
+        assert_eq!(ids(registry.records(2, |_| true)), vec![running, ended[2]]);
     }
 }

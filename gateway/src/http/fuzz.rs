@@ -32,9 +32,9 @@ fn budget() -> Duration {
     Duration::from_secs(seconds)
 }
 
-const TOKEN: &str = "fuzz-token";
+pub(super) const TOKEN: &str = "fuzz-token";
 
-fn gateway() -> Gateway {
+pub(super) fn gateway() -> Gateway {
     use sha2::Digest;
     let hash: String = sha2::Sha256::digest(TOKEN.as_bytes())
         .iter()
@@ -83,6 +83,11 @@ const PATHS: &[&str] = &[
     "/",
     "/v1",
     "/v1/query/00000000-0000-0000-0000-000000000000",
+    "/ui",
+    "/ui/",
+    "/ui/app.js",
+    "/ui/config.json",
+    "/ui/../metrics",
 ];
 const HEADERS: &[&str] = &[
     "content-type",

@@ -2,6 +2,7 @@
 //! error becomes a JSON response; none reaches hyper.
 
 use super::response::{error_response, text_response};
+use super::ui::{UiSettings, is_ui_path};
 use crate::auth::{Access, Auth};
 use crate::config::Config;
 use crate::control::Registry as QueryRegistry;
@@ -53,6 +54,7 @@ pub(super) struct Inner {
     pub(super) registry: Registry,
     pub(super) auth: Auth,
     pub(super) limits: TenantLimits,
+    pub(super) ui: UiSettings,
 }
 
 impl Gateway {
@@ -84,6 +86,11 @@ impl Gateway {
                 registry,
                 auth,
                 limits: TenantLimits::new(config),
+                ui: UiSettings {
+                    enabled: config.ui.enabled,
+                    allow_cancel: config.ui.allow_cancel,
+                    auth: config.auth.enabled,
+                },
             }),
         })
     }
@@ -99,6 +106,8 @@ impl Gateway {
         let auth = &self.inner.auth;
         let access = match path.as_str() {
             "/healthz" | "/readyz" => Access::Open,
+            // The UI's files hold no data; what they fetch is checked as any other call.
+            path if is_ui_path(path) => Access::Open,
             "/metrics" => auth.metrics_access(),
             "/v1/cluster" => auth.admin_access(),
             _ => Access::Tenant,
@@ -126,6 +135,10 @@ impl Gateway {
             (Method::DELETE, path) if path.starts_with(QUERY_PATH) => self.cancel(path, &caller),
             (Method::GET, path) if path.starts_with(QUERY_PATH) => self.status(path, &caller),
             (Method::GET, "/v1/queries") => self.running(&caller),
+            (Method::GET, path) if is_ui_path(path) => match self.ui(path) {
+                Some(response) => response,
+                None => not_found(&method, path),
+            },
             (_, "/v1/query" | "/healthz" | "/readyz" | "/v1/cluster" | "/metrics") => {
                 error_response(
                     None,
@@ -136,13 +149,15 @@ impl Gateway {
                     StatusCode::METHOD_NOT_ALLOWED,
                 )
             }
-            _ => {
-                let error = GatewayError::NotFound {
-                    method: method.to_string(),
-                    path,
-                };
-                error_response(None, &error.to_body(), error.code().http_status())
-            }
+            _ => not_found(&method, &path),
         }
     }
+}
+
+fn not_found(method: &Method, path: &str) -> Response<ResponseBody> {
+    let error = GatewayError::NotFound {
+        method: method.to_string(),
+        path: path.to_string(),
+    };
+    error_response(None, &error.to_body(), error.code().http_status())
 }

@@ -11,5 +11,6 @@ mod records;
 mod request;
 mod response;
 mod tracked;
+mod ui;
 
 pub use handler::{Gateway, Members, ResponseBody};

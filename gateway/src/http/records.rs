@@ -8,14 +8,28 @@ use crate::error::GatewayError;
 use flotilla_protocol::{ErrorBody, QueryId};
 use http::{Response, StatusCode};
 
+/// Most query records `GET /v1/queries` returns (about 600 bytes each).
+const LISTED_RECORDS: usize = 200;
+
 // === impl Gateway ===
 
 impl Gateway {
-    /// `GET /v1/queries`: the queries running on this gateway that the caller may see.
+    /// `GET /v1/queries`: the queries running on this gateway that the caller may see, and
+    /// the records of the last ones (running, then ended), as `GET /v1/query/{id}` shows them.
     pub(super) fn running(&self, caller: &Caller) -> Response<ResponseBody> {
         let mut running = self.inner.running.list(1000);
         running.retain(|query| caller.sees(&query.tenant));
-        json_response(StatusCode::OK, &serde_json::json!({"running": running}))
+        let records: Vec<serde_json::Value> = self
+            .inner
+            .running
+            .records(LISTED_RECORDS, |record| caller.sees(&record.tenant()))
+            .iter()
+            .map(|record| record.to_json())
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({"running": running, "queries": records}),
+        )
     }
 
     /// `DELETE /v1/query/{id}`: cancels a query running on this gateway.
