@@ -273,6 +273,34 @@ async fn tokens_name_tenants_and_a_tenant_sees_only_its_own_queries() {
     )
     .await;
     assert_eq!(cancel.status, 404);
+
+    // The list the web UI shows: the same rule.
+    for (token, sees) in [
+        ("alpha-token", true),
+        ("beta-token", false),
+        ("ops-token", true),
+    ] {
+        let listed = common::http(
+            "GET",
+            &format!("{url}/v1/queries"),
+            &[("authorization", &bearer(token))],
+            "",
+        )
+        .await
+        .json();
+        let ids: Vec<&str> = listed["queries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|record| record["query_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.contains(&query_id.as_str()), sees, "{token}: {ids:?}");
+    }
+    // The UI's files need no token (they hold no data); the UI learns that auth is on.
+    let page = common::http("GET", &format!("{url}/ui/"), &[], "").await;
+    assert_eq!(page.status, 200);
+    let settings = common::http("GET", &format!("{url}/ui/config.json"), &[], "").await;
+    assert_eq!(settings.json()["auth"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

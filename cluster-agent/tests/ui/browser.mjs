@@ -69,6 +69,24 @@ async function overview(page) {
   await page.waitForFunction(() => document.querySelectorAll('[data-rate] canvas').length === 3, null, WAIT);
   check(true, 'queries/s, errors/s and rows/s are drawn from the counters');
   await looksRight(page, 'overview');
+
+  // A hidden tab polls nothing; shown again, it polls at once.
+  const setHidden = (hidden) => page.evaluate((hidden) => {
+    Object.defineProperty(document, 'hidden', { value: hidden, configurable: true });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+  let polls = 0;
+  const counter = (request) => { if (new URL(request.url()).pathname === '/v1/cluster') polls += 1; };
+  page.on('request', counter);
+  await setHidden(true);
+  await page.waitForTimeout(500);
+  polls = 0;
+  await page.waitForTimeout(5_000);
+  check(polls === 0, `a hidden tab polls nothing (${polls} polls in 5 s)`);
+  await setHidden(false);
+  for (let waited = 0; polls === 0 && waited < 30; waited += 1) await page.waitForTimeout(100);
+  check(polls > 0, 'shown again, it polls within 3 s');
+  page.off('request', counter);
 }
 
 /** The overview again, with a few seconds of queries sent meanwhile, for its screenshot. */
@@ -150,6 +168,12 @@ async function cancelQuery(page) {
   await page.waitForFunction(() => document.querySelectorAll('[data-timeline] .span').length >= 1, null, WAIT);
   check(await cancel.count() === 0, 'an ended query has no Cancel button');
   await looksRight(page, 'query detail');
+  let polls = 0;
+  const counter = (request) => { if (new URL(request.url()).pathname === `/v1/query/${slow}`) polls += 1; };
+  page.on('request', counter);
+  await page.waitForTimeout(3_000);
+  page.off('request', counter);
+  check(polls === 0, `the detail of an ended query stops polling (${polls} polls in 3 s)`);
   await page.screenshot({ path: join(env('SCREENSHOTS'), 'detail.png'), fullPage: true });
   return slow;
 }

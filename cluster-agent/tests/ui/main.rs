@@ -151,9 +151,14 @@ async fn the_ui_shows_the_cluster_runs_sql_and_cancels_a_query_in_chromium() {
     let settled = common::eventually(Duration::from_secs(30), async || {
         let mut used = 0;
         for admin in &taskmanagers {
-            let state = common::http("GET", &format!("http://{admin}/v1/state"), &[], Bytes::new())
-                .await
-                .json();
+            let state = common::http(
+                "GET",
+                &format!("http://{admin}/v1/state"),
+                &[],
+                Bytes::new(),
+            )
+            .await
+            .json();
             used += state
                 .pointer("/slots/slots_used")
                 .and_then(serde_json::Value::as_u64)
@@ -162,7 +167,10 @@ async fn the_ui_shows_the_cluster_runs_sql_and_cancels_a_query_in_chromium() {
         used == 0
     })
     .await;
-    assert!(settled, "the TaskManagers still lease slots 30 s after the cancel");
+    assert!(
+        settled,
+        "the TaskManagers still lease slots 30 s after the cancel"
+    );
     for page in ["overview", "queries", "detail", "console"] {
         let shot = shots.join(format!("{page}.png"));
         assert!(

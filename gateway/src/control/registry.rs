@@ -157,11 +157,7 @@ impl Registry {
 
     /// Returns the records of the running queries, newest first, then of the ended ones,
     /// newest first: up to `limit` of those `visible` accepts.
-    pub fn records(
-        &self,
-        limit: usize,
-        visible: impl Fn(&Timeline) -> bool,
-    ) -> Vec<Arc<Timeline>> {
+    pub fn records(&self, limit: usize, visible: impl Fn(&Timeline) -> bool) -> Vec<Arc<Timeline>> {
         let mut running: Vec<(Instant, Arc<Timeline>)> = self
             .lock()
             .values()

@@ -163,10 +163,16 @@ mod tests {
 
     async fn get(gateway: &Gateway, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
         use http_body_util::{BodyExt, Empty};
-        let request = http::Request::get(path).body(Empty::<Bytes>::new()).unwrap();
+        let request = http::Request::get(path)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
         let response = gateway.handle(request).await;
         let (parts, body) = response.into_parts();
-        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+        (
+            parts.status,
+            parts.headers,
+            body.collect().await.unwrap().to_bytes(),
+        )
     }
 
     #[tokio::test]
@@ -198,7 +204,11 @@ mod tests {
             assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
         }
         let (status, _, _) = get(&gateway, "/v1/queries").await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "the API still wants a token");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the API still wants a token"
+        );
     }
 
     #[test]
