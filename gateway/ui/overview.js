@@ -128,7 +128,15 @@ export function mount(root) {
   root.append(el('h1', {}, 'Cluster overview'), summary, rateBox, sections);
   rates(rateBox);
   return poll(async () => {
-    const [cluster, metrics] = await Promise.all([getJson('/v1/cluster'), getText('/metrics')]);
+    let cluster;
+    let metrics;
+    try {
+      [cluster, metrics] = await Promise.all([getJson('/v1/cluster'), getText('/metrics')]);
+    } catch (error) {
+      if (error.status !== 403) throw error;
+      summary.textContent = 'The cluster view needs an admin token (or auth.open_admin = true); the Queries page and the console work with yours.';
+      return false;
+    }
     samples.push({ at: performance.now(), ...counters(metrics) });
     if (samples.length > HISTORY) samples.shift();
     rates(rateBox);
