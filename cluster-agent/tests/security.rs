@@ -158,6 +158,12 @@ async fn internal_calls_need_the_cluster_secret_and_tickets_are_single_use_and_e
     assert_eq!(response.json()[0]["n"], 5);
 }
 
+/// `method url` with `Authorization: Bearer <token>`.
+async fn as_token(method: &str, url: &str, token: &str) -> common::HttpResponse {
+    let authorization = format!("Bearer {token}");
+    common::http(method, url, &[("authorization", &authorization)], "").await
+}
+
 fn sha256_hex(token: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes())
@@ -244,34 +250,17 @@ async fn tokens_name_tenants_and_a_tenant_sees_only_its_own_queries() {
     );
 
     // Its record: visible to alpha and to the admin, unknown to beta.
-    let record = |token: &str| {
-        let (url, query_id, authorization) = (url.clone(), query_id.clone(), bearer(token));
-        async move {
-            common::http(
-                "GET",
-                &format!("{url}/v1/query/{query_id}"),
-                &[("authorization", &authorization)],
-                "",
-            )
-            .await
-        }
-    };
-    let own = record("alpha-token").await;
+    let record_url = format!("{url}/v1/query/{query_id}");
+    let own = as_token("GET", &record_url, "alpha-token").await;
     assert_eq!(own.status, 200);
     assert_eq!(own.json()["tenant"], "alpha");
-    assert_eq!(record("ops-token").await.status, 200);
-    let other = record("beta-token").await;
+    assert_eq!(as_token("GET", &record_url, "ops-token").await.status, 200);
+    let other = as_token("GET", &record_url, "beta-token").await;
     assert_eq!(
         (other.status, other.error_code().as_str()),
         (404, "not_found")
     );
-    let cancel = common::http(
-        "DELETE",
-        &format!("{url}/v1/query/{query_id}"),
-        &[("authorization", &bearer("beta-token"))],
-        "",
-    )
-    .await;
+    let cancel = as_token("DELETE", &record_url, "beta-token").await;
     assert_eq!(cancel.status, 404);
 
     // The list the web UI shows: the same rule.
@@ -280,14 +269,9 @@ async fn tokens_name_tenants_and_a_tenant_sees_only_its_own_queries() {
         ("beta-token", false),
         ("ops-token", true),
     ] {
-        let listed = common::http(
-            "GET",
-            &format!("{url}/v1/queries"),
-            &[("authorization", &bearer(token))],
-            "",
-        )
-        .await
-        .json();
+        let listed = as_token("GET", &format!("{url}/v1/queries"), token)
+            .await
+            .json();
         let ids: Vec<&str> = listed["queries"]
             .as_array()
             .unwrap()

@@ -54,7 +54,6 @@ function fields(record) {
 export function mount(root, { arg: queryId, settings }) {
   const body = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
   root.append(el('h1', {}, 'Query ', el('code', {}, queryId ?? '')), body);
-  let stop = () => {};
   const cancel = async () => {
     if (!confirm(`Cancel query ${queryId}?`)) return;
     try {
@@ -79,7 +78,7 @@ export function mount(root, { arg: queryId, settings }) {
       el('h2', {}, 'SQL'), el('pre', {}, record.sql)].filter(Boolean));
     return state === 'running';
   };
-  stop = poll(async () => {
+  return poll(async () => {
     try {
       return render(await getJson(`/v1/query/${queryId}`));
     } catch (error) {
@@ -87,5 +86,4 @@ export function mount(root, { arg: queryId, settings }) {
       return error.status !== 404;
     }
   }, INTERVAL_MS);
-  return () => stop();
 }
