@@ -45,6 +45,50 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
+    /// What queries may allocate in this process (either role).
+    pub memory: MemoryConfig,
+}
+
+/// What queries may allocate in this process: the memory guard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// The process's watermark, in MiB of allocated memory: past it, the query holding the most
+    /// memory here is stopped with `resources_exhausted`, before the kernel's OOM killer would
+    /// end the whole process. 0 (the default): 80 % of the cgroup's memory limit, else of the
+    /// host's memory. `local` gives each of its processes a share of the host.
+    pub limit_mb: u64,
+    /// Most one call of a function that builds large values (`repeat`, `lpad`, `rpad`,
+    /// `replace`) may build over one batch, in MiB; a call that would build more fails with
+    /// `resources_exhausted` before it allocates.
+    pub max_call_mb: u64,
+    /// How often the watermark is checked, in milliseconds.
+    pub check_interval_ms: u64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            limit_mb: 0,
+            max_call_mb: 64,
+            check_interval_ms: 20,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// The watermark in bytes: `limit_mb`, or 80 % of the memory available to the process.
+    pub(crate) fn limit_bytes(&self) -> u64 {
+        match self.limit_mb {
+            0 => crate::memory::available_memory() / 5 * 4,
+            mib => mib.saturating_mul(1 << 20),
+        }
+    }
+
+    /// The bound on one function call, in bytes.
+    pub(crate) fn max_call_bytes(&self) -> u64 {
+        self.max_call_mb.max(1).saturating_mul(1 << 20)
+    }
 }
 
 /// Identity and lifecycle of this process.
@@ -57,6 +101,9 @@ pub struct NodeConfig {
     /// shard's plans; a TaskManager's leases, tickets and result streams) before it exits
     /// anyway, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// How the previous process of this member ended, published over gossip (`/v1/cluster`,
+    /// the web UI); `local` sets it when it starts a member again. Unset: nothing to say.
+    pub previous_exit: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -64,6 +111,7 @@ impl Default for NodeConfig {
         Self {
             id: None,
             drain_timeout_ms: 30_000,
+            previous_exit: None,
         }
     }
 }
@@ -175,7 +223,9 @@ pub struct TaskManagerConfig {
     /// Most of that pool one query may hold on this TaskManager (all its tasks here together),
     /// in MiB: past it, its sorts and aggregations spill to disk where they can, else it fails
     /// with `resources_exhausted` and the other queries run on. 0 (the default): half of
-    /// `memory_limit_mb`.
+    /// `memory_limit_mb`. Everything the query's tasks allocate here, counted by the allocator
+    /// (values its expressions build included), may reach twice this before the query is
+    /// stopped with `resources_exhausted`.
     pub query_memory_limit_mb: u64,
     /// How long a handed-over plan waits for its `DoGet` before it is dropped, in seconds.
     pub ticket_ttl_secs: u64,

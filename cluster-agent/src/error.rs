@@ -108,6 +108,9 @@ impl From<AgentError> for tonic::Status {
 
 /// Maps a DataFusion error (looking through context and sharing wrappers) to a code.
 pub fn datafusion_code(error: &DataFusionError) -> ErrorCode {
+    if let Some(body) = peer_body(error) {
+        return body.code;
+    }
     match root(error) {
         DataFusionError::SQL(..) => ErrorCode::SqlSyntax,
         DataFusionError::Plan(_)
@@ -140,6 +143,24 @@ fn arrow_code(error: &datafusion::arrow::error::ArrowError) -> ErrorCode {
             .map_or(ErrorCode::Execution, datafusion_code),
         _ => ErrorCode::Execution,
     }
+}
+
+/// The error of a query a peer TaskManager answered with, carried as a gRPC status inside
+/// DataFusion's error (a stage its memory guard stopped): Flotilla's body in the details.
+fn peer_body(error: &DataFusionError) -> Option<ErrorBody> {
+    let external: &(dyn std::error::Error + 'static) = match root(error) {
+        DataFusionError::External(inner) => inner.as_ref(),
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            datafusion::arrow::error::ArrowError::ExternalError(inner) => inner.as_ref(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    if let Some(inner) = external.downcast_ref::<DataFusionError>() {
+        return peer_body(inner);
+    }
+    let status = external.downcast_ref::<tonic::Status>()?;
+    serde_json::from_slice::<ErrorBody>(status.details()).ok()
 }
 
 /// Says whether a DataFusion error is another TaskManager failing at the transport level (a
@@ -198,6 +219,9 @@ fn root(error: &DataFusionError) -> &DataFusionError {
 /// Returns the innermost message, without DataFusion's "Error during planning:" style prefixes
 /// repeated by every wrapper, and without backtraces.
 pub fn root_message(error: &DataFusionError) -> String {
+    if let Some(body) = peer_body(error) {
+        return body.message;
+    }
     let message = root(error).to_string();
     message
         .split("\n\nbacktrace")
@@ -267,6 +291,25 @@ mod tests {
             None,
         );
         assert_eq!(datafusion_code(&io), ErrorCode::Execution);
+    }
+
+    #[test]
+    fn a_peer_s_flotilla_error_keeps_its_code_and_message() {
+        let stopped: tonic::Status = AgentError::DataFusion(DataFusionError::ResourcesExhausted(
+            "the query allocated 600 MiB".into(),
+        ))
+        .into();
+        let wrapped = DataFusionError::Context(
+            "stage 1".into(),
+            Box::new(DataFusionError::External(Box::new(stopped))),
+        );
+        assert_eq!(datafusion_code(&wrapped), ErrorCode::ResourcesExhausted);
+        assert!(!is_peer_failure(&wrapped));
+        assert!(
+            root_message(&wrapped).ends_with(": the query allocated 600 MiB"),
+            "{}",
+            root_message(&wrapped)
+        );
     }
 
     #[test]

@@ -16,16 +16,22 @@ mod handover;
 mod jobmanager;
 mod lease;
 mod local;
+mod memory;
 mod node;
 mod taskmanager;
 
 pub use catalog::{CatalogConfig, Location, ObjectStoreConfig, TableConfig, TableFormat};
 pub use cli::{Cli, run};
 pub use codec::{FlotillaCodec, decode_plan, encode_plan};
-pub use config::{Config, JobManagerConfig, NodeConfig, Role, TaskManagerConfig};
+pub use config::{Config, JobManagerConfig, MemoryConfig, NodeConfig, Role, TaskManagerConfig};
 pub use error::AgentError;
 pub use gendata::{TPCH_TABLES, generate as generate_tpch, is_generated as is_tpch_generated};
 pub use handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 pub use jobmanager::{JobManager, JobManagerMetrics, start_jobmanager};
 pub use node::{Drain, NodeHandle};
 pub use taskmanager::{TaskManager, TaskManagerMetrics, start_taskmanager};
+
+/// jemalloc, for its per-thread allocation counters: they are what the memory guard charges
+/// each query with (`memory/account.rs`), read without a call or a lock.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

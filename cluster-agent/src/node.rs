@@ -222,6 +222,7 @@ impl NodeListeners {
             pool,
             draining: false,
             starting: false,
+            previous_exit: None,
         }
     }
 }

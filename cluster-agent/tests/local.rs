@@ -187,6 +187,48 @@ async fn local_serves_your_own_csv_and_parquet_files() {
     let expected = reference.sql(sql).await.unwrap().collect().await.unwrap();
     assert_same(sql, &response.arrow(), &expected, true);
 
+    // A member that dies is started again at once, and the cluster view says how it ended.
+    let taskmanager_pid = document["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["role"] == "taskmanager")
+        .and_then(|node| node["pid"].as_i64())
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(taskmanager_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+    let said = common::eventually(Duration::from_secs(60), async || {
+        let cluster = common::http("GET", &format!("{url}/v1/cluster"), &[], "").await;
+        cluster.json()["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|member| {
+                member["role"] == "taskmanager"
+                    && member["previous_exit"]
+                        .as_str()
+                        .is_some_and(|exit| exit.contains("killed by signal 9 (SIGKILL)"))
+            })
+    })
+    .await;
+    assert!(said, "/v1/cluster says how the TaskManager ended");
+    let back = common::eventually(Duration::from_secs(60), async || {
+        common::post_sql(&url, sql, "application/vnd.apache.arrow.stream")
+            .await
+            .status
+            == 200
+    })
+    .await;
+    assert!(back, "queries run again after the restart");
+    println!(
+        "TaskManager back and serving {:?} after SIGKILL",
+        killed.elapsed()
+    );
+
     // Stopped by its PID, as a user's Ctrl-C would.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(local.id() as i32),

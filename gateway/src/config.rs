@@ -226,6 +226,13 @@ pub struct RoutingConfig {
     pub max_attempts: usize,
     /// Times a query is run again when a TaskManager fails before its first result byte.
     pub taskmanager_retries: usize,
+    /// How long a statement is refused (`quarantined`) after two different members failed
+    /// while it ran, in milliseconds: a query of death is not carried to every member in turn.
+    /// 0: never quarantined (it is still not run a third time after such failures).
+    pub quarantine_ms: u64,
+    /// Broken streams (not refused connections) of this many distinct statements within 10 s
+    /// mark a shard down; fewer are taken as the statements' doing, not the shard's.
+    pub strikes_to_mark_down: usize,
 }
 
 impl Default for RoutingConfig {
@@ -235,6 +242,8 @@ impl Default for RoutingConfig {
             virtual_nodes: 64,
             max_attempts: 3,
             taskmanager_retries: 2,
+            quarantine_ms: 60_000,
+            strikes_to_mark_down: 3,
         }
     }
 }

@@ -52,6 +52,9 @@ pub enum GatewayError {
         /// What failed.
         message: String,
     },
+    /// The statement is quarantined as a query of death.
+    #[error("{0}")]
+    Quarantined(String),
     /// The tenant's concurrency limit and queue are full, or its query waited too long.
     #[error("tenant `{tenant}` is over its limits: {reason}; retry later")]
     TenantQueueFull {
@@ -98,6 +101,7 @@ impl GatewayError {
             | Self::TaskManagerUnavailable { .. } => ErrorCode::Unavailable,
             Self::Timeout(_) | Self::QueryTimeout(_) => ErrorCode::Timeout,
             Self::Cancelled(_) => ErrorCode::Cancelled,
+            Self::Quarantined(_) => ErrorCode::Quarantined,
             Self::TenantQueueFull { .. } => ErrorCode::TenantQueueFull,
             Self::Remote(body) => body.code,
             Self::Unauthorized(_) => ErrorCode::Unauthorized,

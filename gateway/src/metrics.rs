@@ -40,6 +40,9 @@ pub struct GatewayMetrics {
     /// failed; another is tried: a fail-over) or `taskmanager` (a TaskManager failed; the query
     /// is re-planned).
     pub retries: IntCounterVec,
+    /// Statements quarantined as queries of death (their refusals are counted in `queries`
+    /// with code `quarantined`).
+    pub quarantined: prometheus::IntCounter,
     /// Shards or TaskManagers the gateway can reach now, by `role` and `state` (updated on
     /// scrape).
     pub members: IntGaugeVec,
@@ -113,6 +116,10 @@ impl GatewayMetrics {
                  (fail-over to another shard) or taskmanager (re-planned)",
                 &["reason"],
             )?,
+            quarantined: prometheus::IntCounter::new(
+                "flotilla_gateway_statements_quarantined_total",
+                "Statements quarantined as queries of death: two members failed while they ran",
+            )?,
             members: gauge(
                 "flotilla_gateway_members",
                 "Shards and TaskManagers the gateway knows, by role and state (serving or down)",
@@ -162,6 +169,7 @@ impl GatewayMetrics {
         registry.register(Box::new(metrics.shard_in_flight.clone()))?;
         registry.register(Box::new(metrics.routing_decisions.clone()))?;
         registry.register(Box::new(metrics.retries.clone()))?;
+        registry.register(Box::new(metrics.quarantined.clone()))?;
         registry.register(Box::new(metrics.members.clone()))?;
         registry.register(Box::new(metrics.admission_rejected.clone()))?;
         registry.register(Box::new(metrics.tenant_queued.clone()))?;

@@ -91,6 +91,7 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
             pool: None,
             draining: false,
             starting: false,
+            previous_exit: None,
         };
         let load: LoadSource = Arc::new(move || NodeLoad {
             in_flight: total_in_flight(&in_flight),

@@ -49,7 +49,7 @@ export function members(cluster, role) {
       if (probed?.health === 'down') state = 'down';
       else if (peer.draining) state = 'draining';
       else if (peer.starting) state = 'starting';
-      return { id: peer.id, address: peer.grpc_url ?? peer.http_addr, pool: peer.pool, state, load: peer.load, error: probed?.last_error };
+      return { id: peer.id, address: peer.grpc_url ?? peer.http_addr, pool: peer.pool, state, load: peer.load, error: probed?.last_error, exit: peer.previous_exit };
     });
   // Listed but gone from gossip (or no gossip at all): only the probe's word.
   for (const member of health.values()) {
@@ -70,7 +70,7 @@ function memberTable(role, rows) {
     el('thead', {}, el('tr', {}, head.map((name) => el('th', {}, name)))),
     el('tbody', {}, rows.map((row) => {
       const cells = [
-        el('td', {}, row.id),
+        el('td', {}, row.id, row.exit ? el('div', { class: 'exit', 'data-exit': row.exit }, `restarted: it ${row.exit}`) : null),
         el('td', { title: row.error }, el('span', { class: `state ${row.state}`, 'data-state': row.state }, row.state)),
         el('td', {}, el('code', {}, hostPort(row.address))),
       ];

@@ -42,6 +42,10 @@ pub enum ErrorCode {
     ResultTooLarge,
     /// A result ticket is unknown or already used.
     TicketNotFound,
+    /// The statement ran while two different members failed, one after the other: it is taken
+    /// for a query of death and refused for a while (`routing.quarantine_ms`), without being
+    /// run again, so that it cannot take down the rest of the cluster.
+    Quarantined,
     /// The query's own expressions failed on its data while it ran: division by zero, an
     /// invalid cast, an overflow (SQLSTATE class 22). The client's fault, not the system's.
     DataException,
@@ -73,6 +77,7 @@ impl ErrorCode {
             Self::ResourcesExhausted => "resources_exhausted",
             Self::ResultTooLarge => "result_too_large",
             Self::TicketNotFound => "ticket_not_found",
+            Self::Quarantined => "quarantined",
             Self::DataException => "data_exception",
             Self::Execution => "execution_error",
             Self::Internal => "internal",
@@ -85,7 +90,7 @@ impl ErrorCode {
     }
 
     /// Every code.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::BadRequest,
         Self::SqlSyntax,
         Self::SqlPlanning,
@@ -103,6 +108,7 @@ impl ErrorCode {
         Self::ResourcesExhausted,
         Self::ResultTooLarge,
         Self::TicketNotFound,
+        Self::Quarantined,
         Self::DataException,
         Self::Execution,
         Self::Internal,
@@ -128,7 +134,11 @@ impl ErrorCode {
             // under (a `LIMIT`, fewer columns): not a server fault, and not worth a retry.
             // Likewise a query whose expressions fail on the data (division by zero): the
             // same statement fails the same way again, and no server-error alert should fire.
-            Self::ResultTooLarge | Self::DataException => StatusCode::UNPROCESSABLE_ENTITY,
+            // A statement quarantined as a query of death: sending it again fails again until
+            // its quarantine ends.
+            Self::ResultTooLarge | Self::DataException | Self::Quarantined => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::Execution | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -220,6 +230,7 @@ mod grpc {
                 Self::ClusterBusy | Self::TenantQueueFull => Code::ResourceExhausted,
                 Self::Timeout => Code::DeadlineExceeded,
                 Self::Cancelled => Code::Cancelled,
+                Self::Quarantined => Code::FailedPrecondition,
                 Self::Execution => Code::Aborted,
                 Self::Internal => Code::Internal,
             }

@@ -61,6 +61,10 @@ pub struct NodeInfo {
     /// TaskManager over gossip).
     #[serde(default)]
     pub starting: bool,
+    /// How this member's previous process ended, when its supervisor (`local`) started it
+    /// again: `OOM-killed`, `killed by signal 9 (SIGKILL)`, `exited with code 101`, with when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_exit: Option<String>,
 }
 
 /// A process's live load.

@@ -9,7 +9,12 @@ pub(super) async fn plan(args: PlanArgs) -> anyhow::Result<()> {
     use crate::jobmanager::planner::Planner;
     let ctx = super::reference(&args.data_dir).await?;
     let catalog = CatalogConfig::tpch(&args.data_dir);
-    let planner = Planner::new(&catalog, &crate::config::JobManagerConfig::default()).await?;
+    let planner = Planner::new(
+        &catalog,
+        &crate::config::JobManagerConfig::default(),
+        crate::config::MemoryConfig::default().max_call_bytes(),
+    )
+    .await?;
     let workers = vec![
         "http://127.0.0.1:1".to_string(),
         "http://127.0.0.1:2".to_string(),

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use flotilla_protocol::{CATALOG_ACTION, DESCRIBE_ACTION, QueryCommand};
 use futures::stream::BoxStream;
 use prost::Message;
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -72,10 +73,22 @@ impl FlightService for JobManager {
             plan_us = tracing::field::Empty,
             handover_us = tracing::field::Empty,
         );
-        let result = CURRENT_TRACE
-            .scope(trace, self.plan_and_hand_over(&command))
+        let account = self
+            .inner
+            .memory_guard
+            .account(&command.query_id.to_string());
+        let planning = CURRENT_TRACE.scope(trace, self.plan_and_hand_over(&command));
+        let result = crate::memory::TrackedFuture::new(planning, Arc::clone(&account))
             .instrument(span.clone())
             .await;
+        // Planning is not cut short (what one call builds is bounded before it runs), but a
+        // statement whose planning went past its share does not go on.
+        let result = match account.stopped() {
+            Some(reason) => Err(AgentError::DataFusion(
+                datafusion::common::DataFusionError::ResourcesExhausted(reason.to_string()),
+            )),
+            None => result,
+        };
         metrics
             .planning_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -11,6 +11,7 @@ mod leasing;
 mod metrics;
 mod plan_cache;
 pub(crate) mod planner;
+mod series;
 mod service;
 #[cfg(test)]
 mod sql_fuzz;

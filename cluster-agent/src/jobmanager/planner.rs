@@ -51,10 +51,15 @@ impl Planner {
     pub(crate) async fn new(
         catalog: &CatalogConfig,
         config: &JobManagerConfig,
+        max_call_bytes: u64,
     ) -> anyhow::Result<Self> {
         let mut session_config = SessionConfig::new()
             .with_batch_size(config.batch_size)
             .with_information_schema(true);
+        // A recursive query's plan does not cross to the TaskManagers (datafusion-distributed
+        // cannot ship its work table), and its iterations have no bound: refused at planning,
+        // named (`prepare`), instead of failing as an internal error once handed over.
+        session_config.options_mut().execution.enable_recursive_ctes = false;
         if config.target_partitions > 0 {
             session_config = session_config.with_target_partitions(config.target_partitions);
         }
@@ -80,7 +85,10 @@ impl Planner {
         catalog.install_stores(state.runtime_env())?;
         let ctx = SessionContext::new_with_state(state);
         catalog.register(&ctx).await?;
-        let state = ctx.state();
+        let mut state = ctx.state();
+        // Constant folding runs functions here: the growing ones are bounded before they run.
+        crate::memory::register_bounded_functions(&mut state, max_call_bytes)?;
+        super::series::register_whole_series(&mut state);
         let options = shipped_options(state.config().options());
         // Not `create_default_catalog_and_schema`: that would register an empty catalog over
         // the shared one.
@@ -112,10 +120,17 @@ impl Planner {
             .map_err(|error| AgentError::SqlSyntax(crate::error::root_message(&error)))?;
         checks::ensure_read_only(&statement)?;
         checks::ensure_few_operators(sql, self.max_operators)?;
-        state
-            .statement_to_plan(statement)
-            .await
-            .map_err(AgentError::from_planning)
+        state.statement_to_plan(statement).await.map_err(|error| {
+            match crate::error::root_message(&error) {
+                message if message.contains("Recursive CTEs are not enabled") => {
+                    AgentError::SqlPlanning(
+                        "recursive queries (WITH RECURSIVE referring to itself) are not supported"
+                            .into(),
+                    )
+                }
+                _ => AgentError::from_planning(error),
+            }
+        })
     }
 
     /// Plans `logical` physically with its stages sized for `workers` TaskManagers (only their

@@ -30,6 +30,8 @@ pub(super) struct Inner {
     pub(super) leaser: Arc<SlotLeaser>,
     pub(super) metrics: JobManagerMetrics,
     pub(super) drain: Drain,
+    /// What each statement's planning allocates here, and the process's watermark.
+    pub(super) memory_guard: Arc<crate::memory::MemoryGuard>,
 }
 
 /// Starts a shard on the configured addresses, joins gossip, and returns its handle.
@@ -59,6 +61,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         NodeInfo {
             // Gateways send it nothing until it knows a TaskManager to run queries on.
             starting: gossip_discovery,
+            previous_exit: config.node.previous_exit.clone(),
             ..listeners.node_info(node_id.clone(), Role::JobManager, None, &config.cluster)
         },
         Arc::new(move || NodeLoad {
@@ -78,7 +81,18 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         membership.spawn_prober(Duration::from_millis(section.probe_interval_ms.max(10)));
         TaskManagers::Static(membership)
     };
-    let planner = Planner::new(&config.catalog, section).await?;
+    let planner = Planner::new(&config.catalog, section, config.memory.max_call_bytes()).await?;
+    let memory_limit = config.memory.limit_bytes();
+    // Planning one statement may take half the shard's watermark (constant folding evaluates
+    // expressions here); the watchdog stops the biggest one past the watermark.
+    let memory_guard = crate::memory::MemoryGuard::new(
+        (memory_limit / 2, "half of memory.limit_mb"),
+        memory_limit,
+        crate::memory::MemoryMetrics::new(&registry)?,
+    );
+    memory_guard.watch(Duration::from_millis(
+        config.memory.check_interval_ms.max(1),
+    ));
     let versions = Arc::new(CatalogVersions::new(
         &config.catalog,
         Arc::clone(planner.state.runtime_env()),
@@ -102,6 +116,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
             )),
             metrics,
             drain: Drain::default(),
+            memory_guard,
         }),
     };
     let router = crate::node::grpc_server(&config.cluster)?.add_service(

@@ -226,7 +226,11 @@ fn the_sql_entry_path_never_panics() {
         .build()
         .unwrap();
     let planner = runtime
-        .block_on(Planner::new(&catalog, &JobManagerConfig::default()))
+        .block_on(Planner::new(
+            &catalog,
+            &JobManagerConfig::default(),
+            64 << 20,
+        ))
         .unwrap();
     let workers = vec!["http://127.0.0.1:1".to_string()];
     let deadline = Instant::now() + fuzz_budget();

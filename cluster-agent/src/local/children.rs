@@ -24,6 +24,9 @@ pub(super) struct Node {
     /// Its config, pinned to the ports it bound, for restarts.
     pub(super) config: Option<RestartConfig>,
     pub(super) restarts: Vec<Instant>,
+    /// The OOM kills of `local`'s cgroup when this child started: more when it exits means the
+    /// kernel's OOM killer took it.
+    pub(super) oom_kills: Option<u64>,
 }
 
 /// How to start a node again: same role, same ports; seeds are filled in at restart.
@@ -99,6 +102,7 @@ pub(super) async fn start(
         addresses,
         config: None,
         restarts: Vec::new(),
+        oom_kills: oom_kills(),
     })
 }
 
@@ -154,7 +158,8 @@ async fn restart(
             RESTART_WINDOW.as_secs()
         );
     }
-    eprintln!("{name} exited ({status}); starting it again on the same ports");
+    let exit = describe_exit(status, nodes[index].oom_kills);
+    eprintln!("{name} {exit}; starting it again on the same ports");
     let seeds: Vec<String> = nodes
         .iter()
         .enumerate()
@@ -164,6 +169,8 @@ async fn restart(
     let config = match nodes[index].config.as_mut() {
         Some(RestartConfig::Agent(config)) => {
             config.gossip.seeds = seeds;
+            // Published over gossip: `/v1/cluster` and the web UI say why it was restarted.
+            config.node.previous_exit = Some(format!("{exit} ({})", utc_now()));
             toml::to_string(config)?
         }
         Some(RestartConfig::Gateway(config)) => {
@@ -198,6 +205,51 @@ async fn restart(
     Ok(())
 }
 
+/// How a child ended, as a person reads it: OOM-killed, killed by a signal, or its exit code.
+fn describe_exit(status: std::process::ExitStatus, oom_kills_at_start: Option<u64>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let oom_killed = oom_kills()
+        .zip(oom_kills_at_start)
+        .is_some_and(|(now, then)| now > then);
+    match (status.code(), status.signal()) {
+        (_, Some(9)) if oom_killed => "was OOM-killed (killed by the kernel for memory)".into(),
+        (_, Some(signal)) => {
+            let name = nix::sys::signal::Signal::try_from(signal)
+                .map(|signal| signal.as_str().to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            let hint = match signal {
+                6 => ": it aborted (a failed allocation or a panic while panicking)",
+                9 => ": killed by someone's SIGKILL",
+                _ => "",
+            };
+            format!("was killed by signal {signal} ({name}){hint}")
+        }
+        (Some(code), None) => format!("exited with code {code}"),
+        (None, None) => format!("ended ({status})"),
+    }
+}
+
+/// OOM kills in this process's cgroup (v2) so far, where the kernel says.
+fn oom_kills() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let events =
+        std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", path.trim())).ok()?;
+    events
+        .lines()
+        .find_map(|line| line.strip_prefix("oom_kill "))
+        .and_then(|count| count.trim().parse().ok())
+}
+
+/// The time now, UTC, to the second.
+fn utc_now() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64);
+    datafusion::arrow::temporal_conversions::timestamp_s_to_datetime(seconds)
+        .map_or_else(|| seconds.to_string(), |time| format!("{time} UTC"))
+}
+
 /// Stops children in reverse start order: SIGTERM, then SIGKILL after 10 s.
 pub(super) async fn stop_all(nodes: &mut Vec<Node>) {
     use nix::sys::signal::{Signal, kill};
@@ -218,4 +270,24 @@ pub(super) async fn stop_all(nodes: &mut Vec<Node>) {
     }
     nodes.clear();
     println!("Federation stopped.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn an_exit_is_told_as_a_person_reads_it() {
+        let killed = std::process::ExitStatus::from_raw(9);
+        assert_eq!(
+            describe_exit(killed, None),
+            "was killed by signal 9 (SIGKILL): killed by someone's SIGKILL"
+        );
+        let aborted = std::process::ExitStatus::from_raw(6);
+        assert!(describe_exit(aborted, None).contains("(SIGABRT): it aborted"));
+        let failed = std::process::ExitStatus::from_raw(101 << 8);
+        assert_eq!(describe_exit(failed, None), "exited with code 101");
+        assert!(utc_now().ends_with(" UTC"));
+    }
 }

@@ -45,9 +45,15 @@ pub(super) async fn start_federation(
     // Everyone discovers everyone by gossip; the first TaskManager is the seed.
     let mut seeds: Vec<String> = Vec::new();
     let mut taskmanagers = Vec::new();
+    // The processes share one host: each gets a share of its memory as its watermark (60 %
+    // for the TaskManagers, 10 % for the shards), not 80 % each.
+    let host_mib = crate::memory::available_memory() >> 20;
+    let taskmanager_mib = (host_mib * 6 / 10 / args.taskmanagers.max(1) as u64).max(256);
+    let shard_mib = (host_mib / 10 / args.shards.max(1) as u64).max(256);
     for index in 1..=args.taskmanagers.max(1) {
         let name = format!("tm-{index}");
         let mut config = agent_config(shared, &name, &seeds);
+        config.memory.limit_mb = taskmanager_mib;
         config.taskmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.taskmanager.slots = args.slots;
         let mut node = start_child(shared, Role::TaskManager.as_str(), &name, &config).await?;
@@ -65,6 +71,7 @@ pub(super) async fn start_federation(
     for index in 1..=args.shards.max(1) {
         let name = format!("jm-{index}");
         let mut config = agent_config(shared, &name, &seeds);
+        config.memory.limit_mb = shard_mib;
         config.jobmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut node = start_child(shared, Role::JobManager.as_str(), &name, &config).await?;
         shards.push(internal_url(shared, &node)?);

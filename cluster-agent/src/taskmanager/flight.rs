@@ -64,9 +64,14 @@ impl FlightService for TaskManager {
             Arc::clone(&self.inner.peers),
         );
         let span = tracing::info_span!("result", query_id = %pending.query_id, trace_id = %trace.trace_id());
-        let stream = span
-            .in_scope(|| datafusion::physical_plan::execute_stream(pending.plan, pending.task_ctx))
-            .map_err(AgentError::DataFusion)?;
+        // Charged from here: the tasks the head stage spawns as it starts inherit the account.
+        let account = self.inner.memory_guard.account(&pending.query_id);
+        let stream = crate::memory::charged(&account, || {
+            span.in_scope(|| {
+                datafusion::physical_plan::execute_stream(pending.plan, pending.task_ctx)
+            })
+        })
+        .map_err(AgentError::DataFusion)?;
         let metrics = self.inner.metrics.clone();
         metrics.tickets_served.inc();
         metrics.results_streaming.inc();
@@ -82,6 +87,9 @@ impl FlightService for TaskManager {
             .with_schema(stream.schema())
             .build(stream.map_err(|error| FlightError::ExternalError(Box::new(error))))
             .map(flight_result);
+        let flight = crate::memory::Tracked::new(flight, account, |reason: &str| {
+            Err(super::results::memory_stop_status(reason))
+        });
         let flight = ResultStream {
             inner: flight.boxed(),
             guard,

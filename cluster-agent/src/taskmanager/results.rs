@@ -24,6 +24,11 @@ pub(super) fn flight_error_to_status(error: FlightError) -> Status {
     }
 }
 
+/// The status a stream of a query stopped by the memory guard ends with.
+pub(super) fn memory_stop_status(reason: &str) -> Status {
+    AgentError::DataFusion(DataFusionError::ResourcesExhausted(reason.to_string())).into()
+}
+
 /// Decrements the streaming gauge and logs the result's end when its stream ends or is
 /// dropped (the reader went away).
 pub(super) struct StreamingGuard {

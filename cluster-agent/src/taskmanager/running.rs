@@ -1,12 +1,19 @@
 //! [`CountTasks`]: wraps the datafusion-distributed worker service to count the stage tasks
-//! running here, so that operators and tests can see a cancelled query's tasks stop.
+//! running here, so that operators and tests can see a cancelled query's tasks stop, and to
+//! charge each call's work to its query's memory account (the `x-flotilla-query-id` header).
+//! A stage of a query the memory guard stopped ends its stream with a `resources_exhausted`
+//! status in the trailers, which the head reads as the query's own error, not a lost peer.
 
+use crate::memory::{MemoryGuard, Tracked, TrackedFuture};
 use bytes::Bytes;
+use flotilla_protocol::QUERY_ID_HEADER;
 use futures::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyStream, StreamBody};
 use prometheus::IntGauge;
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::server::NamedService;
 use tower::Service;
@@ -20,11 +27,16 @@ const EXECUTE_TASK: &str = "/ExecuteTask";
 pub(super) struct CountTasks<S> {
     inner: S,
     running: IntGauge,
+    memory: Arc<MemoryGuard>,
 }
 
 impl<S> CountTasks<S> {
-    pub(super) fn new(inner: S, running: IntGauge) -> Self {
-        Self { inner, running }
+    pub(super) fn new(inner: S, running: IntGauge, memory: Arc<MemoryGuard>) -> Self {
+        Self {
+            inner,
+            running,
+            memory,
+        }
     }
 }
 
@@ -48,9 +60,29 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let counted = request.uri().path().ends_with(EXECUTE_TASK);
         let running = self.running.clone();
-        let response = self.inner.call(request);
+        let account = request
+            .headers()
+            .get(QUERY_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(|query_id| self.memory.account(query_id));
+        let response = match &account {
+            Some(account) => crate::memory::charged(account, || self.inner.call(request)),
+            None => self.inner.call(request),
+        };
         Box::pin(async move {
-            let response = response.await?;
+            let response = match &account {
+                Some(account) => TrackedFuture::new(response, Arc::clone(account)).await?,
+                None => response.await?,
+            };
+            let response = match account {
+                Some(account) => response.map(|body| {
+                    let frames = Tracked::new(BodyStream::new(body), account, |reason: &str| {
+                        Ok(Frame::trailers(stop_trailers(reason)))
+                    });
+                    tonic::body::Body::new(StreamBody::new(frames))
+                }),
+                None => response,
+            };
             if !counted {
                 return Ok(response);
             }
@@ -64,6 +96,15 @@ where
             }))
         })
     }
+}
+
+/// The gRPC trailers of a stage stopped by the memory guard: `resources_exhausted` with the
+/// reason, as Flotilla's error details.
+fn stop_trailers(reason: &str) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    // A status always renders into headers; should it not, the stream still ends (unclean).
+    let _ = super::results::memory_stop_status(reason).add_header(&mut trailers);
+    trailers
 }
 
 /// Decrements the gauge when the response body is done or dropped.

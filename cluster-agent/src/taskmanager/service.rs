@@ -10,6 +10,7 @@ use super::sessions::WorkerSessions;
 use super::tickets::TicketStore;
 use crate::config::{Config, Role};
 use crate::flight_clients::{ClusterChannels, FlightClients};
+use crate::memory::{MemoryGuard, MemoryMetrics, register_bounded_functions};
 use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -36,6 +37,8 @@ pub(super) struct Inner {
     pub(super) runtime: Arc<RuntimeEnv>,
     /// Each query's share of `runtime`'s memory pool.
     pub(super) query_memory: Arc<QueryMemory>,
+    /// What each query allocates here, and the process's watermark.
+    pub(super) memory_guard: Arc<MemoryGuard>,
     pub(super) worker: Worker,
     /// A session with every built-in function; cloned for each handed-over query.
     pub(super) base_state: SessionState,
@@ -61,7 +64,15 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         anyhow::bail!("taskmanager.slots must be at least 1");
     }
     let metrics = TaskManagerMetrics::new(&registry)?;
-    let memory_limit = usize::try_from(section.memory_limit_mb.saturating_mul(1024 * 1024))?;
+    // The pool stays within half the process's watermark, so that queries spill before the
+    // memory guard must stop them.
+    let watermark = config.memory.limit_bytes();
+    let memory_limit = usize::try_from(
+        section
+            .memory_limit_mb
+            .saturating_mul(1024 * 1024)
+            .min(watermark / 2),
+    )?;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory_limit, 1.0)
         .with_object_store_registry(crate::catalog::stores::registry())
@@ -72,6 +83,18 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         mib => usize::try_from(mib.saturating_mul(1024 * 1024))?.min(memory_limit),
     };
     let query_memory = Arc::new(QueryMemory::new(Arc::clone(&runtime), query_memory_limit));
+    let memory_guard = MemoryGuard::new(
+        (
+            (query_memory_limit as u64).saturating_mul(2),
+            "twice taskmanager.query_memory_limit_mb",
+        ),
+        watermark,
+        MemoryMetrics::new(&registry)?,
+    );
+    memory_guard.watch(Duration::from_millis(
+        config.memory.check_interval_ms.max(1),
+    ));
+    let max_call_bytes = config.memory.max_call_bytes();
     metrics.slots.set(i64::try_from(section.slots)?);
     metrics.memory_limit.set(i64::try_from(memory_limit)?);
     let leases = Arc::new(LeaseTable::new(section.slots as u64));
@@ -83,18 +106,21 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         metrics: metrics.clone(),
         query_memory: Arc::clone(&query_memory),
         channels: channels.clone(),
+        max_call_bytes,
     })
     .with_runtime_env(Arc::clone(&runtime));
-    let base_state = SessionStateBuilder::new()
+    let mut base_state = SessionStateBuilder::new()
         .with_default_features()
         .with_runtime_env(Arc::clone(&runtime))
         .build();
+    register_bounded_functions(&mut base_state, max_call_bytes)?;
     let node_id = config.node_id(Role::TaskManager);
     let taskmanager = TaskManager {
         inner: Arc::new(Inner {
             node_id: node_id.clone(),
             runtime,
             query_memory,
+            memory_guard: Arc::clone(&memory_guard),
             worker: worker.clone(),
             base_state,
             tickets: TicketStore::new(
@@ -119,12 +145,13 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
         &config.cluster,
     )
     .await?;
-    let info = listeners.node_info(
+    let mut info = listeners.node_info(
         node_id,
         Role::TaskManager,
         Some(section.pool.clone()),
         &config.cluster,
     );
+    info.previous_exit = config.node.previous_exit.clone();
     let load_view = taskmanager.clone();
     let gossip = Gossip::start(
         config.cluster.gossip(&config.gossip),
@@ -137,6 +164,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             CountTasks::new(
                 worker.into_worker_server(),
                 taskmanager.inner.metrics.tasks_running.clone(),
+                memory_guard,
             ),
             secret.clone(),
         ))
@@ -189,6 +217,7 @@ impl TaskManager {
             "memory_used_bytes": inner.runtime.memory_pool.reserved(),
             "memory_limit_bytes": inner.metrics.memory_limit.get(),
             "flight_bytes_sent": inner.metrics.flight_bytes_sent.get(),
+            "query_memory": inner.memory_guard.snapshot(20),
         })
     }
 

@@ -91,6 +91,8 @@ pub(super) struct WorkerSessions {
     pub(super) metrics: TaskManagerMetrics,
     pub(super) query_memory: Arc<QueryMemory>,
     pub(super) channels: ClusterChannels,
+    /// The bound on one call of a growing function (`memory.max_call_mb`), in bytes.
+    pub(super) max_call_bytes: u64,
 }
 
 #[async_trait]
@@ -153,6 +155,8 @@ impl WorkerSessionBuilder for WorkerSessions {
             .with_distributed_user_codec(FlotillaCodec)
             .with_distributed_passthrough_headers(forwarded)?
             .with_distributed_channel_resolver(self.channels.clone());
-        Ok(builder.build())
+        let mut state = builder.build();
+        crate::memory::register_bounded_functions(&mut state, self.max_call_bytes)?;
+        Ok(state)
     }
 }

@@ -13,6 +13,7 @@ fn info(id: &str, role: NodeRole) -> NodeInfo {
         pool: None,
         draining: false,
         starting: false,
+        previous_exit: None,
     }
 }
 
@@ -51,6 +52,7 @@ async fn members_join_start_publish_load_drain_and_leave() {
         },
         NodeInfo {
             starting: true,
+            previous_exit: None,
             ..info("jm-1", NodeRole::JobManager)
         },
         fixed_load(0),

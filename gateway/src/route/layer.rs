@@ -1,5 +1,6 @@
 //! The `tower::Layer` that wraps a shard client in [`Route`].
 
+use super::quarantine::Quarantine;
 use super::ring::RingCache;
 use super::service::{Route, Shared};
 use crate::config::RoutingConfig;
@@ -27,6 +28,10 @@ impl RouteLayer {
                 shards,
                 ring: RingCache::new(config.virtual_nodes),
                 in_flight: Mutex::new(HashMap::new()),
+                quarantine: Quarantine::new(
+                    std::time::Duration::from_millis(config.quarantine_ms),
+                    config.strikes_to_mark_down,
+                ),
                 config,
                 metrics,
             }),

@@ -3,6 +3,7 @@
 //! before the result started.
 
 mod layer;
+mod quarantine;
 pub(crate) mod ring;
 mod service;
 

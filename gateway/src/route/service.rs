@@ -1,5 +1,7 @@
-//! The [`Route`] service: picks a shard per query and retries failed attempts elsewhere.
+//! The [`Route`] service: picks a shard per query, retries failed attempts elsewhere, and
+//! quarantines a statement that two members failed under (`quarantine.rs`).
 
+use super::quarantine::{self, Failure, Quarantine};
 use super::ring::RingCache;
 use crate::config::RoutingConfig;
 use crate::error::{BoxError, GatewayError};
@@ -18,6 +20,7 @@ pub(super) struct Shared {
     pub(super) shards: Arc<dyn Membership>,
     pub(super) ring: RingCache,
     pub(super) in_flight: Mutex<HashMap<String, usize>>,
+    pub(super) quarantine: Quarantine,
     pub(super) config: RoutingConfig,
     pub(super) metrics: GatewayMetrics,
 }
@@ -69,9 +72,18 @@ impl Shared {
                 "every shard is down or none is configured".into(),
             ));
         }
+        let fingerprint = quarantine::fingerprint(&request.sql);
+        if let Some(remaining) = self.quarantine.remaining(fingerprint) {
+            return Err(GatewayError::Quarantined(format!(
+                "this statement is quarantined for {:.0} s more: two members failed while it ran, so it is taken for a query of death (routing.quarantine_ms)",
+                remaining.as_secs_f64().ceil()
+            )));
+        }
         let candidates = self.ring.candidates(&request.ring_key(), &healthy);
         // Shards that failed this query; a TaskManager failure does not count against its shard.
         let mut failed: Vec<String> = Vec::new();
+        // Members that failed while this statement ran on them.
+        let mut failed_under: Vec<String> = Vec::new();
         let shard_attempts = self.config.max_attempts.max(1);
         let mut taskmanager_retries = 0;
         let mut last_error = None;
@@ -100,20 +112,39 @@ impl Shared {
             let retry = match &error {
                 // Nothing reached the client and read-only SQL is idempotent: plan it again (the
                 // shard leases around the failed TaskManager, which refuses calls now).
-                GatewayError::TaskManagerUnavailable { .. } => {
+                GatewayError::TaskManagerUnavailable {
+                    taskmanager,
+                    message,
+                } => {
+                    if quarantine::classify(message) == Failure::DuringStatement {
+                        failed_under.push(taskmanager.clone());
+                    }
                     taskmanager_retries += 1;
                     (taskmanager_retries <= self.config.taskmanager_retries)
                         .then_some("taskmanager")
                 }
                 error if error.is_retryable() => {
                     if let GatewayError::ShardUnavailable { message, .. } = error {
-                        self.shards.mark_down(&shard, message);
+                        let failure = quarantine::classify(message);
+                        if failure == Failure::DuringStatement {
+                            failed_under.push(shard.clone());
+                        }
+                        // One broken stream is no evidence against the shard: an unreachable
+                        // shard is, and so are several statements' broken streams.
+                        if failure == Failure::MemberDown
+                            || self.quarantine.strike(&shard, fingerprint)
+                        {
+                            self.shards.mark_down(&shard, message);
+                        }
                     }
                     failed.push(shard.clone());
                     (failed.len() < shard_attempts).then_some("shard")
                 }
                 _ => None,
             };
+            if failed_under.len() >= 2 {
+                return Err(self.give_up(fingerprint, &failed_under, error));
+            }
             let Some(reason) = retry else {
                 return Err(error);
             };
@@ -122,6 +153,28 @@ impl Shared {
             last_error = Some(error);
         }
         Err(last_error.unwrap_or_else(|| GatewayError::NoShard("no shard left to try".into())))
+    }
+
+    /// Ends a statement that broke a member twice: it is not run a third time, and when two
+    /// different members failed under it, it is quarantined.
+    fn give_up(
+        &self,
+        fingerprint: u64,
+        failed_under: &[String],
+        last: GatewayError,
+    ) -> GatewayError {
+        let mut members = failed_under.to_vec();
+        members.dedup();
+        if members.len() < 2 || !self.quarantine.add(fingerprint) {
+            return last;
+        }
+        self.metrics.quarantined.inc();
+        tracing::warn!(members = ?members, error = %last, "statement quarantined as a query of death");
+        GatewayError::Quarantined(format!(
+            "two members ({}) failed while this statement ran ({last}); it is taken for a query of death and refused for {} s (routing.quarantine_ms)",
+            members.join(", "),
+            self.quarantine.duration().as_secs()
+        ))
     }
 
     /// Returns the first untried candidate whose load is within the bound: in-flight below
@@ -198,120 +251,5 @@ impl Drop for InFlight<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use flotilla_cluster::StaticMembership;
-    use flotilla_protocol::QueryId;
-
-    fn shared(shards: &[&str]) -> Shared {
-        Shared {
-            shards: StaticMembership::new(shards.iter().map(|shard| shard.to_string())),
-            ring: RingCache::new(64),
-            in_flight: Mutex::new(HashMap::new()),
-            config: RoutingConfig::default(),
-            metrics: GatewayMetrics::new(&prometheus::Registry::new()).unwrap(),
-        }
-    }
-
-    #[test]
-    fn bounded_load_skips_a_hot_shard() {
-        let shared = shared(&["a", "b"]);
-        let candidates = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(
-            shared.choose(&candidates, &[]).as_deref(),
-            Some("a"),
-            "affinity first"
-        );
-        shared.in_flight.lock().unwrap().insert("a".into(), 4);
-        // total 4, bound = ceil(1.25 × 5 / 2) = 4: "a" (4) is at the bound, so spill to "b".
-        assert_eq!(shared.choose(&candidates, &[]).as_deref(), Some("b"));
-        assert_eq!(
-            shared.choose(&candidates, &["b".into()]).as_deref(),
-            Some("a")
-        );
-        assert_eq!(shared.choose(&candidates, &["a".into(), "b".into()]), None);
-    }
-
-    #[tokio::test]
-    async fn retries_the_next_shard_when_one_fails_before_answering() {
-        let shared = Arc::new(shared(&["a", "b"]));
-        let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
-        let route = Route::new(mock, Arc::clone(&shared));
-        let request = QueryRequest::new(QueryId::new(), "select 1");
-        let call = flotilla_cluster::spawn_instrumented(route.oneshot(request));
-        let (first, respond) = handle.next_request().await.unwrap();
-        respond.send_error(GatewayError::ShardUnavailable {
-            shard: first.shard.clone(),
-            message: "connection refused".into(),
-        });
-        let (second, respond) = handle.next_request().await.unwrap();
-        assert_ne!(
-            first.shard, second.shard,
-            "the retry goes to the other shard"
-        );
-        respond.send_response(QueryResult {
-            shard: second.shard.clone(),
-            taskmanager: "tm".into(),
-            messages: Box::pin(futures::stream::empty()),
-        });
-        let result = call.await.unwrap().unwrap();
-        assert_eq!(result.shard, second.shard);
-        assert_eq!(
-            shared.shards.healthy(),
-            vec![second.shard],
-            "the failed shard is marked down"
-        );
-    }
-
-    #[tokio::test]
-    async fn reruns_a_query_whose_taskmanager_failed_a_bounded_number_of_times() {
-        let shared = Arc::new(shared(&["a", "b"]));
-        let retries = shared.config.taskmanager_retries;
-        let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
-        let route = Route::new(mock, Arc::clone(&shared));
-        let call = flotilla_cluster::spawn_instrumented(
-            route.oneshot(QueryRequest::new(QueryId::new(), "select 1")),
-        );
-        let lost = |respond: tower_test::mock::SendResponse<QueryResult>| {
-            respond.send_error(GatewayError::TaskManagerUnavailable {
-                taskmanager: "tm".into(),
-                message: "connection reset".into(),
-            })
-        };
-        let (first, respond) = handle.next_request().await.unwrap();
-        lost(respond);
-        for _ in 0..retries {
-            let (again, respond) = handle.next_request().await.unwrap();
-            assert_eq!(again.shard, first.shard, "the shard is not to blame");
-            lost(respond);
-        }
-        let error = GatewayError::from_boxed(call.await.unwrap().unwrap_err());
-        assert!(matches!(error, GatewayError::TaskManagerUnavailable { .. }));
-        assert_eq!(shared.shards.healthy().len(), 2, "no shard marked down");
-        assert_eq!(
-            shared
-                .metrics
-                .retries
-                .with_label_values(&["taskmanager"])
-                .get(),
-            retries as u64
-        );
-    }
-
-    #[tokio::test]
-    async fn does_not_retry_sql_errors() {
-        let shared = Arc::new(shared(&["a", "b"]));
-        let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
-        let route = Route::new(mock, Arc::clone(&shared));
-        let request = QueryRequest::new(QueryId::new(), "selec");
-        let call = flotilla_cluster::spawn_instrumented(route.oneshot(request));
-        let (_, respond) = handle.next_request().await.unwrap();
-        respond.send_error(GatewayError::Remote(flotilla_protocol::ErrorBody::new(
-            flotilla_protocol::ErrorCode::SqlSyntax,
-            "bad",
-        )));
-        let error = GatewayError::from_boxed(call.await.unwrap().unwrap_err());
-        assert_eq!(error.code(), flotilla_protocol::ErrorCode::SqlSyntax);
-        assert_eq!(shared.shards.healthy().len(), 2);
-    }
-}
+#[path = "service_tests.rs"]
+mod tests;
