@@ -9,7 +9,7 @@ pub(crate) struct MemoryMetrics {
     pub(crate) allocated: IntGauge,
     /// The watermark past which the biggest query is stopped.
     pub(crate) limit: IntGauge,
-    /// Queries stopped for memory, by reason: `query_limit`, `watermark`, `call_limit`.
+    /// Queries stopped for memory, by reason: `query_limit`, `watermark`.
     stopped: IntCounterVec,
 }
 
@@ -33,6 +33,10 @@ impl MemoryMetrics {
                 &["reason"],
             )?,
         };
+        // Every series a dashboard reads exists from the start, at zero.
+        for reason in ["query_limit", "watermark"] {
+            metrics.stopped.with_label_values(&[reason]);
+        }
         registry.register(Box::new(metrics.allocated.clone()))?;
         registry.register(Box::new(metrics.limit.clone()))?;
         registry.register(Box::new(metrics.stopped.clone()))?;

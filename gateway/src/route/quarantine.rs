@@ -39,7 +39,10 @@ pub(super) enum Failure {
     Other,
 }
 
-/// Classifies the message of a transport-level failure.
+/// Classifies the message of a transport-level failure. A member that cannot be reached, is
+/// leaving, or went silent (keep-alive or deadline expired: a partition or a stall) is down
+/// whatever it ran; a connection that was reset or closed under a running statement may be the
+/// statement's doing (a crash).
 pub(super) fn classify(message: &str) -> Failure {
     let lower = message.to_lowercase();
     let unreachable = [
@@ -47,7 +50,10 @@ pub(super) fn classify(message: &str) -> Failure {
         "connection refused",
         "dns error",
         "connect timeout",
-        "timed out connecting",
+        "timed out",
+        "keep-alive",
+        "keepalive",
+        "deadline",
         "draining",
         "no route to host",
     ];
@@ -156,6 +162,10 @@ mod tests {
             Failure::MemberDown
         );
         assert_eq!(classify("shard s1 is draining"), Failure::MemberDown);
+        assert_eq!(
+            classify("transport error: http2 error: keep-alive timed out"),
+            Failure::MemberDown
+        );
         assert_eq!(
             classify("h2 protocol error: error reading a body from connection"),
             Failure::DuringStatement

@@ -213,12 +213,28 @@ fn is_record_batch(message: &arrow_flight::FlightData) -> bool {
         .unwrap_or(false)
 }
 
+/// A transport failure's message with its causes (`transport error: connection reset`): what
+/// broke decides whether the member or the statement is to blame (`route/quarantine.rs`).
+fn transport_message(status: &tonic::Status) -> String {
+    let mut message = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 /// A status with Flotilla details is the shard's answer; one without is a transport failure.
 fn shard_error(shard: &str, status: &tonic::Status) -> GatewayError {
     if status.details().is_empty() {
         GatewayError::ShardUnavailable {
             shard: shard.to_string(),
-            message: status.message().to_string(),
+            message: transport_message(status),
         }
     } else {
         GatewayError::Remote(ErrorBody::from(status))
@@ -232,7 +248,7 @@ fn taskmanager_error(taskmanager: &str, status: &tonic::Status) -> GatewayError 
     if status.details().is_empty() {
         return GatewayError::TaskManagerUnavailable {
             taskmanager: taskmanager.to_string(),
-            message: status.message().to_string(),
+            message: transport_message(status),
         };
     }
     let body = ErrorBody::from(status);
