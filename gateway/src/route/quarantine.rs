@@ -35,8 +35,36 @@ pub(super) enum Failure {
     MemberDown,
     /// The attempt broke while it ran (reset, lost stream): it may be the statement's doing.
     DuringStatement,
+    /// It broke while the statement ran and the member no longer takes connections: it died
+    /// under the statement.
+    Died,
     /// Neither (a ticket fetched too late): run it again.
     Other,
+}
+
+/// Classifies a failure as [`classify`] does, and when it broke under the statement, looks
+/// whether `member` (`scheme://host:port`) still takes TCP connections: a member that died
+/// under a statement is evidence against the statement; one that is still there (a stream
+/// reset by a busy or stalled peer) is not.
+pub(super) async fn blame(message: &str, member: &str) -> Failure {
+    match classify(message) {
+        Failure::DuringStatement if gone(member).await => Failure::Died,
+        other => other,
+    }
+}
+
+/// How long a look at a member may take; past it the member is taken as still there (stalled).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+async fn gone(member: &str) -> bool {
+    let authority = member
+        .split_once("://")
+        .map_or(member, |(_, rest)| rest)
+        .trim_end_matches('/');
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(authority)).await,
+        Ok(Err(_))
+    )
 }
 
 /// Classifies the message of a transport-level failure. A member that cannot be reached, is
@@ -175,6 +203,20 @@ mod tests {
             Failure::DuringStatement
         );
         assert_eq!(classify("ticket abc is unknown"), Failure::Other);
+    }
+
+    #[tokio::test]
+    async fn only_a_member_that_no_longer_answers_died_under_the_statement() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let alive = format!("http://{}", listener.local_addr().unwrap());
+        let reset = "http2 error: connection reset";
+        assert_eq!(blame(reset, &alive).await, Failure::DuringStatement);
+        drop(listener);
+        assert_eq!(blame(reset, &alive).await, Failure::Died);
+        assert_eq!(
+            blame("tcp connect error", &alive).await,
+            Failure::MemberDown
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl Shared {
                     taskmanager,
                     message,
                 } => {
-                    if quarantine::classify(message) == Failure::DuringStatement {
+                    if quarantine::blame(message, taskmanager).await == Failure::Died {
                         failed_under.push(taskmanager.clone());
                     }
                     taskmanager_retries += 1;
@@ -125,13 +125,14 @@ impl Shared {
                 }
                 error if error.is_retryable() => {
                     if let GatewayError::ShardUnavailable { message, .. } = error {
-                        let failure = quarantine::classify(message);
-                        if failure == Failure::DuringStatement {
+                        let failure = quarantine::blame(message, &shard).await;
+                        if failure == Failure::Died {
                             failed_under.push(shard.clone());
                         }
-                        // One broken stream is no evidence against the shard: an unreachable
-                        // shard is, and so are several statements' broken streams.
-                        if failure == Failure::MemberDown
+                        // One broken stream is no evidence against a shard that still answers:
+                        // an unreachable or dead shard is, and so are several statements'
+                        // broken streams.
+                        if matches!(failure, Failure::MemberDown | Failure::Died)
                             || self.quarantine.strike(&shard, fingerprint)
                         {
                             self.shards.mark_down(&shard, message);

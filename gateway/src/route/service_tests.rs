@@ -125,13 +125,17 @@ async fn failing_query(
     (error, tried)
 }
 
-#[tokio::test]
-async fn a_statement_two_members_failed_under_is_quarantined_and_marks_no_shard_down() {
-    let shared = Arc::new(shared(&["a", "b", "c"]));
-    let broken = |shard: &str| GatewayError::ShardUnavailable {
+fn broken(shard: &str) -> GatewayError {
+    GatewayError::ShardUnavailable {
         shard: shard.to_string(),
         message: "h2 protocol error: stream error received: unexpected internal error".into(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_statement_two_members_died_under_is_quarantined() {
+    // Addresses that take no connection: each shard died under the statement.
+    let shared = Arc::new(shared(&["a", "b", "c"]));
     let (error, tried) = failing_query(&shared, "SELECT repeat('x', 2000000000)", broken).await;
     assert_eq!(tried.len(), 2, "tried at most twice: {tried:?}");
     assert_ne!(tried[0], tried[1]);
@@ -141,24 +145,46 @@ async fn a_statement_two_members_failed_under_is_quarantined_and_marks_no_shard_
         "{error}"
     );
     assert!(error.to_string().contains("query of death"), "{error}");
-    assert_eq!(
-        shared.shards.healthy().len(),
-        3,
-        "one statement marks no shard down"
-    );
+    assert_eq!(shared.shards.healthy().len(), 1, "the dead shards are down");
     assert_eq!(shared.metrics.quarantined.get(), 1);
     // The same statement (any spacing or case) is refused without reaching a shard.
     let (error, tried) = failing_query(&shared, "select  REPEAT('x', 2000000000)", broken).await;
     assert!(tried.is_empty(), "{tried:?}");
     assert_eq!(error.code(), flotilla_protocol::ErrorCode::Quarantined);
-    // Other statements still run; their broken streams add up to member-level evidence.
-    for sql in ["select 1", "select 2"] {
-        let (error, _) = failing_query(&shared, sql, broken).await;
-        assert_eq!(error.code(), flotilla_protocol::ErrorCode::Quarantined);
+}
+
+#[tokio::test]
+async fn a_stream_broken_by_a_shard_that_still_answers_blames_neither() {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addresses: Vec<String> = listeners
+        .iter()
+        .map(|listener| format!("http://{}", listener.local_addr().unwrap()))
+        .collect();
+    let names: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let shared = Arc::new(shared(&names));
+    let (error, tried) = failing_query(&shared, "select 1", broken).await;
+    assert_eq!(tried.len(), 3, "{tried:?}");
+    assert!(
+        matches!(error, GatewayError::ShardUnavailable { .. }),
+        "{error}"
+    );
+    assert_eq!(shared.metrics.quarantined.get(), 0);
+    assert_eq!(
+        shared.shards.healthy().len(),
+        3,
+        "one statement marks no shard down"
+    );
+    // Broken streams of three distinct statements are member-level evidence.
+    for sql in ["select 2", "select 3"] {
+        failing_query(&shared, sql, broken).await;
     }
     assert!(
-        shared.shards.healthy().len() < 3,
-        "three statements' broken streams on one shard mark it down"
+        shared.shards.healthy().is_empty(),
+        "{:?}",
+        shared.shards.healthy()
     );
 }
 
