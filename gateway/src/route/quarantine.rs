@@ -56,15 +56,21 @@ pub(super) async fn blame(message: &str, member: &str) -> Failure {
 /// How long a look at a member may take; past it the member is taken as still there (stalled).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Says whether `member` refuses connections now or within a moment: a process that is
+/// aborting (writing a core, unmapping gigabytes) still holds its listening socket for a while.
 async fn gone(member: &str) -> bool {
     let authority = member
         .split_once("://")
         .map_or(member, |(_, rest)| rest)
         .trim_end_matches('/');
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(authority)).await,
-        Ok(Err(_))
-    )
+    for pause_ms in [0, 100, 200, 400] {
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        let probe = tokio::net::TcpStream::connect(authority);
+        if let Ok(Err(_)) = tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// Classifies the message of a transport-level failure. A member that cannot be reached, is
