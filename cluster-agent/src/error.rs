@@ -145,9 +145,9 @@ fn arrow_code(error: &datafusion::arrow::error::ArrowError) -> ErrorCode {
     }
 }
 
-/// The error of a query a peer TaskManager answered with, carried as a gRPC status inside
-/// DataFusion's error (a stage its memory guard stopped): Flotilla's body in the details.
-fn peer_body(error: &DataFusionError) -> Option<ErrorBody> {
+/// The foreign error a DataFusion error carries (external, or inside an Arrow error), looking
+/// through DataFusion errors nested in it: a peer's gRPC status, a transport or I/O error.
+fn carried_error(error: &DataFusionError) -> Option<&(dyn std::error::Error + 'static)> {
     let external: &(dyn std::error::Error + 'static) = match root(error) {
         DataFusionError::External(inner) => inner.as_ref(),
         DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
@@ -156,10 +156,16 @@ fn peer_body(error: &DataFusionError) -> Option<ErrorBody> {
         },
         _ => return None,
     };
-    if let Some(inner) = external.downcast_ref::<DataFusionError>() {
-        return peer_body(inner);
+    match external.downcast_ref::<DataFusionError>() {
+        Some(inner) => carried_error(inner),
+        None => Some(external),
     }
-    let status = external.downcast_ref::<tonic::Status>()?;
+}
+
+/// The error of a query a peer TaskManager answered with, carried as a gRPC status inside
+/// DataFusion's error (a stage its memory guard stopped): Flotilla's body in the details.
+fn peer_body(error: &DataFusionError) -> Option<ErrorBody> {
+    let status = carried_error(error)?.downcast_ref::<tonic::Status>()?;
     serde_json::from_slice::<ErrorBody>(status.details()).ok()
 }
 
@@ -167,17 +173,9 @@ fn peer_body(error: &DataFusionError) -> Option<ErrorBody> {
 /// bare gRPC status, as datafusion-distributed passes those on) rather than the query's own
 /// error: the query never produced a result and may be run again.
 pub fn is_peer_failure(error: &DataFusionError) -> bool {
-    let external: &(dyn std::error::Error + 'static) = match root(error) {
-        DataFusionError::External(inner) => inner.as_ref(),
-        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
-            datafusion::arrow::error::ArrowError::ExternalError(inner) => inner.as_ref(),
-            _ => return false,
-        },
-        _ => return false,
+    let Some(external) = carried_error(error) else {
+        return false;
     };
-    if let Some(inner) = external.downcast_ref::<DataFusionError>() {
-        return is_peer_failure(inner);
-    }
     if let Some(status) = external.downcast_ref::<tonic::Status>() {
         return is_transport_status(status);
     }
