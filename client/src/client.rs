@@ -185,6 +185,27 @@ impl Client {
         QueryStream::open(query_id, body).await
     }
 
+    /// Asks the gateway whether it takes queries (`GET /readyz`): `Ok(())` when it does, else
+    /// its `unavailable` error saying what it still waits for.
+    pub async fn ready(&self) -> Result<(), Error> {
+        let request = http::Request::get(format!("{}/readyz", self.base));
+        let response = self.send(request, Bytes::new()).await?;
+        Self::check(response).await.map(|_| ())
+    }
+
+    /// Waits until the gateway takes queries, asking every 100 ms for at most `wait`; returns
+    /// the last answer's error when it is still not ready by then.
+    pub async fn wait_ready(&self, wait: std::time::Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.ready().await {
+                Ok(()) => return Ok(()),
+                Err(error) if tokio::time::Instant::now() >= deadline => return Err(error),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     /// Cancels a running query (`DELETE /v1/query/{id}`); `Ok(false)` when it no longer runs.
     pub async fn cancel(&self, query_id: &str) -> Result<bool, Error> {
         let request = http::Request::delete(format!("{}/v1/query/{query_id}", self.base));

@@ -3,15 +3,11 @@
 
 use crate::config::{Config, Role};
 use clap::{Args, Parser, Subcommand};
+use gateway::{EX_SOFTWARE, EX_USAGE};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// Exit code for bad configuration or flags (sysexits' EX_USAGE).
-const EX_USAGE: u8 = 64;
-/// Exit code for a failure while running.
-const EX_SOFTWARE: u8 = 70;
 
 /// Flotilla cluster agent.
 #[derive(Debug, Parser)]
@@ -121,13 +117,7 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn overrides(args: &RoleArgs, section: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut pairs = Vec::new();
-    for item in &args.set {
-        let (key, value) = item
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got `{item}`"))?;
-        pairs.push((key.trim().to_string(), value.trim().to_string()));
-    }
+    let mut pairs = flotilla_cluster::parse_set(&args.set)?;
     if let Some(listen) = args.listen {
         let key = if section == "gateway" {
             "http.listen".to_string()
@@ -257,23 +247,7 @@ async fn run_gateway(args: RoleArgs, env: &BTreeMap<String, String>) -> ExitCode
         Err(code) => return code,
     };
     flotilla_cluster::init_tracing(&config.log);
-    let registry = match flotilla_cluster::process_registry("gateway") {
-        Ok(registry) => registry,
-        Err(error) => {
-            eprintln!("error: cannot register metrics: {error}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
-    };
-    let handle = match gateway::start_gateway(config, registry).await {
-        Ok(handle) => handle,
-        Err(error) => {
-            eprintln!("error: cannot start gateway: {error:#}");
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    println!("{}", handle.listening_line());
-    flotilla_cluster::shutdown_signal().await;
-    exit(handle.shutdown().await)
+    gateway::run_until_signal(config).await
 }
 
 #[cfg(test)]

@@ -26,6 +26,10 @@ pub enum AgentError {
     /// No TaskManager could take the query.
     #[error("no taskmanager available: {0}")]
     NoTaskManager(String),
+    /// A table the statement reads cannot be read now (its store does not answer); the shard
+    /// tries it again in the background.
+    #[error("{0}; the shard tries it again every few seconds")]
+    TableUnavailable(String),
     /// No free slots: a TaskManager refused a lease, or a query waited its maximum for one.
     #[error("cluster busy: {0}")]
     ClusterBusy(String),
@@ -54,7 +58,7 @@ impl AgentError {
             Self::SqlSyntax(_) => ErrorCode::SqlSyntax,
             Self::SqlPlanning(_) => ErrorCode::SqlPlanning,
             Self::NotAllowed(_) | Self::TableFunction(_) => ErrorCode::NotAllowed,
-            Self::NoTaskManager(_) => ErrorCode::Unavailable,
+            Self::NoTaskManager(_) | Self::TableUnavailable(_) => ErrorCode::Unavailable,
             Self::ClusterBusy(_) => ErrorCode::ClusterBusy,
             Self::NoLease(_) => ErrorCode::NotAllowed,
             Self::TicketNotFound(_) => ErrorCode::TicketNotFound,

@@ -16,6 +16,7 @@ mod handover;
 mod jobmanager;
 mod lease;
 mod local;
+mod member_flight;
 mod memory;
 mod node;
 mod taskmanager;

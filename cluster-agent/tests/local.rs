@@ -26,6 +26,8 @@ fn run_local(extra: &[&str], data: &Path) -> String {
         ])
         .arg(data)
         .env_clear()
+        // Spill directories of members the test kills stay in its folder.
+        .env("TMPDIR", data.parent().unwrap())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
@@ -132,6 +134,7 @@ async fn local_serves_your_own_csv_and_parquet_files() {
         .args(["--shards", "1", "--taskmanagers", "1", "--data-dir"])
         .arg(&run)
         .env_clear()
+        .env("TMPDIR", dir.path())
         .stdout(std::fs::File::create(&stdout_file).unwrap())
         .stderr(Stdio::null())
         .spawn()
@@ -151,6 +154,12 @@ async fn local_serves_your_own_csv_and_parquet_files() {
     let document: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&federation).unwrap()).unwrap();
     let url = document["gateway"].as_str().unwrap().to_string();
+
+    // A newcomer's first view holds no failure: the main job waited for /readyz, then ran once.
+    let queries = common::http("GET", &format!("{url}/v1/queries"), &[], "").await;
+    let queries = queries.json()["queries"].as_array().cloned().unwrap();
+    assert_eq!(queries.len(), 1, "only the main job ran: {queries:#?}");
+    assert_eq!(queries[0]["status"], "succeeded", "{queries:#?}");
 
     let tables = common::query_json(&url, "SHOW TABLES", &[]).await;
     let names: Vec<String> = tables

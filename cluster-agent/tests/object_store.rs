@@ -3,9 +3,10 @@
 //! the TPC-H files uploaded to it.
 //!
 //! The 22 TPC-H queries through the gateway equal in-process DataFusion reading the same
-//! objects; a wrong secret gives an error naming the store, on a shard at start-up and on a
-//! TaskManager per query, and leaks no slot; a plan naming a bucket the catalog does not list
-//! is refused by the TaskManager it is handed to.
+//! objects; a wrong secret gives an error naming the store on a TaskManager per query, and
+//! leaks no slot; a store that is down (or refuses the shard) when a shard starts costs only its
+//! own tables, answered `unavailable` naming it until it answers; a plan naming a bucket the
+//! catalog does not list is refused by the TaskManager it is handed to.
 
 mod common;
 
@@ -42,6 +43,11 @@ struct S3Server {
 impl S3Server {
     /// Starts s3s-fs with `buckets` and waits (at most 30 s) for its listening line.
     fn start(buckets: &[&str]) -> Self {
+        Self::start_on(buckets, 0)
+    }
+
+    /// Starts s3s-fs with `buckets` on `port` (0: any free one).
+    fn start_on(buckets: &[&str], port: u16) -> Self {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let program = root.join("target/tools/s3s-fs/bin/s3s-fs");
         assert!(
@@ -54,7 +60,7 @@ impl S3Server {
             std::fs::create_dir(dir.path().join(bucket)).unwrap();
         }
         let mut child = Command::new(program)
-            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(dir.path())
             .env_clear()
@@ -309,53 +315,95 @@ fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
     request
 }
 
+/// The catalog of the shared TPC-H tables plus `lake_nation`, TPC-H's nation in `s3://lake`
+/// served at `endpoint`, signed with `secret`.
+fn catalog_with_lake(endpoint: &str, secret: &str) -> String {
+    format!(
+        "{}[[catalog.tables]]\nname = \"lake_nation\"\nformat = \"parquet\"\n\
+         location = \"s3://lake/{PREFIX}/nation/\"\n\
+         [catalog.object_stores.lake]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+         access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{secret}\"\nallow_http = true\n",
+        common::catalog_toml(&tpch_dir())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_down_at_start_costs_only_its_tables_until_it_answers() {
+    // A port nothing listens on yet: the store comes up there later.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let federation = Federation::start_with_options(FederationOptions {
+        catalog_toml: Some(catalog_with_lake(&endpoint, SECRET_KEY)),
+        ..FederationOptions::default()
+    });
+    let url = federation.url();
+    let local = query_json(&url, "SELECT count(*) AS n FROM nation", &[]).await;
+    assert_eq!(local.status, 200, "the other tables are served");
+    assert_eq!(local.json()[0]["n"], 25);
+    let down = query_json(&url, "SELECT count(*) AS n FROM lake_nation", &[]).await;
+    let body = String::from_utf8_lossy(&down.body).to_string();
+    eprintln!("a table whose store is down: {body}");
+    assert_eq!(
+        (down.status, down.error_code().as_str()),
+        (503, "unavailable"),
+        "{body}"
+    );
+    assert!(
+        body.contains("s3://lake") && body.contains("lake_nation"),
+        "{body}"
+    );
+    assert!(
+        !body.contains(SECRET_KEY),
+        "the secret is never shown: {body}"
+    );
+
+    // The store comes up: the shard registers the table again by itself.
+    let s3 = S3Server::start_on(&["lake"], port);
+    s3.upload("lake", &["nation"]).await;
+    let back = common::eventually(Duration::from_secs(60), async || {
+        query_json(&url, "SELECT count(*) AS n FROM lake_nation", &[])
+            .await
+            .status
+            == 200
+    })
+    .await;
+    assert!(back, "the table is served once its store answers");
+    let answer = query_json(&url, "SELECT count(*) AS n FROM lake_nation", &[]).await;
+    assert_eq!(answer.json()[0]["n"], 25);
+}
+
 #[test]
-fn a_shard_whose_credentials_are_refused_stops_at_start_naming_the_store() {
+fn a_shard_whose_credentials_are_refused_starts_and_names_the_store() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let s3 = S3Server::start(&["lake"]);
     runtime.block_on(s3.upload("lake", &["nation"]));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("jm.toml");
-    let catalog = format!(
-        "[[catalog.tables]]\nname = \"nation\"\nformat = \"parquet\"\n\
-         location = \"s3://lake/{PREFIX}/nation/\"\n\
-         [catalog.object_stores.lake]\nendpoint = \"{}\"\naccess_key_id = \"{ACCESS_KEY}\"\n\
-         secret_access_key = \"wrong-secret-value\"\nallow_http = true\n",
-        s3.endpoint
-    );
     std::fs::write(
         &config,
-        format!("[cluster]\nsecret = \"s\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\n{catalog}"),
+        format!(
+            "[cluster]\nsecret = \"s\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+            catalog_with_lake(&s3.endpoint, "wrong-secret-value")
+        ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
-        .args(["jobmanager", "--config", config.to_str().unwrap()])
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the shard neither started nor stopped within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    eprintln!("a wrong secret on a shard: {stderr}");
-    assert!(!status.success(), "{stderr}");
+    let shard = common::Process::start(
+        "jm",
+        &["jobmanager", "--config", config.to_str().unwrap()],
+        dir.path(),
+    );
+    let log = std::fs::read_to_string(&shard.log).unwrap();
+    eprintln!("a wrong secret on a shard: {log}");
     assert!(
-        stderr.contains("s3://lake") && stderr.contains("nation"),
-        "{stderr}"
+        log.contains("s3://lake") && log.contains("lake_nation") && log.contains("not readable"),
+        "{log}"
     );
     assert!(
-        !stderr.contains("wrong-secret-value"),
-        "the secret is never printed: {stderr}"
+        !log.contains("wrong-secret-value"),
+        "the secret is never printed: {log}"
     );
 }

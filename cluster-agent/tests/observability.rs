@@ -156,6 +156,32 @@ async fn metrics_count_every_query_and_every_error_code() {
     assert!(at("planned_ms") <= at("first_byte_ms"), "{record}");
     assert!(at("first_byte_ms") <= at("total_ms"), "{record}");
     assert_eq!(record["trace_id"].as_str().unwrap().len(), 32);
+    // Who served it: the result's TaskManager is one of those its stages were leased on.
+    let stages: Vec<&str> = record["taskmanagers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|url| url.as_str().unwrap())
+        .collect();
+    let head = record["taskmanager"].as_str().unwrap();
+    assert!(stages.contains(&head), "{record}");
+    assert!(
+        stages.iter().all(|stage| federation
+            .taskmanagers
+            .iter()
+            .any(|tm| tm.grpc_url() == *stage)),
+        "{record}"
+    );
+    // A catalog answer comes from the shard itself: no TaskManager is named.
+    let tables = http("POST", &format!("{url}/v1/query"), &[], "SHOW TABLES").await;
+    let tables_id = tables.header("x-flotilla-query-id").unwrap();
+    assert!(tables.header("x-flotilla-taskmanager").is_none());
+    let record = http("GET", &format!("{url}/v1/query/{tables_id}"), &[], "")
+        .await
+        .json();
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert!(record["taskmanager"].is_null(), "{record}");
+    assert_eq!(record["taskmanagers"], serde_json::json!([]), "{record}");
     let bad_id = bad.header("x-flotilla-query-id").unwrap();
     let failed = http("GET", &format!("{url}/v1/query/{bad_id}"), &[], "")
         .await

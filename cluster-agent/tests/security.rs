@@ -3,53 +3,11 @@
 
 mod common;
 
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, FlightDescriptor, Ticket};
+use arrow_flight::{Action, Ticket};
+use common::internal::{command, flight, plan, with_secret};
 use common::{Federation, FederationOptions};
-use flotilla_protocol::{CLUSTER_SECRET_HEADER, QueryCommand, QueryId};
 use std::time::Duration;
 use tonic::Code;
-
-async fn flight(url: &str) -> FlightServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    FlightServiceClient::new(channel)
-}
-
-fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(CLUSTER_SECRET_HEADER, secret.parse().unwrap());
-    request
-}
-
-fn command(sql: &str) -> FlightDescriptor {
-    let command = QueryCommand {
-        query_id: QueryId::new(),
-        sql: sql.to_string(),
-        tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
-        pool: flotilla_protocol::DEFAULT_POOL.to_string(),
-        params: Vec::new(),
-    };
-    FlightDescriptor::new_cmd(command.to_bytes())
-}
-
-/// Asks the shard for a query's ticket, as the gateway does; returns the head and the ticket.
-async fn plan(shard_url: &str, secret: &str) -> (String, Ticket) {
-    let info = flight(shard_url)
-        .await
-        .get_flight_info(with_secret(command("SELECT * FROM region"), secret))
-        .await
-        .unwrap()
-        .into_inner();
-    let endpoint = info.endpoint.into_iter().next().unwrap();
-    let head = endpoint.location[0].uri.clone();
-    (head, endpoint.ticket.unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_calls_need_the_cluster_secret_and_tickets_are_single_use_and_expire() {
@@ -367,7 +325,7 @@ async fn internal_grpc_runs_over_tls_and_refuses_clear_text() {
                 .connect()
                 .await
                 .map_err(|error| error.to_string())?;
-            let mut client = FlightServiceClient::new(channel);
+            let mut client = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
             client
                 .do_get(with_secret(
                     Ticket {

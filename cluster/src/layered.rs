@@ -8,6 +8,18 @@ use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Reads `--set KEY=VALUE` flags as override pairs for [`load_layered`].
+pub fn parse_set(items: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|item| {
+            item.split_once('=')
+                .map(|(key, value)| (key.trim().to_string(), value.trim().to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got `{item}`"))
+        })
+        .collect()
+}
+
 /// Builds a config from its layers, lowest precedence first:
 ///
 /// 1. the type's serde defaults;
@@ -105,9 +117,8 @@ mod tests {
 
     #[test]
     fn layers_apply_in_order() {
-        let dir = std::env::temp_dir().join(format!("flotilla-layered-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("c.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
         std::fs::write(&file, "name = \"file\"\n[http]\nmax_body_bytes = 20\n").unwrap();
         let env = BTreeMap::from([
             ("GATEWAY_HTTP__MAX_BODY_BYTES".to_string(), "30".to_string()),

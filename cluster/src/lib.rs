@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod address;
+mod families;
 mod gossip;
 mod layered;
 mod liveness;
@@ -16,8 +17,9 @@ mod telemetry;
 mod tls;
 
 pub use address::advertised_address;
+pub use families::{Families, check_families};
 pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer};
-pub use layered::load_layered;
+pub use layered::{load_layered, parse_set};
 pub use liveness::Liveness;
 pub use membership::{Health, Member, Membership, StaticMembership};
 pub use process_metrics::process_registry;

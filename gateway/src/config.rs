@@ -137,6 +137,9 @@ pub struct FlightConfig {
     pub ticket_ttl_ms: u64,
     /// Most prepared statements open on this gateway; creating one more is refused.
     pub max_prepared_statements: usize,
+    /// Most prepared statements one tenant may have open on this gateway, so that one tenant
+    /// cannot fill `max_prepared_statements` for the others.
+    pub tenant_max_prepared_statements: usize,
     /// A prepared statement unused this long is closed.
     pub prepared_idle_ms: u64,
 }
@@ -147,6 +150,7 @@ impl Default for FlightConfig {
             listen: None,
             ticket_ttl_ms: 30_000,
             max_prepared_statements: 10_000,
+            tenant_max_prepared_statements: 1_000,
             prepared_idle_ms: 3_600_000,
         }
     }
@@ -159,8 +163,11 @@ pub struct ShardsConfig {
     /// Shard Flight URLs (`http://host:port`): a fixed list, probed in the background. Empty
     /// (the default): shards are discovered by gossip through `gossip.seeds`.
     pub addresses: Vec<String>,
-    /// Time allowed to open a connection to a shard or TaskManager, in milliseconds.
-    pub connect_timeout_ms: u64,
+    /// Deprecated: use `cluster.connect_timeout_ms`, which every role's internal connections
+    /// obey. When set, it still applies (to the whole gateway) and a warning names its
+    /// replacement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
     /// Time allowed from sending a query to the result's first message, in milliseconds.
     pub first_result_timeout_ms: u64,
     /// How often each shard's and TaskManager's reachability is probed, in milliseconds.
@@ -171,7 +178,7 @@ impl Default for ShardsConfig {
     fn default() -> Self {
         Self {
             addresses: Vec::new(),
-            connect_timeout_ms: 1000,
+            connect_timeout_ms: None,
             first_result_timeout_ms: 60_000,
             probe_interval_ms: 1000,
         }
@@ -304,6 +311,18 @@ impl Config {
         config
     }
 
+    /// Moves deprecated settings to their replacements, warning once for each one set.
+    pub fn apply_deprecated(&mut self) {
+        if let Some(ms) = self.shards.connect_timeout_ms.take() {
+            tracing::warn!(
+                connect_timeout_ms = ms,
+                "shards.connect_timeout_ms is deprecated and will be removed: \
+                 set cluster.connect_timeout_ms instead (it applies to every internal connection)"
+            );
+            self.cluster.connect_timeout_ms = ms;
+        }
+    }
+
     /// Checks what serde cannot: limits that must be positive.
     pub fn validate(&self) -> Result<(), String> {
         let admission = &self.admission;
@@ -320,6 +339,9 @@ impl Config {
             return Err("admission.max_tenants must be at least 1".into());
         }
         let flight = &self.flight;
+        if flight.tenant_max_prepared_statements == 0 {
+            return Err("flight.tenant_max_prepared_statements must be at least 1".into());
+        }
         if flight.ticket_ttl_ms == 0 || flight.prepared_idle_ms == 0 {
             return Err(
                 "flight.ticket_ttl_ms and flight.prepared_idle_ms must be at least 1".into(),
@@ -334,5 +356,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deprecated_connect_timeout_moves_to_the_cluster_section() {
+        let mut config: Config = toml::from_str("[shards]\nconnect_timeout_ms = 250\n").unwrap();
+        config.apply_deprecated();
+        assert_eq!(config.cluster.connect_timeout_ms, 250);
+        assert_eq!(config.shards.connect_timeout_ms, None);
+
+        let mut config = Config::default();
+        config.cluster.connect_timeout_ms = 700;
+        config.apply_deprecated();
+        assert_eq!(config.cluster.connect_timeout_ms, 700);
     }
 }

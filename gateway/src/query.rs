@@ -53,6 +53,24 @@ impl QueryRequest {
     }
 }
 
+/// A query's timeout: the gateway's (`query.timeout_ms`), or less when the client's
+/// `x-flotilla-timeout-ms` asks for less (HTTP header and Flight SQL call metadata alike).
+pub(crate) fn query_timeout(
+    header: Option<&str>,
+    default: Duration,
+) -> Result<Duration, crate::error::GatewayError> {
+    let Some(text) = header.map(str::trim).filter(|text| !text.is_empty()) else {
+        return Ok(default);
+    };
+    match text.parse::<u64>() {
+        Ok(millis) if millis > 0 => Ok(Duration::from_millis(millis).min(default)),
+        _ => Err(crate::error::GatewayError::BadRequest(format!(
+            "{} must be a whole number of milliseconds, at least 1; got `{text}`",
+            flotilla_protocol::TIMEOUT_HEADER
+        ))),
+    }
+}
+
 /// The SQL text as the ring hashes it: whitespace collapsed, lower case.
 pub(crate) fn normalized(sql: &str) -> String {
     sql.split_whitespace()
@@ -98,8 +116,8 @@ pub(crate) async fn first_batch(
 pub struct QueryResult {
     /// The shard that planned the query.
     pub shard: String,
-    /// The TaskManager streaming the result.
-    pub taskmanager: String,
+    /// The TaskManager streaming the result; `None` when the shard answered itself (catalog).
+    pub taskmanager: Option<String>,
     /// Every Flight message of the result, the already-received first one included.
     pub messages: Messages,
 }

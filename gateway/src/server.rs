@@ -57,7 +57,11 @@ impl GatewayHandle {
 }
 
 /// Starts a gateway with `config`, registering its metrics in `registry`.
-pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result<GatewayHandle> {
+pub async fn start_gateway(
+    mut config: Config,
+    registry: Registry,
+) -> anyhow::Result<GatewayHandle> {
+    config.apply_deprecated();
     config.validate().map_err(anyhow::Error::msg)?;
     config.cluster.warn_if_open();
     config.cluster.tls()?;
@@ -114,16 +118,23 @@ pub async fn start_gateway(config: Config, registry: Registry) -> anyhow::Result
         (shards, taskmanagers, None)
     };
     let running = crate::control::Registry::with_history(config.query.history);
+    let tenants = Arc::new(crate::admission::Tenants::new(
+        config.admission.clone(),
+        config.tenants.clone(),
+        metrics.clone(),
+    ));
     let queries = crate::stack::query_stack(
         &config,
         Arc::clone(&shards),
         Arc::clone(&running),
+        Arc::clone(&tenants),
         metrics.clone(),
     );
     let (shutdown, stopped) = watch::channel(false);
     let flight = crate::flight::start(
         &config,
         queries.clone(),
+        tenants,
         Arc::clone(&running),
         Arc::clone(&shards),
         metrics.clone(),

@@ -17,18 +17,15 @@ use tower::util::BoxCloneSyncService;
 /// The query service the HTTP edge calls: admitted, routed, run on a shard.
 pub type QueryService = BoxCloneSyncService<QueryRequest, QueryResult, BoxError>;
 
-/// Builds the query stack. The `query` span is opened by the HTTP edge, which assigns the id.
-pub fn query_stack(
+/// Builds the query stack, admitting under `tenants` (which Flight SQL's prepares share). The
+/// `query` span is opened by the edge (HTTP or Flight SQL), which assigns the id.
+pub(crate) fn query_stack(
     config: &Config,
     shards: Arc<dyn Membership>,
     registry: Arc<Registry>,
+    tenants: Arc<Tenants>,
     metrics: GatewayMetrics,
 ) -> QueryService {
-    let tenants = Arc::new(Tenants::new(
-        config.admission.clone(),
-        config.tenants.clone(),
-        metrics.clone(),
-    ));
     let service = ServiceBuilder::new()
         // 0. Control: the query is registered (cancel by id) and bounded by its timeout, from
         //    here to the last byte of its result; both end the result stream with an error.
@@ -41,7 +38,6 @@ pub fn query_stack(
         .layer(RouteLayer::new(shards, config.routing.clone(), metrics))
         // 3. One attempt: GetFlightInfo on the shard, DoGet on its TaskManager.
         .service(ShardClient::new(
-            Duration::from_millis(config.shards.connect_timeout_ms),
             Duration::from_millis(config.shards.first_result_timeout_ms),
             config.cluster.secret(),
         ));

@@ -43,7 +43,9 @@ function fields(record) {
     ['Started', time(record.started_unix_ms)],
     ['Duration', millis(record.elapsed_ms)],
     ['Shard', hostPort(record.shard)],
-    ['TaskManager', hostPort(record.taskmanager)],
+    // No TaskManager once planned: the shard answered itself (the catalog).
+    ['Result from', record.taskmanager || record.phases?.planned_ms == null ? hostPort(record.taskmanager) : 'the shard'],
+    ['Stages on', (record.taskmanagers ?? []).map(hostPort).join(', ') || '–'],
     ['Attempts', count(record.attempts)],
     ['Rows', count(record.rows)],
     ['Bytes', bytes(record.bytes)],

@@ -23,6 +23,29 @@ pub struct QueryCommand {
     pub params: Vec<u8>,
 }
 
+/// Where a handed-over query runs, as a shard says it in its `FlightInfo` endpoint's
+/// `app_metadata`: the TaskManagers leased for its stages (the head among them). The
+/// endpoint's location is where the result is fetched; a shard's own answer (the catalog) has
+/// neither.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryPlacement {
+    /// The TaskManagers' gRPC URLs.
+    #[serde(default)]
+    pub taskmanagers: Vec<String>,
+}
+
+impl QueryPlacement {
+    /// Encodes the placement as `app_metadata` bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes `app_metadata` bytes; empty or unreadable bytes say nothing (an older shard).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+}
+
 /// The `DoAction` type that asks a shard to plan a [`QueryCommand`] without running it. The
 /// answer's body is a Flight SQL `ActionCreatePreparedStatementResult` (empty handle) with
 /// the result's schema and the schema of its parameters.

@@ -11,7 +11,9 @@ mod node_state;
 mod query_id;
 mod trace;
 
-pub use command::{CATALOG_ACTION, DEFAULT_POOL, DEFAULT_TENANT, DESCRIBE_ACTION, QueryCommand};
+pub use command::{
+    CATALOG_ACTION, DEFAULT_POOL, DEFAULT_TENANT, DESCRIBE_ACTION, QueryCommand, QueryPlacement,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use headers::{
     CLUSTER_SECRET_HEADER, QUERY_ID_HEADER, ROUTING_KEY_HEADER, SHARD_HEADER, TASKMANAGER_HEADER,

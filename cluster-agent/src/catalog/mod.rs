@@ -225,42 +225,98 @@ impl CatalogConfig {
         Ok(())
     }
 
-    /// Registers every table in `ctx`.
+    /// Registers every table in `ctx`; any table that cannot be read is an error (for
+    /// `bench`, which needs them all).
     pub async fn register(&self, ctx: &SessionContext) -> Result<(), DataFusionError> {
-        let config = |error: String| DataFusionError::Configuration(error);
-        for table in &self.tables {
-            let location = table.listing_location().map_err(config)?;
-            let extension = table.file_extension().map_err(config)?;
-            let partitions = table.partition_columns().map_err(config)?;
-            let name = &table.name;
-            let registered = match table.format {
-                TableFormat::Parquet => {
-                    let options = ParquetReadOptions::default()
-                        .file_extension(&extension)
-                        .table_partition_cols(partitions);
-                    ctx.register_parquet(name, &location, options).await
-                }
-                TableFormat::Csv => {
-                    let options = CsvReadOptions::new()
-                        .has_header(table.has_header)
-                        .file_extension(&extension)
-                        .table_partition_cols(partitions);
-                    ctx.register_csv(name, &location, options).await
-                }
-                TableFormat::Ndjson => {
-                    let options = JsonReadOptions::default()
-                        .file_extension(&extension)
-                        .table_partition_cols(partitions);
-                    ctx.register_json(name, &location, options).await
-                }
-            };
-            // One line: object store errors repeat their sources in their own text.
-            registered.map_err(|error| {
-                let reason = crate::error::root_message(&error);
-                DataFusionError::Configuration(format!("table `{name}` at {location}: {reason}"))
-            })?;
+        match self.register_reachable(ctx).await?.into_iter().next() {
+            Some(unreachable) => Err(DataFusionError::Configuration(unreachable.reason)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Registers every table in `ctx` that can be read now, and returns those that cannot (their
+    /// store does not answer, their files do not read): one table's store being down must not
+    /// keep the others from being served. A mistake in the config is still an error.
+    pub async fn register_reachable(
+        &self,
+        ctx: &SessionContext,
+    ) -> Result<Vec<UnreachableTable>, DataFusionError> {
+        let mut unreachable = Vec::new();
+        for table in &self.tables {
+            table.listing().map_err(DataFusionError::Configuration)?;
+            if let Err(reason) = table.register(ctx).await {
+                tracing::warn!(table = %table.name, %reason, "table not readable; serving the others and trying it again");
+                unreachable.push(UnreachableTable {
+                    table: table.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(unreachable)
+    }
+}
+
+/// A table whose files could not be read when it was registered.
+#[derive(Clone, Debug)]
+pub struct UnreachableTable {
+    /// The table.
+    pub table: TableConfig,
+    /// Why, naming its location: `table `t` at s3://bucket/t/: <the store's error>`.
+    pub reason: String,
+}
+
+/// How a table's files are listed: where, which extension, which partition columns.
+struct Listing {
+    location: String,
+    extension: String,
+    partitions: Vec<(String, DataType)>,
+}
+
+impl TableConfig {
+    /// How its files are listed; an error is the config's.
+    fn listing(&self) -> Result<Listing, String> {
+        Ok(Listing {
+            location: self.listing_location()?,
+            extension: self.file_extension()?,
+            partitions: self.partition_columns()?,
+        })
+    }
+
+    /// Registers the table in `ctx`, which reads its schema from its files: an error (one line,
+    /// naming the location) is the store's or the files'.
+    pub async fn register(&self, ctx: &SessionContext) -> Result<(), String> {
+        let Listing {
+            location,
+            extension,
+            partitions,
+        } = self.listing()?;
+        let name = &self.name;
+        let registered = match self.format {
+            TableFormat::Parquet => {
+                let options = ParquetReadOptions::default()
+                    .file_extension(&extension)
+                    .table_partition_cols(partitions);
+                ctx.register_parquet(name, &location, options).await
+            }
+            TableFormat::Csv => {
+                let options = CsvReadOptions::new()
+                    .has_header(self.has_header)
+                    .file_extension(&extension)
+                    .table_partition_cols(partitions);
+                ctx.register_csv(name, &location, options).await
+            }
+            TableFormat::Ndjson => {
+                let options = JsonReadOptions::default()
+                    .file_extension(&extension)
+                    .table_partition_cols(partitions);
+                ctx.register_json(name, &location, options).await
+            }
+        };
+        // One line: object store errors repeat their sources in their own text.
+        registered.map_err(|error| {
+            let reason = crate::error::root_message(&error);
+            format!("table `{name}` at {location}: {reason}")
+        })
     }
 }
 

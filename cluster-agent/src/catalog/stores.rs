@@ -37,7 +37,18 @@ pub struct ObjectStoreConfig {
     pub session_token: Option<String>,
     /// Allows an `http://` endpoint (an on-premises store without TLS).
     pub allow_http: bool,
+    /// Times a failed request (connection refused, 5xx, timeout) is tried again, with
+    /// exponential backoff from 100 ms. None: 3, as the AWS SDKs' standard mode; a store that
+    /// is down then costs a query well under a second, not object_store's own minute.
+    pub max_retries: Option<usize>,
+    /// Longest a request and its retries may take, in milliseconds. None: 10,000.
+    pub retry_timeout_ms: Option<u64>,
 }
+
+/// Retries of a failed store request, unless its config says otherwise.
+const MAX_RETRIES: usize = 3;
+/// How long a store request may keep retrying, unless its config says otherwise.
+const RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for ObjectStoreConfig {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,6 +61,8 @@ impl std::fmt::Debug for ObjectStoreConfig {
             .field("secret_access_key", &redacted(&self.secret_access_key))
             .field("session_token", &redacted(&self.session_token))
             .field("allow_http", &self.allow_http)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_ms", &self.retry_timeout_ms)
             .finish()
     }
 }
@@ -57,9 +70,17 @@ impl std::fmt::Debug for ObjectStoreConfig {
 impl ObjectStoreConfig {
     /// Builds the S3 client of `bucket`.
     fn build(&self, bucket: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+        let retry = object_store::RetryConfig {
+            max_retries: self.max_retries.unwrap_or(MAX_RETRIES),
+            retry_timeout: self
+                .retry_timeout_ms
+                .map_or(RETRY_TIMEOUT, std::time::Duration::from_millis),
+            ..object_store::RetryConfig::default()
+        };
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
-            .with_allow_http(self.allow_http);
+            .with_allow_http(self.allow_http)
+            .with_retry(retry);
         if let Some(endpoint) = &self.endpoint {
             builder = builder.with_endpoint(endpoint);
         }

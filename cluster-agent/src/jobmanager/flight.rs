@@ -6,18 +6,14 @@
 use super::service::JobManager;
 use crate::error::AgentError;
 use crate::flight_clients::CURRENT_TRACE;
-use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
-};
+use crate::member_flight::{FlightStream, MemberFlight};
+use arrow_flight::{Action, FlightData, FlightDescriptor, FlightInfo, Ticket};
 use async_trait::async_trait;
 use flotilla_protocol::{CATALOG_ACTION, DESCRIBE_ACTION, QueryCommand};
-use futures::stream::BoxStream;
 use prost::Message;
 use std::sync::Arc;
 use std::time::Instant;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 /// Decrements the in-flight gauge however planning ends.
@@ -29,20 +25,10 @@ impl Drop for InFlightGuard {
     }
 }
 
-// === impl FlightService for JobManager ===
-
-type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
+// === impl MemberFlight for JobManager ===
 
 #[async_trait]
-impl FlightService for JobManager {
-    type HandshakeStream = FlightStream<HandshakeResponse>;
-    type ListFlightsStream = FlightStream<FlightInfo>;
-    type DoGetStream = FlightStream<FlightData>;
-    type DoPutStream = FlightStream<PutResult>;
-    type DoActionStream = FlightStream<arrow_flight::Result>;
-    type ListActionsStream = FlightStream<ActionType>;
-    type DoExchangeStream = FlightStream<FlightData>;
-
+impl MemberFlight for JobManager {
     async fn get_flight_info(
         &self,
         request: Request<FlightDescriptor>,
@@ -115,7 +101,7 @@ impl FlightService for JobManager {
     async fn do_get(
         &self,
         request: Request<Ticket>,
-    ) -> Result<Response<Self::DoGetStream>, Status> {
+    ) -> Result<Response<FlightStream<FlightData>>, Status> {
         // Only the catalog's answers are redeemed here (`introspection.rs`).
         match super::introspection::answer_stream(&request.get_ref().ticket) {
             Some(stream) => Ok(Response::new(stream?)),
@@ -125,45 +111,10 @@ impl FlightService for JobManager {
         }
     }
 
-    async fn handshake(
-        &self,
-        _request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented("handshake"))
-    }
-
-    async fn list_flights(
-        &self,
-        _request: Request<Criteria>,
-    ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Err(Status::unimplemented("list_flights"))
-    }
-
-    async fn poll_flight_info(
-        &self,
-        _request: Request<FlightDescriptor>,
-    ) -> Result<Response<PollInfo>, Status> {
-        Err(Status::unimplemented("poll_flight_info"))
-    }
-
-    async fn get_schema(
-        &self,
-        _request: Request<FlightDescriptor>,
-    ) -> Result<Response<SchemaResult>, Status> {
-        Err(Status::unimplemented("get_schema"))
-    }
-
-    async fn do_put(
-        &self,
-        _request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("do_put"))
-    }
-
     async fn do_action(
         &self,
         request: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
+    ) -> Result<Response<FlightStream<arrow_flight::Result>>, Status> {
         let action = request.into_inner();
         if self.inner.drain.is_draining() {
             return Err(Status::unavailable(format!(
@@ -192,19 +143,5 @@ impl FlightService for JobManager {
         Ok(Response::new(Box::pin(futures::stream::once(async {
             Ok(result)
         }))))
-    }
-
-    async fn list_actions(
-        &self,
-        _request: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
-        Err(Status::unimplemented("list_actions"))
-    }
-
-    async fn do_exchange(
-        &self,
-        _request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented("do_exchange"))
     }
 }

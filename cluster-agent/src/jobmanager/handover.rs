@@ -165,7 +165,7 @@ impl JobManager {
                 guard.armed = false;
                 // The slots were free at once: this query waited for none.
                 self.inner.metrics.lease_wait_seconds.observe(0.0);
-                Ok(Some(flight_info(response, &head)))
+                Ok(Some(flight_info(response, &head, &workers)))
             }
             Err(error) if error.code == ErrorCode::ClusterBusy => {
                 guard.armed = false;
@@ -236,7 +236,7 @@ impl JobManager {
             match self.send_handover(head, &request).await {
                 Ok(response) => {
                     record_step("handover_us", &mut step);
-                    return Ok(flight_info(response, head));
+                    return Ok(flight_info(response, head, &leased.holders));
                 }
                 Err(error) if error.code == ErrorCode::Unavailable => {
                     tracing::warn!(taskmanager = %head, error = %error.message, "hand-over failed, trying the next taskmanager");
@@ -256,11 +256,16 @@ fn decode_handover(body: bytes::Bytes) -> Result<HandoverResponse, ErrorBody> {
         .map_err(|error| ErrorBody::new(ErrorCode::Internal, format!("hand-over answer: {error}")))
 }
 
-/// Where the gateway fetches a handed-over query's result: the head, with its ticket.
-fn flight_info(response: HandoverResponse, head: &str) -> FlightInfo {
+/// Where the gateway fetches a handed-over query's result (the head, with its ticket), and
+/// where the query runs (`holders`, for the query's record).
+fn flight_info(response: HandoverResponse, head: &str, holders: &[String]) -> FlightInfo {
+    let placement = flotilla_protocol::QueryPlacement {
+        taskmanagers: holders.to_vec(),
+    };
     let endpoint = FlightEndpoint::new()
         .with_ticket(Ticket::new(response.ticket))
-        .with_location(head.to_string());
+        .with_location(head.to_string())
+        .with_app_metadata(placement.to_bytes());
     FlightInfo::new().with_endpoint(endpoint)
 }
 

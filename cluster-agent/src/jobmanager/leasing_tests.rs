@@ -1,6 +1,8 @@
 //! Tests of slot leasing: sizing, power of two choices, unanswered calls.
 
 use super::*;
+use flotilla_cluster::StaticMembership;
+use flotilla_protocol::DEFAULT_POOL;
 
 #[test]
 fn a_query_is_sized_for_one_taskmanager_per_host_unless_spreading() {

@@ -1,6 +1,6 @@
 //! Prometheus metrics of a JobManager shard.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// The shard's metric families, registered in the process registry.
 #[derive(Clone, Debug)]
@@ -41,74 +41,57 @@ pub struct JobManagerMetrics {
 impl JobManagerMetrics {
     /// Creates the families and registers them in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let families = flotilla_cluster::Families::new(registry);
         let metrics = Self {
-            lease_wait_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "flotilla_jobmanager_lease_wait_seconds",
-                    "Time queries waited for free TaskManager slots (0 when their hand-over reserved them at once)",
-                )
-                .buckets(vec![
+            lease_wait_seconds: families.histogram("flotilla_jobmanager_lease_wait_seconds", "Time queries waited for free TaskManager slots (0 when their hand-over reserved them at once)", vec![
                     0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
-                ]),
-            )?,
-            queued: IntGauge::new(
+                ])?,
+            queued: families.gauge(
                 "flotilla_jobmanager_queued",
                 "Queries waiting for free TaskManager slots",
             )?,
-            leases_refused: IntCounter::new(
+            leases_refused: families.counter(
                 "flotilla_jobmanager_leases_refused_total",
                 "Slot reservations TaskManagers refused for want of free slots",
             )?,
-            queries_planned: IntCounter::new(
+            queries_planned: families.counter(
                 "flotilla_jobmanager_queries_planned_total",
                 "Queries planned and handed over to a TaskManager",
             )?,
-            queries_failed: IntCounterVec::new(
-                Opts::new(
-                    "flotilla_jobmanager_queries_failed_total",
-                    "Queries refused, by error code",
-                ),
-                &["code"],
-            )?,
-            planning_seconds: Histogram::with_opts(
-                HistogramOpts::new(
-                    "flotilla_jobmanager_planning_seconds",
-                    "Time from query command to hand-over",
-                )
-                .buckets(vec![
+            queries_failed: families.counter_vec("flotilla_jobmanager_queries_failed_total", "Queries refused, by error code", &["code"])?,
+            planning_seconds: families.histogram("flotilla_jobmanager_planning_seconds", "Time from query command to hand-over", vec![
                     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-                ]),
-            )?,
-            in_flight: IntGauge::new("flotilla_jobmanager_in_flight", "Queries being planned now")?,
-            response_bytes: IntCounter::new(
+                ])?,
+            in_flight: families.gauge("flotilla_jobmanager_in_flight", "Queries being planned now")?,
+            response_bytes: families.counter(
                 "flotilla_jobmanager_response_bytes_total",
                 "Bytes of gRPC response messages sent (never result data)",
             )?,
-            plan_cache_hits: IntCounter::new(
+            plan_cache_hits: families.counter(
                 "flotilla_jobmanager_plan_cache_hits_total",
                 "Queries whose encoded plan came from the plan cache",
             )?,
-            plan_cache_misses: IntCounter::new(
+            plan_cache_misses: families.counter(
                 "flotilla_jobmanager_plan_cache_misses_total",
                 "Queries planned because the plan cache had no current plan for them",
             )?,
-            plan_cache_evictions: IntCounter::new(
+            plan_cache_evictions: families.counter(
                 "flotilla_jobmanager_plan_cache_evictions_total",
                 "Plans dropped to keep the plan cache within jobmanager.plan_cache_bytes",
             )?,
-            plan_cache_invalidations: IntCounter::new(
+            plan_cache_invalidations: families.counter(
                 "flotilla_jobmanager_plan_cache_invalidations_total",
                 "Cached plans dropped because a table they read changed",
             )?,
-            plan_cache_bytes: IntGauge::new(
+            plan_cache_bytes: families.gauge(
                 "flotilla_jobmanager_plan_cache_bytes",
                 "Bytes the plan cache holds",
             )?,
-            plan_cache_entries: IntGauge::new(
+            plan_cache_entries: families.gauge(
                 "flotilla_jobmanager_plan_cache_entries",
                 "Plans the plan cache holds",
             )?,
-            handover_retries: IntCounter::new(
+            handover_retries: families.counter(
                 "flotilla_jobmanager_handover_retries_total",
                 "Hand-overs retried on another TaskManager after a failure",
             )?,
@@ -116,21 +99,6 @@ impl JobManagerMetrics {
         for code in flotilla_protocol::ErrorCode::ALL {
             metrics.queries_failed.with_label_values(&[code.as_str()]);
         }
-        registry.register(Box::new(metrics.queries_planned.clone()))?;
-        registry.register(Box::new(metrics.lease_wait_seconds.clone()))?;
-        registry.register(Box::new(metrics.queued.clone()))?;
-        registry.register(Box::new(metrics.leases_refused.clone()))?;
-        registry.register(Box::new(metrics.queries_failed.clone()))?;
-        registry.register(Box::new(metrics.planning_seconds.clone()))?;
-        registry.register(Box::new(metrics.in_flight.clone()))?;
-        registry.register(Box::new(metrics.response_bytes.clone()))?;
-        registry.register(Box::new(metrics.handover_retries.clone()))?;
-        registry.register(Box::new(metrics.plan_cache_hits.clone()))?;
-        registry.register(Box::new(metrics.plan_cache_misses.clone()))?;
-        registry.register(Box::new(metrics.plan_cache_evictions.clone()))?;
-        registry.register(Box::new(metrics.plan_cache_invalidations.clone()))?;
-        registry.register(Box::new(metrics.plan_cache_bytes.clone()))?;
-        registry.register(Box::new(metrics.plan_cache_entries.clone()))?;
         Ok(metrics)
     }
 }
@@ -143,15 +111,9 @@ mod tests {
     fn every_family_is_named_for_its_component_and_documented() {
         let registry = Registry::new();
         JobManagerMetrics::new(&registry).unwrap();
-        let families = registry.gather();
-        assert!(families.len() >= 9);
-        for family in &families {
-            assert!(
-                family.name().starts_with("flotilla_jobmanager"),
-                "{}",
-                family.name()
-            );
-            assert!(!family.help().is_empty(), "{} has no HELP", family.name());
-        }
+        assert_eq!(
+            flotilla_cluster::check_families(&registry, "flotilla_jobmanager", 9),
+            Ok(())
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! and answers with where the result can be fetched. It never touches a table's row: only
 //! questions about the catalog are answered here (`introspection.rs`).
 
+mod candidates;
 mod checks;
 mod coop;
 mod flight;
@@ -16,6 +17,7 @@ mod service;
 #[cfg(test)]
 mod sql_fuzz;
 mod statements;
+mod unreachable;
 
 pub use metrics::JobManagerMetrics;
 pub use service::{JobManager, start_jobmanager};

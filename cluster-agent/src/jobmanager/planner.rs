@@ -20,6 +20,7 @@ use datafusion_distributed::{
 };
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use url::Url;
 
 /// A query ready to hand over.
@@ -44,6 +45,8 @@ pub(crate) struct Planner {
     options: HashMap<String, String>,
     /// Most operators a statement may have.
     max_operators: usize,
+    /// The catalog's tables that could not be read yet.
+    unreachable: Arc<super::unreachable::UnreachableTables>,
 }
 
 impl Planner {
@@ -84,7 +87,8 @@ impl Planner {
         let state = builder.with_runtime_env(runtime).build();
         catalog.install_stores(state.runtime_env())?;
         let ctx = SessionContext::new_with_state(state);
-        catalog.register(&ctx).await?;
+        let unreachable =
+            super::unreachable::UnreachableTables::new(catalog.register_reachable(&ctx).await?);
         let mut state = ctx.state();
         // Constant folding runs functions here: the growing ones are bounded before they run.
         crate::memory::register_bounded_functions(&mut state, max_call_bytes)?;
@@ -102,11 +106,18 @@ impl Planner {
             .with_catalog_list(Arc::clone(state.catalog_list()))
             .with_default_features()
             .build();
+        // Registered through a context over the same catalog, a table that reads again is
+        // seen by `state` and `introspection` alike.
+        unreachable.spawn_retry(
+            SessionContext::new_with_state(state.clone()),
+            Duration::from_millis(catalog.refresh_ms.clamp(1_000, 10_000)),
+        );
         Ok(Self {
             state,
             introspection,
             options,
             max_operators: config.max_operators,
+            unreachable,
         })
     }
 
@@ -119,6 +130,7 @@ impl Planner {
             .sql_to_statement(sql, &dialect)
             .map_err(|error| AgentError::SqlSyntax(crate::error::root_message(&error)))?;
         checks::ensure_read_only(&statement)?;
+        self.unreachable.check(state, &statement)?;
         checks::ensure_few_operators(sql, self.max_operators)?;
         state.statement_to_plan(statement).await.map_err(|error| {
             match crate::error::root_message(&error) {

@@ -2,12 +2,14 @@
 //! its admin endpoint shows. Its Flight service is in `flight.rs`, its hand-overs in
 //! `handover.rs`.
 
-use super::leasing::{SlotLeaser, TaskManagers};
+use super::candidates::TaskManagers;
+use super::leasing::SlotLeaser;
 use super::metrics::JobManagerMetrics;
 use super::plan_cache::PlanCache;
 use super::planner::Planner;
 use crate::catalog::versions::CatalogVersions;
 use crate::config::{Config, Role};
+use crate::member_flight::MemberFlightService;
 use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
 use arrow_flight::flight_service_server::FlightServiceServer;
 use flotilla_cluster::{Gossip, GossipMembership, StaticMembership};
@@ -120,7 +122,10 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         }),
     };
     let router = crate::node::grpc_server(&config.cluster)?.add_service(
-        FlightServiceServer::with_interceptor(jobmanager.clone(), secret.clone()),
+        FlightServiceServer::with_interceptor(
+            MemberFlightService(jobmanager.clone()),
+            secret.clone(),
+        ),
     );
     let state_view = jobmanager.clone();
     let in_flight = jobmanager.inner.metrics.in_flight.clone();

@@ -250,7 +250,15 @@ fn utc_now() -> String {
         .map_or_else(|| seconds.to_string(), |time| format!("{time} UTC"))
 }
 
-/// Stops children in reverse start order: SIGTERM, then SIGKILL after 10 s.
+/// How long a child of `local` waits for its running work on SIGTERM (`node.drain_timeout_ms`):
+/// a development federation stops promptly.
+pub(super) const CHILD_DRAIN: Duration = Duration::from_secs(5);
+
+/// A child's whole stop: its drain, a few gossip rounds before it and the 5 s its gRPC server
+/// gives open calls after it. Past this, `local` kills it.
+const CHILD_STOP: Duration = Duration::from_secs(CHILD_DRAIN.as_secs() + 8);
+
+/// Stops children in reverse start order: SIGTERM, then SIGKILL past [`CHILD_STOP`].
 pub(super) async fn stop_all(nodes: &mut Vec<Node>) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
@@ -260,10 +268,14 @@ pub(super) async fn stop_all(nodes: &mut Vec<Node>) {
         }
     }
     for node in nodes.iter_mut().rev() {
-        match tokio::time::timeout(Duration::from_secs(10), node.child.wait()).await {
+        match tokio::time::timeout(CHILD_STOP, node.child.wait()).await {
             Ok(_) => {}
             Err(_) => {
-                eprintln!("{} did not stop within 10 s; killing it", node.name);
+                eprintln!(
+                    "{} did not stop within {} s; killing it",
+                    node.name,
+                    CHILD_STOP.as_secs()
+                );
                 let _ = node.child.kill().await;
             }
         }

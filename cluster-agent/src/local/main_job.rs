@@ -40,8 +40,9 @@ impl MainJob {
         }
     }
 
-    /// Runs the job through the gateway (waiting up to 30 s for the cluster to take queries)
-    /// and prints its result.
+    /// Waits (at most 30 s) until the gateway's `/readyz` says it takes queries, then runs the
+    /// job once through it and prints its result. Readiness is the gateway's: a ready gateway
+    /// that then refuses the job is a defect, and is reported, not retried.
     pub(super) async fn run(&self, url: &str, ca: Option<&Path>) -> anyhow::Result<()> {
         use futures::TryStreamExt;
         let mut client = flotilla_client::Client::builder(url);
@@ -49,33 +50,23 @@ impl MainJob {
             client = client.root_certificates_pem(&std::fs::read(ca)?)?;
         }
         let client = client.build()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let started = Instant::now();
-            match client.query(&self.sql).await {
-                Ok(stream) => {
-                    let query_id = stream.query_id().to_string();
-                    let batches: Vec<_> = stream.try_collect().await?;
-                    let elapsed = started.elapsed();
-                    println!(
-                        "Main job: {}, query {query_id}, {:.1} ms:",
-                        self.title,
-                        elapsed.as_secs_f64() * 1000.0
-                    );
-                    println!(
-                        "{}",
-                        datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
-                    );
-                    return Ok(());
-                }
-                Err(error)
-                    if error.code() == Some(flotilla_protocol::ErrorCode::Unavailable)
-                        && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
+        client
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .map_err(|error| anyhow::anyhow!("the gateway is not ready after 30 s: {error}"))?;
+        let started = Instant::now();
+        let stream = client.query(&self.sql).await?;
+        let query_id = stream.query_id().to_string();
+        let batches: Vec<_> = stream.try_collect().await?;
+        println!(
+            "Main job: {}, query {query_id}, {:.1} ms:",
+            self.title,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        println!(
+            "{}",
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+        );
+        Ok(())
     }
 }

@@ -11,7 +11,7 @@
 //! `local` then supervises them: a child that exits (drained with `POST /admin/drain`, or
 //! killed) is started again on the same ports, so rolling restarts and fail-over drills
 //! (`load-tests/`) work against it. `<data-dir>/local/federation.json` lists every child with its
-//! pid and addresses. On Ctrl-C or SIGTERM every child gets SIGTERM (then SIGKILL after 10 s).
+//! pid and addresses. On Ctrl-C or SIGTERM every child gets SIGTERM (5 s for running work, then SIGKILL after 13 s).
 
 mod children;
 mod files;

@@ -187,6 +187,7 @@ fn agent_config(shared: &Shared, name: &str, seeds: &[String]) -> Config {
     config.gossip.seeds = seeds.to_vec();
     config.catalog = shared.catalog.clone();
     config.cluster = shared.cluster.clone();
+    config.node.drain_timeout_ms = super::children::CHILD_DRAIN.as_millis() as u64;
     config
 }
 

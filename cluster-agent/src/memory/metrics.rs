@@ -1,6 +1,6 @@
 //! Prometheus metrics of the memory guard (shards and TaskManagers alike).
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Registry};
 
 /// The memory guard's metric families, registered in the process registry.
 #[derive(Clone, Debug)]
@@ -16,20 +16,19 @@ pub(crate) struct MemoryMetrics {
 impl MemoryMetrics {
     /// Creates the families and registers them in `registry`.
     pub(crate) fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let families = flotilla_cluster::Families::new(registry);
         let metrics = Self {
-            allocated: IntGauge::new(
+            allocated: families.gauge(
                 "flotilla_memory_allocated_bytes",
                 "Bytes this process has allocated, as the memory guard last saw them",
             )?,
-            limit: IntGauge::new(
+            limit: families.gauge(
                 "flotilla_memory_limit_bytes",
                 "Allocated bytes past which the query holding the most memory is stopped",
             )?,
-            stopped: IntCounterVec::new(
-                Opts::new(
-                    "flotilla_memory_queries_stopped_total",
-                    "Queries stopped with resources_exhausted for memory, by reason",
-                ),
+            stopped: families.counter_vec(
+                "flotilla_memory_queries_stopped_total",
+                "Queries stopped with resources_exhausted for memory, by reason",
                 &["reason"],
             )?,
         };
@@ -37,9 +36,6 @@ impl MemoryMetrics {
         for reason in ["query_limit", "watermark"] {
             metrics.stopped.with_label_values(&[reason]);
         }
-        registry.register(Box::new(metrics.allocated.clone()))?;
-        registry.register(Box::new(metrics.limit.clone()))?;
-        registry.register(Box::new(metrics.stopped.clone()))?;
         Ok(metrics)
     }
 

@@ -7,38 +7,24 @@ use super::service::TaskManager;
 use crate::error::AgentError;
 use crate::handover::{HANDOVER_ACTION, HandoverRequest};
 use crate::lease::{RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION};
+use crate::member_flight::{FlightStream, MemberFlight};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
-};
+use arrow_flight::{Action, ActionType, Empty, FlightData, FlightDescriptor, FlightInfo, Ticket};
 use async_trait::async_trait;
-use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use std::sync::Arc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
-// === impl FlightService for TaskManager ===
-
-type FlightStream<T> = BoxStream<'static, Result<T, Status>>;
+// === impl MemberFlight for TaskManager ===
 
 #[async_trait]
-impl FlightService for TaskManager {
-    type HandshakeStream = FlightStream<HandshakeResponse>;
-    type ListFlightsStream = FlightStream<FlightInfo>;
-    type DoGetStream = FlightStream<FlightData>;
-    type DoPutStream = FlightStream<PutResult>;
-    type DoActionStream = FlightStream<arrow_flight::Result>;
-    type ListActionsStream = FlightStream<ActionType>;
-    type DoExchangeStream = FlightStream<FlightData>;
-
+impl MemberFlight for TaskManager {
     async fn do_get(
         &self,
         request: Request<Ticket>,
-    ) -> Result<Response<Self::DoGetStream>, Status> {
+    ) -> Result<Response<FlightStream<FlightData>>, Status> {
         let trace = flotilla_cluster::incoming_trace(request.metadata());
         let ticket = String::from_utf8(request.into_inner().ticket.to_vec())
             .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
@@ -103,7 +89,7 @@ impl FlightService for TaskManager {
     async fn do_action(
         &self,
         request: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
+    ) -> Result<Response<FlightStream<arrow_flight::Result>>, Status> {
         let trace = flotilla_cluster::incoming_trace(request.metadata());
         let action = request.into_inner();
         if matches!(
@@ -134,26 +120,12 @@ impl FlightService for TaskManager {
     async fn list_actions(
         &self,
         _request: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
+    ) -> Result<Response<FlightStream<ActionType>>, Status> {
         let action = ActionType {
             r#type: HANDOVER_ACTION.to_string(),
             description: "keep a planned query under a ticket for DoGet".to_string(),
         };
         Ok(Response::new(futures::stream::iter([Ok(action)]).boxed()))
-    }
-
-    async fn handshake(
-        &self,
-        _request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented("handshake"))
-    }
-
-    async fn list_flights(
-        &self,
-        _request: Request<Criteria>,
-    ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Err(Status::unimplemented("list_flights"))
     }
 
     async fn get_flight_info(
@@ -163,33 +135,5 @@ impl FlightService for TaskManager {
         Err(Status::unimplemented(
             "a taskmanager plans nothing; ask a jobmanager",
         ))
-    }
-
-    async fn poll_flight_info(
-        &self,
-        _request: Request<FlightDescriptor>,
-    ) -> Result<Response<PollInfo>, Status> {
-        Err(Status::unimplemented("poll_flight_info"))
-    }
-
-    async fn get_schema(
-        &self,
-        _request: Request<FlightDescriptor>,
-    ) -> Result<Response<SchemaResult>, Status> {
-        Err(Status::unimplemented("get_schema"))
-    }
-
-    async fn do_put(
-        &self,
-        _request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("do_put"))
-    }
-
-    async fn do_exchange(
-        &self,
-        _request: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented("do_exchange"))
     }
 }

@@ -50,85 +50,68 @@ pub struct TaskManagerMetrics {
 impl TaskManagerMetrics {
     /// Creates the families and registers them in `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let families = flotilla_cluster::Families::new(registry);
         let metrics = Self {
-            tasks: IntCounter::new(
+            tasks: families.counter(
                 "flotilla_taskmanager_tasks_total",
                 "Stage tasks started on this TaskManager",
             )?,
-            tasks_refused: IntCounter::new(
+            tasks_refused: families.counter(
                 "flotilla_taskmanager_tasks_refused_total",
                 "Stage tasks refused for want of a valid slot lease",
             )?,
-            tasks_running: IntGauge::new(
+            tasks_running: families.gauge(
                 "flotilla_taskmanager_tasks_running",
                 "Stage tasks running here now (open ExecuteTask streams)",
             )?,
-            slots_used: IntGauge::new(
+            slots_used: families.gauge(
                 "flotilla_taskmanager_slots_used",
                 "Task slots leased to queries now",
             )?,
-            flight_bytes_sent: IntCounter::new(
+            flight_bytes_sent: families.counter(
                 "flotilla_taskmanager_flight_bytes_sent_total",
                 "Bytes of Arrow Flight result data sent to readers",
             )?,
-            handovers: IntCounter::new(
+            handovers: families.counter(
                 "flotilla_taskmanager_handovers_total",
                 "Query plans handed over by shards",
             )?,
-            tickets_served: IntCounter::new(
+            tickets_served: families.counter(
                 "flotilla_taskmanager_tickets_served_total",
                 "Result tickets fetched with DoGet",
             )?,
-            tickets_expired: IntCounter::new(
+            tickets_expired: families.counter(
                 "flotilla_taskmanager_tickets_expired_total",
                 "Handed-over plans dropped unfetched after their TTL",
             )?,
-            results_streaming: IntGauge::new(
+            results_streaming: families.gauge(
                 "flotilla_taskmanager_results_streaming",
                 "Results being streamed to readers now",
             )?,
-            slots: IntGauge::new("flotilla_taskmanager_slots", "Task slots offered")?,
-            memory_used: IntGauge::new(
+            slots: families.gauge("flotilla_taskmanager_slots", "Task slots offered")?,
+            memory_used: families.gauge(
                 "flotilla_taskmanager_memory_used_bytes",
                 "Bytes reserved in the DataFusion memory pool",
             )?,
-            memory_limit: IntGauge::new(
+            memory_limit: families.gauge(
                 "flotilla_taskmanager_memory_limit_bytes",
                 "Limit of the DataFusion memory pool",
             )?,
-            leases_active: IntGauge::new(
-                "flotilla_taskmanager_leases_active",
-                "Slot leases live now",
-            )?,
-            leases_expired: IntCounter::new(
+            leases_active: families
+                .gauge("flotilla_taskmanager_leases_active", "Slot leases live now")?,
+            leases_expired: families.counter(
                 "flotilla_taskmanager_leases_expired_total",
                 "Slot leases that expired without being released (their holder vanished)",
             )?,
-            spill_bytes: IntGauge::new(
+            spill_bytes: families.gauge(
                 "flotilla_taskmanager_spill_bytes",
                 "Bytes of DataFusion spill files on disk now",
             )?,
-            spill_limit: IntGauge::new(
+            spill_limit: families.gauge(
                 "flotilla_taskmanager_spill_limit_bytes",
                 "Limit of the total size of spill files",
             )?,
         };
-        registry.register(Box::new(metrics.leases_active.clone()))?;
-        registry.register(Box::new(metrics.leases_expired.clone()))?;
-        registry.register(Box::new(metrics.spill_bytes.clone()))?;
-        registry.register(Box::new(metrics.spill_limit.clone()))?;
-        registry.register(Box::new(metrics.flight_bytes_sent.clone()))?;
-        registry.register(Box::new(metrics.tasks.clone()))?;
-        registry.register(Box::new(metrics.tasks_refused.clone()))?;
-        registry.register(Box::new(metrics.slots_used.clone()))?;
-        registry.register(Box::new(metrics.tasks_running.clone()))?;
-        registry.register(Box::new(metrics.handovers.clone()))?;
-        registry.register(Box::new(metrics.tickets_served.clone()))?;
-        registry.register(Box::new(metrics.tickets_expired.clone()))?;
-        registry.register(Box::new(metrics.results_streaming.clone()))?;
-        registry.register(Box::new(metrics.slots.clone()))?;
-        registry.register(Box::new(metrics.memory_used.clone()))?;
-        registry.register(Box::new(metrics.memory_limit.clone()))?;
         Ok(metrics)
     }
 }
@@ -141,15 +124,9 @@ mod tests {
     fn every_family_is_named_for_its_component_and_documented() {
         let registry = Registry::new();
         TaskManagerMetrics::new(&registry).unwrap();
-        let families = registry.gather();
-        assert!(families.len() >= 9);
-        for family in &families {
-            assert!(
-                family.name().starts_with("flotilla_taskmanager"),
-                "{}",
-                family.name()
-            );
-            assert!(!family.help().is_empty(), "{} has no HELP", family.name());
-        }
+        assert_eq!(
+            flotilla_cluster::check_families(&registry, "flotilla_taskmanager", 9),
+            Ok(())
+        );
     }
 }

@@ -10,6 +10,7 @@ use super::sessions::WorkerSessions;
 use super::tickets::TicketStore;
 use crate::config::{Config, Role};
 use crate::flight_clients::{ClusterChannels, FlightClients};
+use crate::member_flight::MemberFlightService;
 use crate::memory::{MemoryGuard, MemoryMetrics, register_bounded_functions};
 use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -25,6 +26,11 @@ use tonic::service::interceptor::InterceptedService;
 
 /// Longest a call to a peer TaskManager (a lease renewal) may take.
 const RENEWAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A draining TaskManager drops a handed-over result not fetched within this long: gateways
+/// fetch at once, so such a ticket's client went away (dropped before its `DoGet`), and waiting
+/// for its TTL (`taskmanager.ticket_ttl_secs`) would hold the drain for a minute.
+const ABANDONED_AT_DRAIN: Duration = Duration::from_secs(2);
 
 /// A TaskManager: its worker, its memory pool and the plans it heads.
 #[derive(Clone)]
@@ -169,7 +175,7 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             secret.clone(),
         ))
         .add_service(InterceptedService::new(
-            FlightServiceServer::new(taskmanager.clone())
+            FlightServiceServer::new(MemberFlightService(taskmanager.clone()))
                 .max_decoding_message_size(256 * 1024 * 1024)
                 .max_encoding_message_size(256 * 1024 * 1024),
             secret.clone(),
@@ -242,6 +248,13 @@ impl TaskManager {
     /// no unfetched result, no result streaming. A draining TaskManager exits once idle.
     pub(super) fn is_idle(&self) -> bool {
         let inner = &self.inner;
+        if inner.drain.is_draining() {
+            for abandoned in inner.tickets.take_older_than(ABANDONED_AT_DRAIN) {
+                tracing::info!(query_id = %abandoned.query_id, "draining: a result nobody fetched is dropped");
+                inner.metrics.tickets_expired.inc();
+                inner.leases.release(&[abandoned.lease.lease_id]);
+            }
+        }
         inner.leases.stats().slots_used == 0
             && inner.tickets.len() == 0
             && inner.metrics.results_streaming.get() <= 0

@@ -94,6 +94,24 @@ impl TicketStore {
         drop_expired(&mut pending, self.ttl)
     }
 
+    /// Takes out the plans that have waited `age` or longer: a draining TaskManager gives up on
+    /// results nobody came for (a gateway fetches its ticket at once, so one that waits is one
+    /// whose client went away) and releases their leases.
+    pub(crate) fn take_older_than(&self, age: Duration) -> Vec<PendingQuery> {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let old: Vec<String> = pending
+            .iter()
+            .filter(|(_, query)| query.created.elapsed() >= age)
+            .map(|(ticket, _)| ticket.clone())
+            .collect();
+        old.iter()
+            .filter_map(|ticket| pending.remove(ticket))
+            .collect()
+    }
+
     /// Returns how many plans wait.
     pub(crate) fn len(&self) -> usize {
         self.pending
@@ -152,5 +170,20 @@ mod tests {
             "expired plans are swept"
         );
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_drain_drops_the_tickets_nobody_came_for() {
+        let store = TicketStore::new(Duration::from_secs(60), 4);
+        store.insert("old".into(), query()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        store.insert("new".into(), query()).unwrap();
+        let taken = store.take_older_than(Duration::from_millis(20));
+        assert_eq!(taken.len(), 1);
+        assert!(store.take("old").is_none());
+        assert!(
+            store.take("new").is_some(),
+            "a ticket just handed over waits"
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod compare;
 mod federation;
+pub mod internal;
 mod samples;
 
 #[allow(unused_imports)] // Not every test binary uses both.
@@ -78,6 +79,8 @@ impl Process {
         let mut child = command
             .env_clear()
             .env("RUST_BACKTRACE", "1")
+            // Spill directories of a process the test kills stay in the test's folder.
+            .env("TMPDIR", dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))

@@ -138,3 +138,43 @@ async fn a_taskmanager_lost_mid_stream_is_an_error_never_a_short_result() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_nobody_fetched_does_not_hold_a_draining_taskmanager() {
+    let mut federation = Federation::start_with(1, 1);
+    let shard = federation.shards[0].grpc_url();
+    // A shard's plan whose DoGet never comes (its client went away): the ticket would wait for
+    // its TTL (60 s) and hold the drain for its whole timeout (30 s).
+    let (_head, _ticket) = common::internal::plan(&shard, &federation.secret).await;
+    assert_eq!(
+        state(&federation.taskmanagers[0]).await["pending_tickets"],
+        1
+    );
+
+    let taskmanager = &mut federation.taskmanagers[0];
+    let asked = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(taskmanager.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let exited = loop {
+        if let Some(status) = taskmanager.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "still draining after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = asked.elapsed();
+    println!("the TaskManager stopped {took:?} after SIGTERM ({exited})");
+    assert!(exited.success(), "{exited}");
+    assert!(
+        took < Duration::from_secs(10),
+        "the abandoned ticket held the drain for {took:?}"
+    );
+    let log = std::fs::read_to_string(&taskmanager.log).unwrap();
+    assert!(!log.contains("drain timeout reached"), "{log}");
+}

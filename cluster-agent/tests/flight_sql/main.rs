@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod limits;
 
 use common::compare::assert_same;
 use common::{Federation, FederationOptions, Process};
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Seconds of CPU before its only row: lineitem joined with itself on a 7-valued key.
-const SLOW: &str = "SELECT count(*) AS n FROM lineitem a JOIN lineitem b ON a.l_linenumber = b.l_linenumber WHERE a.l_comment < b.l_comment";
+pub(crate) const SLOW: &str = "SELECT count(*) AS n FROM lineitem a JOIN lineitem b ON a.l_linenumber = b.l_linenumber WHERE a.l_comment < b.l_comment";
 
 /// The Python of the project's tool venv, with the Flight SQL clients in it.
 fn python() -> PathBuf {
@@ -99,7 +100,7 @@ fn assert_failed(seen: &Value, what: &str, code: &str, status: Option<&str>) {
     }
 }
 
-const FLIGHT_TOML: &str = "[flight]\nlisten = \"127.0.0.1:0\"\n";
+pub(crate) const FLIGHT_TOML: &str = "[flight]\nlisten = \"127.0.0.1:0\"\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn adbc_and_pyarrow_flight_get_what_http_clients_get() {

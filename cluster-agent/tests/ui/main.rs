@@ -35,6 +35,7 @@ impl Local {
             .args(["--flight", "127.0.0.1:0", "--data-dir"])
             .arg(&run)
             .env_clear()
+            .env("TMPDIR", dir)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(Stdio::null())

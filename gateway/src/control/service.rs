@@ -128,7 +128,7 @@ mod tests {
     fn endless_result() -> QueryResult {
         QueryResult {
             shard: "s".into(),
-            taskmanager: "tm".into(),
+            taskmanager: Some("tm".into()),
             messages: futures::stream::pending().boxed(),
         }
     }

@@ -35,6 +35,7 @@ struct Marks {
     attempts: u32,
     shard: Option<String>,
     taskmanager: Option<String>,
+    taskmanagers: Vec<String>,
     outcome: Option<(String, Option<String>)>,
 }
 
@@ -142,11 +143,13 @@ impl Timeline {
         marks.shard = Some(shard.to_string());
     }
 
-    /// Records the shard's answer: the result is waiting on `taskmanager`.
-    pub fn planned(&self, taskmanager: &str) {
+    /// Records the shard's answer: the result waits on `taskmanager` (none when the shard
+    /// answered itself), and the query's stages run on `taskmanagers`.
+    pub fn planned(&self, taskmanager: Option<&str>, taskmanagers: Vec<String>) {
         let mut marks = self.marks();
         marks.planned = Some(self.started.elapsed());
-        marks.taskmanager = Some(taskmanager.to_string());
+        marks.taskmanager = taskmanager.map(str::to_string);
+        marks.taskmanagers = taskmanagers;
     }
 
     /// Records the first result byte.
@@ -225,6 +228,7 @@ impl Timeline {
             "elapsed_ms": millis(Some(marks.finished.unwrap_or_else(|| self.started.elapsed()))),
             "shard": marks.shard,
             "taskmanager": marks.taskmanager,
+            "taskmanagers": marks.taskmanagers,
             "attempts": marks.attempts,
             "rows": self.rows(),
             "bytes": self.bytes(),
@@ -261,7 +265,10 @@ mod tests {
         timeline.describe("t", &"x".repeat(5000));
         timeline.admitted(Duration::from_millis(3));
         timeline.attempt("http://shard");
-        timeline.planned("http://tm");
+        timeline.planned(
+            Some("http://tm"),
+            vec!["http://tm".into(), "http://tm2".into()],
+        );
         timeline.first_byte();
         timeline.add_rows(7);
         timeline.add_bytes(100);
@@ -280,6 +287,7 @@ mod tests {
         assert_eq!(json["rows"], 7);
         assert_eq!(json["attempts"], 1);
         assert_eq!(json["taskmanager"], "http://tm");
+        assert_eq!(json["taskmanagers"][1], "http://tm2");
         assert!(json["phases"]["total_ms"].as_f64().unwrap() >= 0.0);
     }
 }

@@ -16,7 +16,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{FlightDescriptor, FlightInfo};
 use flotilla_protocol::{
-    DEFAULT_POOL, DESCRIBE_ACTION, ErrorBody, ErrorCode, QueryCommand, QueryId, TENANT_HEADER,
+    DESCRIBE_ACTION, ErrorBody, ErrorCode, QueryCommand, QueryId, TENANT_HEADER,
 };
 use futures::TryStreamExt;
 use prost::Message;
@@ -38,14 +38,16 @@ struct Statement {
 /// The open prepared statements of this gateway, under random 128-bit handles.
 pub(super) struct Prepared {
     max: usize,
+    tenant_max: usize,
     idle: Duration,
     statements: Mutex<HashMap<[u8; 16], Statement>>,
 }
 
 impl Prepared {
-    pub(super) fn new(max: usize, idle: Duration) -> Self {
+    pub(super) fn new(max: usize, tenant_max: usize, idle: Duration) -> Self {
         Self {
             max,
+            tenant_max,
             idle,
             statements: Mutex::default(),
         }
@@ -64,6 +66,49 @@ impl Prepared {
         let before = statements.len();
         statements.retain(|_, statement| statement.used.elapsed() <= idle);
         before - statements.len()
+    }
+
+    /// Opens a statement of `tenant` and returns its handle, unless this gateway
+    /// (`flight.max_prepared_statements`) or the tenant
+    /// (`flight.tenant_max_prepared_statements`) has as many open as allowed, idle ones closed.
+    fn open(&self, sql: String, tenant: String) -> Result<[u8; 16], Status> {
+        let full = |what: String| {
+            Err(ErrorBody::new(ErrorCode::ResourcesExhausted, what).to_client_status())
+        };
+        let mut statements = self.statements();
+        let of_tenant = |statements: &HashMap<[u8; 16], Statement>| {
+            statements
+                .values()
+                .filter(|statement| statement.tenant == tenant)
+                .count()
+        };
+        if statements.len() >= self.max || of_tenant(&statements) >= self.tenant_max {
+            let idle = self.idle;
+            statements.retain(|_, statement| statement.used.elapsed() <= idle);
+        }
+        if statements.len() >= self.max {
+            return full(format!(
+                "this gateway has {} prepared statements open (flight.max_prepared_statements): close some",
+                self.max
+            ));
+        }
+        if of_tenant(&statements) >= self.tenant_max {
+            return full(format!(
+                "tenant {tenant} has {} prepared statements open on this gateway (flight.tenant_max_prepared_statements): close some",
+                self.tenant_max
+            ));
+        }
+        let handle = *uuid::Uuid::new_v4().as_bytes();
+        statements.insert(
+            handle,
+            Statement {
+                sql,
+                tenant,
+                params: Vec::new(),
+                used: Instant::now(),
+            },
+        );
+        Ok(handle)
     }
 
     /// Runs `visit` on the statement of `handle` if `allowed` accepts its tenant.
@@ -110,11 +155,25 @@ impl FlightSql {
             .tenant_for(tenant_header)
             .map_err(|error| client_status(&error))?;
         let query_id = QueryId::new();
+        // The counted failure of the client's statement, as a query's would be.
+        let refused = |error: GatewayError| {
+            let code = error.code().as_str();
+            self.inner
+                .metrics
+                .queries
+                .with_label_values(&[code, Protocol::FlightSql.as_str()])
+                .inc();
+            tracing::info!(%query_id, code, %error, "statement refused at prepare");
+            error.to_body().with_query_id(query_id).to_client_status()
+        };
+        // A prepare plans on a shard: it is admitted like a query (the tenant's and the
+        // gateway's limits), and holds its permits while the shard describes it.
+        let permit = self.inner.tenants.admit(&tenant).await.map_err(refused)?;
         let command = QueryCommand {
             query_id,
             sql: request.query.clone(),
             tenant: tenant.clone(),
-            pool: DEFAULT_POOL.to_string(),
+            pool: permit.pool().to_string(),
             params: Vec::new(),
         };
         let key = crate::query::normalized(&request.query);
@@ -128,52 +187,15 @@ impl FlightSql {
                 &super::statements::trace_of(metadata),
             )
             .await
-            .map_err(|error| {
-                // The client's statement failed, as a query would have: counted like one.
-                let code = error.code().as_str();
-                self.inner
-                    .metrics
-                    .queries
-                    .with_label_values(&[code, Protocol::FlightSql.as_str()])
-                    .inc();
-                tracing::info!(%query_id, code, %error, "statement refused at prepare");
-                error.to_body().with_query_id(query_id).to_client_status()
-            })?;
+            .map_err(refused)?;
+        drop(permit);
         let mut described =
             ActionCreatePreparedStatementResult::decode(answer).map_err(|error| {
                 client_status(&GatewayError::Internal(format!(
                     "shard's description: {error}"
                 )))
             })?;
-        let prepared = &self.inner.prepared;
-        let handle = *uuid::Uuid::new_v4().as_bytes();
-        {
-            let mut statements = prepared.statements();
-            if statements.len() >= prepared.max {
-                drop(statements);
-                prepared.expire();
-                statements = prepared.statements();
-            }
-            if statements.len() >= prepared.max {
-                return Err(ErrorBody::new(
-                    ErrorCode::ResourcesExhausted,
-                    format!(
-                        "this gateway has {} prepared statements open (flight.max_prepared_statements): close some",
-                        prepared.max
-                    ),
-                )
-                .to_client_status());
-            }
-            statements.insert(
-                handle,
-                Statement {
-                    sql: request.query,
-                    tenant,
-                    params: Vec::new(),
-                    used: Instant::now(),
-                },
-            );
-        }
+        let handle = self.inner.prepared.open(request.query, tenant)?;
         described.prepared_statement_handle = handle.to_vec().into();
         Ok(described)
     }
@@ -305,7 +327,7 @@ mod tests {
 
     #[test]
     fn statements_belong_to_their_tenant_and_close_when_idle() {
-        let prepared = Prepared::new(10, Duration::from_millis(1));
+        let prepared = Prepared::new(10, 10, Duration::from_millis(1));
         let handle = insert(&prepared, "alpha");
         let sql = prepared.with(
             &handle,
@@ -319,6 +341,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(prepared.expire(), 1);
         assert!(prepared.with(&handle, |_| true, |_| ()).is_err());
+    }
+
+    #[test]
+    fn one_tenant_cannot_fill_the_gateway() {
+        let prepared = Prepared::new(4, 2, Duration::from_secs(60));
+        let open = |tenant: &str| prepared.open("SELECT 1".into(), tenant.into());
+        assert!(open("alpha").is_ok() && open("alpha").is_ok());
+        let refused = open("alpha").unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(refused.message().contains("tenant alpha"), "{refused}");
+        assert!(
+            open("beta").is_ok() && open("beta").is_ok(),
+            "others still open theirs"
+        );
+        let full = open("gamma").unwrap_err();
+        assert!(full.message().contains("this gateway has 4"), "{full}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::prepared::Prepared;
 use super::results::Results;
 use super::shards::Shards;
 use super::state::{FlightSql, Inner};
+use crate::admission::Tenants;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::control::Registry as QueryRegistry;
@@ -42,6 +43,7 @@ impl FlightServer {
 pub(crate) async fn start(
     config: &Config,
     queries: QueryService,
+    tenants: Arc<Tenants>,
     running: Arc<QueryRegistry>,
     shards: Arc<dyn Membership>,
     metrics: GatewayMetrics,
@@ -57,6 +59,7 @@ pub(crate) async fn start(
     let flight = &config.flight;
     let service = FlightSql::new(Inner {
         queries,
+        tenants,
         auth: Auth::new(&config.auth)?,
         limits: TenantLimits::new(config),
         timeout: Duration::from_millis(config.query.timeout_ms),
@@ -67,7 +70,6 @@ pub(crate) async fn start(
             members: shards,
             ring: RingCache::new(config.routing.virtual_nodes),
             client: ShardClient::new(
-                Duration::from_millis(config.shards.connect_timeout_ms),
                 Duration::from_millis(config.shards.first_result_timeout_ms),
                 config.cluster.secret(),
             ),
@@ -76,6 +78,7 @@ pub(crate) async fn start(
         results: Results::new(Duration::from_millis(flight.ticket_ttl_ms)),
         prepared: Prepared::new(
             flight.max_prepared_statements,
+            flight.tenant_max_prepared_statements,
             Duration::from_millis(flight.prepared_idle_ms),
         ),
         sql_info: sql_info()?,

@@ -6,6 +6,7 @@ use super::metadata::info_for;
 use super::prepared::Prepared;
 use super::results::Results;
 use super::shards::Shards;
+use crate::admission::Tenants;
 use crate::auth::Auth;
 use crate::control::Registry as QueryRegistry;
 use crate::error::GatewayError;
@@ -26,6 +27,8 @@ pub(crate) struct FlightSql {
 
 pub(super) struct Inner {
     pub(super) queries: QueryService,
+    /// Admission, shared with `queries`: a prepare plans on a shard, so it is admitted too.
+    pub(super) tenants: Arc<Tenants>,
     pub(super) auth: Auth,
     pub(super) limits: TenantLimits,
     pub(super) timeout: Duration,

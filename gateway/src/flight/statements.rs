@@ -14,7 +14,7 @@ use arrow_flight::{
 };
 use arrow_schema::Schema;
 use flotilla_protocol::{
-    DEFAULT_POOL, ErrorBody, ErrorCode, QueryId, ROUTING_KEY_HEADER, TENANT_HEADER,
+    DEFAULT_POOL, ErrorBody, ErrorCode, QueryId, ROUTING_KEY_HEADER, TENANT_HEADER, TIMEOUT_HEADER,
     TRACEPARENT_HEADER, TraceContext,
 };
 use futures::StreamExt;
@@ -75,6 +75,8 @@ impl FlightSql {
         );
         let started = async {
             let tenant = caller.tenant_for(text(TENANT_HEADER).as_deref())?;
+            let timeout =
+                crate::query::query_timeout(text(TIMEOUT_HEADER).as_deref(), self.inner.timeout)?;
             timeline.describe(&tenant, &sql);
             let request = QueryRequest {
                 query_id,
@@ -83,7 +85,7 @@ impl FlightSql {
                 routing_key: text(ROUTING_KEY_HEADER).filter(|key| !key.is_empty()),
                 tenant: tenant.clone(),
                 pool: DEFAULT_POOL.to_string(),
-                timeout: self.inner.timeout,
+                timeout,
                 timeline: Arc::clone(&timeline),
             };
             let result = self

@@ -3,7 +3,7 @@
 
 use super::formats;
 use super::handler::{Gateway, ResponseBody};
-use super::request::{drain, essence, header_text, parse_sql, parse_timeout};
+use super::request::{drain, essence, header_text, parse_sql};
 use super::response::{error_response, insert_header};
 use super::tracked::Tracked;
 use crate::auth::Caller;
@@ -107,8 +107,9 @@ impl Gateway {
             .filter(|key| !key.is_empty());
         let tenant_header = header_text(&request, http::HeaderName::from_static(TENANT_HEADER))?;
         let tenant = caller.tenant_for(tenant_header.as_deref())?;
-        let timeout_header = parse_timeout(
+        let timeout = crate::query::query_timeout(
             header_text(&request, http::HeaderName::from_static(TIMEOUT_HEADER))?.as_deref(),
+            self.inner.timeout,
         )?;
         let declared_length =
             header_text(&request, CONTENT_LENGTH)?.and_then(|length| length.parse::<usize>().ok());
@@ -143,10 +144,6 @@ impl Gateway {
         }
         let body = Bytes::from(collected);
         let sql = parse_sql(&body, is_json)?;
-        let timeout = match timeout_header {
-            Some(asked) => asked.min(self.inner.timeout),
-            None => self.inner.timeout,
-        };
         tracing::debug!(sql_bytes = sql.len(), "query read");
         timeline.describe(&tenant, &sql);
         let query_id = timeline.query_id();
@@ -175,7 +172,7 @@ impl Gateway {
             .boxed();
         let metrics = self.inner.metrics.clone();
         timeline.first_byte();
-        tracing::debug!(shard = %result.shard, taskmanager = %result.taskmanager, "result streaming");
+        tracing::debug!(shard = %result.shard, taskmanager = ?result.taskmanager, "result streaming");
         let counted = {
             let (timeline, rows) = (Arc::clone(&timeline), metrics.rows_streamed.clone());
             messages.inspect(move |message| {
@@ -194,7 +191,9 @@ impl Gateway {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(media.as_str()));
         insert_header(headers, QUERY_ID_HEADER, &query_id.to_string());
         insert_header(headers, SHARD_HEADER, &result.shard);
-        insert_header(headers, TASKMANAGER_HEADER, &result.taskmanager);
+        if let Some(taskmanager) = &result.taskmanager {
+            insert_header(headers, TASKMANAGER_HEADER, taskmanager);
+        }
         Ok(response)
     }
 }

@@ -3,11 +3,9 @@
 
 use crate::error::GatewayError;
 use bytes::Bytes;
-use flotilla_protocol::TIMEOUT_HEADER;
 use http::Request;
 use http_body::Body;
 use http_body_util::BodyExt;
-use std::time::Duration;
 
 /// Reads and discards what is left of a refused request body (at most 4 × the limit plus
 /// 1 MiB, for at most 2 s), so that closing the connection after the error response does not
@@ -71,17 +69,4 @@ pub(super) fn parse_sql(body: &[u8], is_json: bool) -> Result<String, GatewayErr
         return Err(GatewayError::BadRequest("the request has no SQL".into()));
     }
     Ok(sql)
-}
-
-/// Reads the timeout header: a whole number of milliseconds, at least 1.
-pub(super) fn parse_timeout(header: Option<&str>) -> Result<Option<Duration>, GatewayError> {
-    let Some(text) = header.map(str::trim).filter(|text| !text.is_empty()) else {
-        return Ok(None);
-    };
-    match text.parse::<u64>() {
-        Ok(millis) if millis > 0 => Ok(Some(Duration::from_millis(millis))),
-        _ => Err(GatewayError::BadRequest(format!(
-            "{TIMEOUT_HEADER} must be a whole number of milliseconds, at least 1; got `{text}`"
-        ))),
-    }
 }

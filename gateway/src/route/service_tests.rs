@@ -53,7 +53,7 @@ async fn retries_the_next_shard_when_one_fails_before_answering() {
     );
     respond.send_response(QueryResult {
         shard: second.shard.clone(),
-        taskmanager: "tm".into(),
+        taskmanager: Some("tm".into()),
         messages: Box::pin(futures::stream::empty()),
     });
     let result = call.await.unwrap().unwrap();

@@ -12,7 +12,7 @@ use crate::query::{QueryResult, Routed};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
 use flotilla_cluster::ClusterSecret;
-use flotilla_protocol::{ErrorBody, QueryCommand, TraceContext};
+use flotilla_protocol::{ErrorBody, QueryCommand, QueryPlacement, TraceContext};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -30,21 +30,16 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 #[derive(Clone)]
 pub struct ShardClient {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
-    connect_timeout: Duration,
     first_result_timeout: Duration,
     secret: ClusterSecret,
 }
 
 impl ShardClient {
     /// Creates a client that reuses one HTTP/2 connection per shard or TaskManager.
-    pub fn new(
-        connect_timeout: Duration,
-        first_result_timeout: Duration,
-        secret: ClusterSecret,
-    ) -> Self {
+    /// Connections obey `cluster.connect_timeout_ms` and keep-alives through `secret`.
+    pub fn new(first_result_timeout: Duration, secret: ClusterSecret) -> Self {
         Self {
             channels: Arc::default(),
-            connect_timeout,
             first_result_timeout,
             secret,
         }
@@ -64,8 +59,6 @@ impl ShardClient {
                     .map_err(|error| {
                         GatewayError::Internal(format!("bad address {address}: {error}"))
                     })?
-                    .connect_timeout(self.connect_timeout)
-                    .tcp_nodelay(true)
                     .connect_lazy();
                 channels.insert(address.to_string(), channel.clone());
                 channel
@@ -108,16 +101,20 @@ impl ShardClient {
         let ticket = endpoint
             .ticket
             .ok_or_else(|| GatewayError::Internal(format!("shard {shard} sent no ticket")))?;
-        let taskmanager = endpoint
+        let placement = QueryPlacement::from_bytes(&endpoint.app_metadata);
+        // No location: the shard answered itself (the catalog) and serves the result too.
+        let located = endpoint
             .location
             .into_iter()
             .next()
-            .map_or_else(|| shard.clone(), |location| location.uri);
-        timeline.planned(&taskmanager);
+            .map(|location| location.uri);
+        timeline.planned(located.as_deref(), placement.taskmanagers);
+        let source = located.clone().unwrap_or_else(|| shard.clone());
+        let taskmanager = source.as_str();
 
         let span = tracing::info_span!("fetch", taskmanager = %taskmanager);
         let mut messages = self
-            .client(&taskmanager)?
+            .client(taskmanager)?
             .do_get(self.internal(
                 Ticket {
                     ticket: ticket.ticket,
@@ -126,7 +123,7 @@ impl ShardClient {
             ))
             .instrument(span.clone())
             .await
-            .map_err(|status| taskmanager_error(&taskmanager, &status))?
+            .map_err(|status| taskmanager_error(taskmanager, &status))?
             .into_inner();
         // Read up to the first record batch (or the end): the schema and dictionaries come
         // first, and a query that fails before producing data fails here, as an error the
@@ -137,7 +134,7 @@ impl ShardClient {
                 .message()
                 .instrument(span.clone())
                 .await
-                .map_err(|status| taskmanager_error(&taskmanager, &status))?;
+                .map_err(|status| taskmanager_error(taskmanager, &status))?;
             let Some(message) = message else { break };
             let is_batch = is_record_batch(&message);
             head.push(Ok(message));
@@ -153,7 +150,7 @@ impl ShardClient {
         let messages = futures::stream::iter(head).chain(messages).boxed();
         Ok(QueryResult {
             shard,
-            taskmanager,
+            taskmanager: located,
             messages,
         })
     }

@@ -1,0 +1,50 @@
+//! Calls to a cluster's internal gRPC services as a gateway makes them: a Flight client, the
+//! cluster secret on a request, a query command, and a shard's plan (its head and ticket).
+
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightDescriptor, Ticket};
+use flotilla_protocol::{CLUSTER_SECRET_HEADER, QueryCommand, QueryId};
+
+/// A Flight client of `url` (an internal gRPC URL).
+pub async fn flight(url: &str) -> FlightServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    FlightServiceClient::new(channel)
+}
+
+/// `message` as a request carrying the cluster secret.
+pub fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(CLUSTER_SECRET_HEADER, secret.parse().unwrap());
+    request
+}
+
+/// A query command for `sql`, as a gateway sends a shard.
+pub fn command(sql: &str) -> FlightDescriptor {
+    let command = QueryCommand {
+        query_id: QueryId::new(),
+        sql: sql.to_string(),
+        tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
+        pool: flotilla_protocol::DEFAULT_POOL.to_string(),
+        params: Vec::new(),
+    };
+    FlightDescriptor::new_cmd(command.to_bytes())
+}
+
+/// Asks the shard for a query's ticket, as the gateway does; returns the head and the ticket.
+pub async fn plan(shard_url: &str, secret: &str) -> (String, Ticket) {
+    let info = flight(shard_url)
+        .await
+        .get_flight_info(with_secret(command("SELECT * FROM region"), secret))
+        .await
+        .unwrap()
+        .into_inner();
+    let endpoint = info.endpoint.into_iter().next().unwrap();
+    let head = endpoint.location[0].uri.clone();
+    (head, endpoint.ticket.unwrap())
+}
