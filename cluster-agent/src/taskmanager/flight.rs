@@ -71,7 +71,11 @@ impl MemberFlight for TaskManager {
         let bytes_sent = metrics.flight_bytes_sent.clone();
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(stream.schema())
-            .build(stream.map_err(|error| FlightError::ExternalError(Box::new(error))))
+            .build(
+                stream
+                    .map_ok(super::compact::compact)
+                    .map_err(|error| FlightError::ExternalError(Box::new(error))),
+            )
             .map(flight_result);
         let flight = crate::memory::Tracked::new(flight, account, |reason: &str| {
             Err(super::results::memory_stop_status(reason))

@@ -1,6 +1,7 @@
 //! The TaskManager role: runs plan stages for any shard (the datafusion-distributed worker) and,
 //! for the queries it heads, keeps the handed-over plan under a ticket and streams the result.
 
+mod compact;
 mod flight;
 mod handover;
 mod keeper;
