@@ -10,13 +10,13 @@
 
 mod common;
 
-use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, Ticket};
 use cluster_agent::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 use common::compare::assert_same;
+use common::internal::{flight, with_secret};
 use common::{Federation, FederationOptions, is_ordered, post_sql, query_json, samples, tpch_dir};
 use datafusion::prelude::SessionContext;
-use flotilla_protocol::{CLUSTER_SECRET_HEADER, ErrorBody, ErrorCode};
+use flotilla_protocol::{ErrorBody, ErrorCode};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -275,12 +275,7 @@ async fn run_on_taskmanager(federation: &Federation, s3: &S3Server) -> ErrorBody
         holder: "object-store test".into(),
         ..HandoverRequest::default()
     };
-    let channel = tonic::transport::Channel::from_shared(head)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = FlightServiceClient::new(channel);
+    let mut client = flight(&head).await;
     let action = Action::new(HANDOVER_ACTION, request.encode_to_vec());
     let secret = &federation.secret;
     let status = match client.do_action(with_secret(action, secret)).await {
@@ -305,14 +300,6 @@ async fn run_on_taskmanager(federation: &Federation, s3: &S3Server) -> ErrorBody
         }
     };
     ErrorBody::from(&status)
-}
-
-/// `message` with the cluster secret, as internal callers send it.
-fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    let value = secret.parse().unwrap();
-    request.metadata_mut().insert(CLUSTER_SECRET_HEADER, value);
-    request
 }
 
 /// The catalog of the shared TPC-H tables plus `lake_nation`, TPC-H's nation in `s3://lake`

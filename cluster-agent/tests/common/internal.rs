@@ -1,18 +1,22 @@
-//! Calls to a cluster's internal gRPC services as a gateway makes them: a Flight client, the
+//! Calls to a cluster's gRPC services as a gateway makes them: a channel, a Flight client, the
 //! cluster secret on a request, a query command, and a shard's plan (its head and ticket).
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
 use flotilla_protocol::{CLUSTER_SECRET_HEADER, QueryCommand, QueryId};
 
-/// A Flight client of `url` (an internal gRPC URL).
-pub async fn flight(url: &str) -> FlightServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Channel::from_shared(url.to_string())
+/// A connected gRPC channel to `url` (`http://host:port`).
+pub async fn channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(url.to_string())
         .unwrap()
         .connect()
         .await
-        .unwrap();
-    FlightServiceClient::new(channel)
+        .unwrap()
+}
+
+/// A Flight client of `url` (an internal gRPC URL).
+pub async fn flight(url: &str) -> FlightServiceClient<tonic::transport::Channel> {
+    FlightServiceClient::new(channel(url).await)
 }
 
 /// `message` as a request carrying the cluster secret.

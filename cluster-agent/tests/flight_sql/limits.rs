@@ -12,11 +12,7 @@ async fn flight_sql(
     tenant: &str,
 ) -> FlightSqlServiceClient<tonic::transport::Channel> {
     let url = format!("http://{}", federation.gateway.addresses["flight"]);
-    let channel = tonic::transport::Channel::from_shared(url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = common::internal::channel(&url).await;
     let mut client = FlightSqlServiceClient::new(channel);
     client.set_header("x-flotilla-tenant", tenant);
     client
