@@ -31,6 +31,9 @@ enum Command {
     GenData(GenDataArgs),
     /// Measure a running federation next to in-process DataFusion on the same data.
     Bench(crate::bench::BenchArgs),
+    /// Simulate thousands of TaskManagers reporting to the shards (virtual time, one process)
+    /// and print the traffic, detection times and false downs.
+    Simulate(crate::simulate::SimulateArgs),
     /// Load a role's config through every layer (file, `AGENT_*`/`GATEWAY_*` env, flags) and
     /// print the result as TOML; exit 64 when it does not load (files it names are not read).
     CheckConfig(CheckConfigArgs),
@@ -88,6 +91,7 @@ pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> ExitCode {
         Command::Local(args) => exit(crate::local::run_local(args).await),
         Command::Bench(args) => exit(crate::bench::run_bench(args).await),
         Command::CheckConfig(check) => check_config(check, &env),
+        Command::Simulate(args) => exit(crate::simulate::run_simulate(args).await),
         Command::GenData(args) => {
             let result = tokio::task::spawn_blocking(move || {
                 crate::gendata::generate(args.scale, &args.out, &|line| eprintln!("{line}")).map(

@@ -39,8 +39,11 @@ pub struct Config {
     pub taskmanager: TaskManagerConfig,
     /// The tables queries may name; every process reads the same catalog.
     pub catalog: CatalogConfig,
-    /// Gossip membership: every role joins one cluster through `gossip.seeds`.
+    /// Gossip membership of gateways and shards: they join one cluster through `gossip.seeds`.
+    /// TaskManagers do not gossip; they report to the shards (`reports`).
     pub gossip: GossipConfig,
+    /// How TaskManagers report their slots to the shards, and how shards judge silence.
+    pub reports: flotilla_cluster::reports::ReportsConfig,
     /// The cluster secret: carried on every internal call, required on every call received.
     pub cluster: ClusterConfig,
     /// Logging.
@@ -315,7 +318,7 @@ mod tests {
             taskmanager.taskmanager.advertise.as_deref(),
             Some("flotilla-2.example")
         );
-        assert_eq!(taskmanager.gossip.seeds.len(), 3);
+        assert_eq!(taskmanager.reports.shards.len(), 3);
         assert_eq!(taskmanager.catalog.tables.len(), 2);
 
         let shard: Config = load_example(
@@ -331,7 +334,7 @@ mod tests {
             "GATEWAY",
             &[("GATEWAY_HTTP__ADVERTISE", "flotilla-1.example")],
         );
-        assert_eq!(gateway.gossip.seeds, taskmanager.gossip.seeds);
+        assert_eq!(gateway.gossip.seeds, shard.gossip.seeds);
         assert_eq!(gateway.cluster.keepalive_timeout_ms, 1000);
     }
 }

@@ -1,18 +1,60 @@
-//! Flight clients of peer agents, one lazily-connected channel per address, and the trace
-//! context their calls carry.
+//! Flight clients of peer agents, one lazily-connected channel per address (dropped, and its
+//! connection with it, after [`IDLE`] unused: a shard keeps connections to the TaskManagers its
+//! recent queries used, not to the whole pool), and the trace context their calls carry.
 
 use crate::error::AgentError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use flotilla_cluster::ClusterSecret;
 use flotilla_protocol::TraceContext;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+/// How long an unused channel (and its connection, keep-alive pings and all) is kept.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Channels by peer, each dropped after [`IDLE`] unused (checked at most once a second).
+pub(crate) struct IdleCache<K, V> {
+    entries: HashMap<K, (V, Instant)>,
+    pruned: Instant,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> IdleCache<K, V> {
+    fn new() -> Self {
+        Self {
+            entries: HashMap::new(),
+            pruned: Instant::now(),
+        }
+    }
+
+    /// The value of `key`, made by `make` when missing; marks it used.
+    fn get_or_try<E>(&mut self, key: &K, make: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        let now = Instant::now();
+        if now.duration_since(self.pruned) > Duration::from_secs(1) {
+            self.entries
+                .retain(|_, (_, used)| now.duration_since(*used) < IDLE);
+            self.pruned = now;
+        }
+        if let Some((value, used)) = self.entries.get_mut(key) {
+            *used = now;
+            return Ok(value.clone());
+        }
+        let value = make()?;
+        self.entries.insert(key.clone(), (value.clone(), now));
+        Ok(value)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
 
 /// A cache of Flight clients keyed by `http://host:port`.
 pub(crate) struct FlightClients {
-    clients: Mutex<HashMap<String, FlightServiceClient<Channel>>>,
+    clients: Mutex<IdleCache<String, FlightServiceClient<Channel>>>,
     timeout: Duration,
     secret: ClusterSecret,
 }
@@ -22,7 +64,7 @@ impl FlightClients {
     /// timeout), and carry the cluster secret.
     pub(crate) fn new(timeout: Duration, secret: ClusterSecret) -> Self {
         Self {
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(IdleCache::new()),
             timeout,
             secret,
         }
@@ -34,20 +76,17 @@ impl FlightClients {
             .clients
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(client) = clients.get(address) {
-            return Ok(client.clone());
-        }
-        let channel = self
-            .secret
-            .endpoint(address)
-            .map_err(|error| AgentError::Internal(format!("agent url {address}: {error}")))?
-            .timeout(self.timeout)
-            .connect_lazy();
-        let client = FlightServiceClient::new(channel)
-            .max_decoding_message_size(64 * 1024 * 1024)
-            .max_encoding_message_size(256 * 1024 * 1024);
-        clients.insert(address.to_string(), client.clone());
-        Ok(client)
+        clients.get_or_try(&address.to_string(), || {
+            let channel = self
+                .secret
+                .endpoint(address)
+                .map_err(|error| AgentError::Internal(format!("agent url {address}: {error}")))?
+                .timeout(self.timeout)
+                .connect_lazy();
+            Ok(FlightServiceClient::new(channel)
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(256 * 1024 * 1024))
+        })
     }
 }
 
@@ -107,15 +146,16 @@ fn action_error(status: &tonic::Status) -> flotilla_protocol::ErrorBody {
 #[derive(Clone)]
 pub(crate) struct ClusterChannels {
     secret: ClusterSecret,
-    channels:
-        std::sync::Arc<Mutex<HashMap<url::Url, datafusion_distributed::grpc::BoxCloneSyncChannel>>>,
+    channels: std::sync::Arc<
+        Mutex<IdleCache<url::Url, datafusion_distributed::grpc::BoxCloneSyncChannel>>,
+    >,
 }
 
 impl ClusterChannels {
     pub(crate) fn new(secret: ClusterSecret) -> Self {
         Self {
             secret,
-            channels: Default::default(),
+            channels: std::sync::Arc::new(Mutex::new(IdleCache::new())),
         }
     }
 }
@@ -132,19 +172,16 @@ impl datafusion_distributed::ChannelResolver for ClusterChannels {
             .channels
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let channel = match channels.get(url) {
-            Some(channel) => channel.clone(),
-            None => {
-                let endpoint = self.secret.endpoint(url.as_str()).map_err(|error| {
-                    datafusion::error::DataFusionError::Configuration(format!(
-                        "taskmanager url {url}: {error}"
-                    ))
-                })?;
-                let channel = BoxCloneSyncChannel::new(endpoint.connect_lazy());
-                channels.insert(url.clone(), channel.clone());
-                channel
-            }
-        };
+        let channel = channels.get_or_try(url, || {
+            let endpoint = self.secret.endpoint(url.as_str()).map_err(|error| {
+                datafusion::error::DataFusionError::Configuration(format!(
+                    "taskmanager url {url}: {error}"
+                ))
+            })?;
+            Ok::<_, datafusion::error::DataFusionError>(BoxCloneSyncChannel::new(
+                endpoint.connect_lazy(),
+            ))
+        })?;
         Ok(create_worker_client(channel))
     }
 }
@@ -153,6 +190,17 @@ impl datafusion_distributed::ChannelResolver for ClusterChannels {
 mod tests {
     use super::*;
     use flotilla_protocol::{ErrorBody, ErrorCode};
+
+    #[test]
+    fn unused_channels_are_dropped_after_the_idle_time() {
+        let mut cache: IdleCache<u32, u32> = IdleCache::new();
+        assert_eq!(cache.get_or_try(&1, || Ok::<_, ()>(10)), Ok(10));
+        assert_eq!(cache.get_or_try(&1, || Err(())), Ok(10), "kept while used");
+        cache.entries.get_mut(&1).unwrap().1 -= IDLE;
+        cache.pruned -= Duration::from_secs(2);
+        assert_eq!(cache.get_or_try(&2, || Ok::<_, ()>(20)), Ok(20));
+        assert_eq!(cache.len(), 1, "the idle one is gone");
+    }
 
     #[test]
     fn a_broken_connection_is_unavailable_and_a_peers_answer_keeps_its_code() {

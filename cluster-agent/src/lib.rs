@@ -19,6 +19,7 @@ mod local;
 mod member_flight;
 mod memory;
 mod node;
+mod simulate;
 mod taskmanager;
 
 pub use catalog::{CatalogConfig, Location, ObjectStoreConfig, TableConfig, TableFormat};

@@ -212,16 +212,12 @@ async fn local_serves_your_own_csv_and_parquet_files() {
     let killed = Instant::now();
     let said = common::eventually(Duration::from_secs(60), async || {
         let cluster = common::http("GET", &format!("{url}/v1/cluster"), &[], "").await;
-        cluster.json()["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|member| {
-                member["role"] == "taskmanager"
-                    && member["previous_exit"]
-                        .as_str()
-                        .is_some_and(|exit| exit.contains("killed by signal 9 (SIGKILL)"))
-            })
+        common::all_members(&cluster.json()).iter().any(|member| {
+            member["role"] == "taskmanager"
+                && member["previous_exit"]
+                    .as_str()
+                    .is_some_and(|exit| exit.contains("killed by signal 9 (SIGKILL)"))
+        })
     })
     .await;
     assert!(said, "/v1/cluster says how the TaskManager ended");

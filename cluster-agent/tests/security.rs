@@ -272,9 +272,7 @@ async fn internal_grpc_runs_over_tls_and_refuses_clear_text() {
     )
     .await
     .json();
-    let urls: Vec<String> = view["members"]
-        .as_array()
-        .unwrap()
+    let urls: Vec<String> = common::all_members(&view)
         .iter()
         .filter_map(|member| member["grpc_url"].as_str().map(str::to_string))
         .collect();

@@ -1,6 +1,6 @@
-//! What every Flotilla process runs to join and trust the cluster: gossip membership, the
-//! cluster secret and internal TLS, layered config loading, telemetry, process metrics and the
-//! shutdown signal. Wire agreements stay in `flotilla-protocol`; this crate holds the logic.
+//! What every Flotilla process runs to join and trust the cluster: gossip membership (gateways
+//! and shards), load reports (TaskManagers to shards), the cluster secret and internal TLS,
+//! layered config loading, telemetry, process metrics and the shutdown signal. Wire agreements stay in `flotilla-protocol`; this crate holds the logic.
 
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,7 @@ mod layered;
 mod liveness;
 mod membership;
 mod process_metrics;
+pub mod reports;
 mod secret;
 mod shutdown;
 mod telemetry;
@@ -18,7 +19,9 @@ mod tls;
 
 pub use address::advertised_address;
 pub use families::{Families, check_families};
-pub use gossip::{ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer};
+pub use gossip::{
+    ClusterView, Gossip, GossipConfig, GossipMembership, LoadSource, Peer, chitchat_config,
+};
 pub use layered::{load_layered, parse_set};
 pub use liveness::Liveness;
 pub use membership::{Health, Member, Membership, StaticMembership};

@@ -104,9 +104,7 @@ pub async fn start_gateway(
         let gossip = Gossip::start(config.cluster.gossip(&config.gossip), info, load).await?;
         let shards: Arc<dyn Membership> =
             Arc::new(GossipMembership::new(gossip.clone(), NodeRole::JobManager));
-        let taskmanagers: Arc<dyn Membership> =
-            Arc::new(GossipMembership::new(gossip.clone(), NodeRole::TaskManager));
-        (shards, taskmanagers, Some(gossip))
+        (shards, None, Some(gossip))
     } else {
         let probe_interval = Duration::from_millis(config.shards.probe_interval_ms.max(10));
         let shards = StaticMembership::new(config.shards.addresses.clone());
@@ -115,7 +113,7 @@ pub async fn start_gateway(
         taskmanagers.spawn_prober(probe_interval);
         let shards: Arc<dyn Membership> = shards;
         let taskmanagers: Arc<dyn Membership> = taskmanagers;
-        (shards, taskmanagers, None)
+        (shards, Some(taskmanagers), None)
     };
     let running = crate::control::Registry::with_history(config.query.history);
     let tenants = Arc::new(crate::admission::Tenants::new(

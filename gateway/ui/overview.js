@@ -36,9 +36,24 @@ export function counters(text) {
   return totals;
 }
 
-/** One row per member: gossip says who is there, the gateway's probes say who answers. */
+/** One row per member: gossip says which gateways and shards are there, the gateway's probes
+ * say who answers; TaskManagers come as a shard's page of them (the unusable and the busiest
+ * first), or as a fixed list the gateway probes. */
 export function members(cluster, role) {
-  const listed = { jobmanager: cluster.shards, taskmanager: cluster.taskmanagers }[role] ?? [];
+  if (role === 'taskmanager') {
+    return (cluster.taskmanagers?.members ?? []).map((member) => (member.state === undefined
+      ? { id: hostPort(member.address), address: member.address, state: member.health === 'up' ? 'serving' : 'down', load: null, error: member.last_error }
+      : {
+        id: member.id,
+        address: member.grpc_url,
+        pool: member.pool,
+        state: member.state === 'up' ? 'serving' : member.state,
+        load: { slots_total: member.slots_total, slots_free: member.slots_free },
+        error: member.last_error ?? (member.state === 'suspect' ? `no report for ${member.silent_ms} ms` : undefined),
+        exit: member.previous_exit,
+      }));
+  }
+  const listed = { jobmanager: cluster.shards }[role] ?? [];
   const health = new Map(listed.map((member) => [member.address, member]));
   const rows = (cluster.members ?? [])
     .filter((peer) => peer.role === role)
@@ -57,6 +72,21 @@ export function members(cluster, role) {
     rows.push({ id: hostPort(member.address), address: member.address, state, load: null, error: member.last_error });
   }
   return rows.sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/** "3,998 of 4,000 serving · 2 suspect · pool default 3,000 · …" out of a shard's counts. */
+export function taskmanagerCounts(listing) {
+  const counts = listing?.counts;
+  if (!counts) return null;
+  const parts = [`${count(counts.up)} of ${count(counts.known)} serving`];
+  for (const state of ['suspect', 'down', 'not_serving']) {
+    if (counts[state]) parts.push(`${count(counts[state])} ${state.replace('_', ' ')}`);
+  }
+  parts.push(`${count(counts.slots_total - counts.slots_free)} of ${count(counts.slots_total)} slots used`);
+  for (const [pool, pooled] of Object.entries(listing.pools ?? {})) {
+    parts.push(`pool ${pool}: ${count(pooled.up)} serving`);
+  }
+  return parts.join(' · ');
 }
 
 function memberTable(role, rows) {
@@ -141,13 +171,21 @@ export function mount(root) {
     if (samples.length > HISTORY) samples.shift();
     rates(rateBox);
     const byRole = ROLES.map(([role, title]) => [role, title, members(cluster, role)]);
+    const listing = cluster.taskmanagers;
+    const known = (role, rows) => (role === 'taskmanager' && listing?.counts ? listing.counts.known : rows.length);
+    const serving = (role, rows) => (role === 'taskmanager' && listing?.counts ? listing.counts.up : rows.filter((row) => row.state === 'serving').length);
     summary.textContent = byRole
-      .map(([, title, rows]) => `${rows.filter((row) => row.state === 'serving').length} of ${rows.length} ${title.toLowerCase()} serving`)
+      .map(([role, title, rows]) => `${count(serving(role, rows))} of ${count(known(role, rows))} ${title.toLowerCase()} serving`)
       .join(' · ');
     sections.replaceChildren(...byRole
       .filter(([role, , rows]) => rows.length > 0 || role !== 'gateway')
-      .map(([role, title, rows]) => el('section', { 'data-role': role },
-        el('h2', {}, `${title} (${rows.length})`),
-        rows.length ? memberTable(role, rows) : el('p', { class: 'muted' }, 'none known'))));
+      .map(([role, title, rows]) => {
+        const note = role === 'taskmanager' ? taskmanagerCounts(listing) : null;
+        const shown = known(role, rows) > rows.length ? ` — the first ${rows.length}: the unusable, then the busiest` : '';
+        return el('section', { 'data-role': role },
+          el('h2', {}, `${title} (${count(known(role, rows))})`),
+          note ? el('p', { class: 'muted', 'data-counts': role }, note + shown) : null,
+          rows.length ? memberTable(role, rows) : el('p', { class: 'muted' }, listing?.error ? `unknown: ${listing.error}` : 'none known'));
+      }));
   }, INTERVAL_MS);
 }

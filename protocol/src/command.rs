@@ -55,6 +55,43 @@ pub const DESCRIBE_ACTION: &str = "flotilla.describe";
 /// Arrow IPC stream in the shape of a Flight SQL `GetTables` result with table schemas.
 pub const CATALOG_ACTION: &str = "flotilla.catalog";
 
+/// The `DoAction` type that asks a shard for its TaskManagers: a JSON [`TaskManagersRequest`]
+/// in, a JSON body out with counts by state and pool and one page of members.
+pub const TASKMANAGERS_ACTION: &str = "flotilla.taskmanagers";
+
+/// Which TaskManagers a [`TASKMANAGERS_ACTION`] lists.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TaskManagersRequest {
+    /// Only this state (`up`, `suspect`, `down`, `draining`, `starting`), pool or id.
+    pub filter: Option<String>,
+    /// Members to skip.
+    pub offset: usize,
+    /// Members to return.
+    pub limit: usize,
+}
+
+impl TaskManagersRequest {
+    /// Reads `taskmanagers=<filter>`, `offset` and `limit` (1 to 1,000, default `page`) out of a
+    /// URL query string.
+    pub fn from_query(query: Option<&str>, page: usize) -> Self {
+        let mut asked = Self {
+            limit: page,
+            ..Self::default()
+        };
+        for pair in query.unwrap_or_default().split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "taskmanagers" if !value.is_empty() => asked.filter = Some(value.to_string()),
+                "offset" => asked.offset = value.parse().unwrap_or(0),
+                "limit" => asked.limit = value.parse().unwrap_or(page).clamp(1, 1000),
+                _ => {}
+            }
+        }
+        asked
+    }
+}
+
 /// The tenant of queries that name none.
 pub const DEFAULT_TENANT: &str = "default";
 /// The pool of TaskManagers that name none, and of tenants bound to none.

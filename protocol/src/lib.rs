@@ -13,6 +13,7 @@ mod trace;
 
 pub use command::{
     CATALOG_ACTION, DEFAULT_POOL, DEFAULT_TENANT, DESCRIBE_ACTION, QueryCommand, QueryPlacement,
+    TASKMANAGERS_ACTION, TaskManagersRequest,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use headers::{

@@ -57,8 +57,8 @@ pub struct NodeInfo {
     /// Set when it takes no new work and is about to leave.
     #[serde(default)]
     pub draining: bool,
-    /// Set while it has joined but cannot take work yet (a shard that has not yet seen any
-    /// TaskManager over gossip).
+    /// Set while it has joined but cannot take work yet (a shard that has not yet had any
+    /// TaskManager report).
     #[serde(default)]
     pub starting: bool,
     /// How this member's previous process ended, when its supervisor (`local`) started it
@@ -85,4 +85,10 @@ pub struct NodeLoad {
     /// Memory pool limit, in bytes (TaskManagers).
     #[serde(default)]
     pub memory_limit_bytes: u64,
+    /// TaskManagers this shard can choose now (shards; TaskManagers report to shards only).
+    #[serde(default)]
+    pub taskmanagers_up: u64,
+    /// TaskManagers this shard knows, choosable or not (shards).
+    #[serde(default)]
+    pub taskmanagers_known: u64,
 }

@@ -85,6 +85,9 @@ struct ShortArgs {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Measure Flotilla only, with `--concurrency` clients (every answer is still checked).
+    #[arg(long)]
+    flotilla_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -113,14 +116,17 @@ struct Measured {
     qps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Queries that ended with an error.
     failed: u64,
+    /// Queries answered, but not with in-process DataFusion's answer.
+    wrong: u64,
 }
 
 impl Measured {
     fn row(&self, name: &str) -> String {
         format!(
-            "{name:<28} {:>10.1} {:>10.3} {:>10.3} {:>8}",
-            self.qps, self.p50_ms, self.p99_ms, self.failed
+            "{name:<28} {:>10.1} {:>10.3} {:>10.3} {:>8} {:>8}",
+            self.qps, self.p50_ms, self.p99_ms, self.failed, self.wrong
         )
     }
 }
@@ -129,7 +135,7 @@ impl Measured {
 async fn closed_loop<F, Fut>(tasks: usize, seconds: u64, query: F) -> Measured
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = anyhow::Result<()>> + Send,
+    Fut: Future<Output = anyhow::Result<bool>> + Send,
 {
     let query = Arc::new(query);
     let end = Instant::now() + Duration::from_secs(seconds);
@@ -139,25 +145,27 @@ where
         let query = Arc::clone(&query);
         set.spawn(async move {
             let mut histogram = new_histogram();
-            let mut failed = 0;
+            let (mut failed, mut wrong) = (0, 0);
             while Instant::now() < end {
                 let sent = Instant::now();
                 match query().await {
-                    Ok(()) => {
+                    Ok(right) => {
                         histogram.saturating_record(sent.elapsed().as_micros().max(1) as u64);
+                        wrong += u64::from(!right);
                     }
                     Err(_) => failed += 1,
                 }
             }
-            (histogram, failed)
+            (histogram, failed, wrong)
         });
     }
     let mut histogram = new_histogram();
-    let mut failed = 0;
+    let (mut failed, mut wrong) = (0, 0);
     while let Some(joined) = set.join_next().await {
-        if let Ok((part, part_failed)) = joined {
+        if let Ok((part, part_failed, part_wrong)) = joined {
             let _ = histogram.add(&part);
             failed += part_failed;
+            wrong += part_wrong;
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
@@ -166,6 +174,7 @@ where
         p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
         p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
         failed,
+        wrong,
     }
 }
 
@@ -203,45 +212,59 @@ async fn short(args: ShortArgs) -> anyhow::Result<()> {
         }
         None => (format!("query `{}`", args.sql), vec![args.sql.clone()]),
     };
-    // Both answer, and the same number of rows.
+    // Every Flotilla answer is checked against in-process DataFusion's.
+    let mut expected = std::collections::HashMap::new();
     for sql in &queries {
-        let expected = in_process(&ctx, sql).await?;
-        let got = flotilla(&client, sql).await?;
+        expected.insert(sql.clone(), canonical(&in_process(&ctx, sql).await?)?);
+        let got = canonical(&flotilla(&client, sql).await?)?;
         anyhow::ensure!(
-            rows(&expected) == rows(&got),
-            "Flotilla answered {} rows, in-process DataFusion {}: {sql}",
-            rows(&got),
-            rows(&expected)
+            expected[sql] == got,
+            "Flotilla's answer differs from in-process DataFusion's: {sql}"
         );
     }
+    let expected = Arc::new(expected);
     let queries: Arc<[String]> = queries.into();
     println!(
         "short {shown}: closed loop, {} s per measurement, 2 cores shared by both sides",
         args.seconds
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>8}",
-        "", "q/s", "p50 ms", "p99 ms", "failed"
+        "{:<28} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "", "q/s", "p50 ms", "p99 ms", "failed", "wrong"
     );
-    for tasks in [args.concurrency, 1] {
-        let local = {
-            let (ctx, next) = (Arc::clone(&ctx), in_turn(&queries));
-            closed_loop(tasks, args.seconds, move || {
-                let (ctx, sql) = (Arc::clone(&ctx), next());
-                async move { in_process(&ctx, &sql).await.map(drop) }
-            })
-            .await
-        };
-        println!("{}", local.row(&format!("in-process, {tasks} tasks")));
+    let rounds: &[usize] = if args.flotilla_only {
+        &[args.concurrency][..]
+    } else {
+        &[args.concurrency, 1][..]
+    };
+    for &tasks in rounds {
         let remote = {
-            let (client, next) = (client.clone(), in_turn(&queries));
+            let (client, next, expected) =
+                (client.clone(), in_turn(&queries), Arc::clone(&expected));
             closed_loop(tasks, args.seconds, move || {
-                let (client, sql) = (client.clone(), next());
-                async move { flotilla(&client, &sql).await.map(drop) }
+                let (client, sql, expected) = (client.clone(), next(), Arc::clone(&expected));
+                async move { Ok(canonical(&flotilla(&client, &sql).await?)? == expected[&sql]) }
             })
             .await
         };
         println!("{}", remote.row(&format!("Flotilla, {tasks} clients")));
+        if args.flotilla_only {
+            anyhow::ensure!(
+                remote.wrong == 0,
+                "{} answers differed from DataFusion's",
+                remote.wrong
+            );
+            continue;
+        }
+        let local = {
+            let (ctx, next) = (Arc::clone(&ctx), in_turn(&queries));
+            closed_loop(tasks, args.seconds, move || {
+                let (ctx, sql) = (Arc::clone(&ctx), next());
+                async move { in_process(&ctx, &sql).await.map(|_| true) }
+            })
+            .await
+        };
+        println!("{}", local.row(&format!("in-process, {tasks} tasks")));
         println!(
             "{:<28} {:>10.2} {:>10.2} {:>10.2}",
             "ratio Flotilla / in-process",
@@ -249,8 +272,21 @@ async fn short(args: ShortArgs) -> anyhow::Result<()> {
             remote.p50_ms / local.p50_ms,
             remote.p99_ms / local.p99_ms
         );
+        anyhow::ensure!(
+            remote.wrong == 0,
+            "{} answers differed from DataFusion's",
+            remote.wrong
+        );
     }
     Ok(())
+}
+
+/// An answer as sorted text lines: equal for equal rows in any order.
+fn canonical(batches: &[RecordBatch]) -> anyhow::Result<String> {
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string();
+    let mut lines: Vec<&str> = text.lines().skip(3).collect();
+    lines.sort_unstable();
+    Ok(lines.join("\n"))
 }
 
 /// Returns a function that hands out `queries` one after the other, round and round.

@@ -9,7 +9,9 @@ use crate::flight_clients::CURRENT_TRACE;
 use crate::member_flight::{FlightStream, MemberFlight};
 use arrow_flight::{Action, FlightData, FlightDescriptor, FlightInfo, Ticket};
 use async_trait::async_trait;
-use flotilla_protocol::{CATALOG_ACTION, DESCRIBE_ACTION, QueryCommand};
+use flotilla_protocol::{
+    CATALOG_ACTION, DESCRIBE_ACTION, QueryCommand, TASKMANAGERS_ACTION, TaskManagersRequest,
+};
 use prost::Message;
 use std::sync::Arc;
 use std::time::Instant;
@@ -135,6 +137,18 @@ impl MemberFlight for JobManager {
                     .encode_to_vec()
             }
             CATALOG_ACTION => planner.catalog().await?,
+            TASKMANAGERS_ACTION => {
+                let asked: TaskManagersRequest =
+                    serde_json::from_slice(&action.body).map_err(|error| {
+                        AgentError::BadRequest(format!("taskmanagers request: {error}"))
+                    })?;
+                let listing = self.inner.leaser.taskmanagers_json(
+                    asked.filter.as_deref(),
+                    asked.offset,
+                    asked.limit.clamp(1, 1000),
+                );
+                serde_json::to_vec(&listing).unwrap_or_default()
+            }
             other => {
                 return Err(AgentError::BadRequest(format!("unknown action `{other}`")).into());
             }

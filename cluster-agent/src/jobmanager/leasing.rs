@@ -7,13 +7,12 @@
 //! (frozen, cut off) collects unanswered calls and stops being chosen at once, long before
 //! keep-alives or gossip declare it down.
 
-use super::candidates::{Candidate, TaskManagers, one_per_host, power_of_two_order, random};
+use super::candidates::{TaskManagers, one_per_host};
 use super::metrics::JobManagerMetrics;
 use crate::config::JobManagerConfig;
 use crate::error::AgentError;
 use crate::flight_clients::{FlightClients, call_action};
 use crate::lease::{LeaseIds, RELEASE_ACTION, RESERVE_ACTION, ReserveRequest};
-use flotilla_cluster::Membership;
 use flotilla_protocol::{ErrorCode, QueryCommand};
 use prost::Message;
 use std::collections::HashMap;
@@ -77,24 +76,15 @@ impl SlotLeaser {
         call_action(&self.peers, url, action_type, body).await
     }
 
-    /// The TaskManagers of `pool` that take work now, their free slots less the calls this
-    /// shard is still waiting on.
-    fn candidates(&self, pool: &str) -> Vec<Candidate> {
-        let mut candidates = self.taskmanagers.candidates(pool);
+    /// Up to `limit` TaskManagers of `pool` that take work now, in power-of-two order of their
+    /// free slots less the calls this shard is still waiting on.
+    fn choose(&self, pool: &str, limit: usize) -> Vec<String> {
         let unanswered = self
             .unanswered
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        for candidate in &mut candidates {
-            let waiting = unanswered.get(&candidate.url).copied().unwrap_or(0);
-            candidate.slots_free = Some(
-                candidate
-                    .slots_free
-                    .unwrap_or(u64::MAX)
-                    .saturating_sub(waiting),
-            );
-        }
-        candidates
+        let busy = |url: &str| unanswered.get(url).copied().unwrap_or(0);
+        self.taskmanagers.choose(pool, limit, &busy)
     }
 
     /// Returns the lease TTL handed to the head, in milliseconds.
@@ -102,9 +92,25 @@ impl SlotLeaser {
         self.config.lease_ttl_ms
     }
 
-    /// Returns the TaskManager membership, for `/v1/state`.
-    pub(super) fn membership(&self) -> &dyn Membership {
-        self.taskmanagers.membership()
+    /// The report table's counts, heap estimate and traffic (None with a fixed list).
+    pub(super) fn table_figures(
+        &self,
+    ) -> Option<(
+        flotilla_cluster::reports::Counts,
+        usize,
+        flotilla_cluster::reports::Traffic,
+    )> {
+        self.taskmanagers.table_figures()
+    }
+
+    /// Counts and one page of the TaskManagers (see [`TaskManagers::json`]).
+    pub(super) fn taskmanagers_json(
+        &self,
+        filter: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> serde_json::Value {
+        self.taskmanagers.json(filter, offset, limit)
     }
 
     /// Records a TaskManager that failed at the transport level: no work until it answers.
@@ -116,10 +122,8 @@ impl SlotLeaser {
     /// `taskmanagers_per_query`, and one per host unless `spread_within_host`): what its plan
     /// is sized for.
     pub(super) fn planning_targets(&self, pool: &str) -> Vec<String> {
-        let urls = self
-            .candidates(pool)
-            .into_iter()
-            .map(|candidate| candidate.url);
+        let wanted = self.config.taskmanagers_per_query;
+        let urls = self.choose(pool, wanted.saturating_mul(4)).into_iter();
         one_per_host(urls, !self.config.spread_within_host)
             .take(self.config.taskmanagers_per_query)
             .collect()
@@ -132,9 +136,7 @@ impl SlotLeaser {
         if self.waiting.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let head = power_of_two_order(self.candidates(pool), random())
-            .into_iter()
-            .next()?;
+        let head = self.choose(pool, 1).into_iter().next()?;
         Some((
             head,
             uuid::Uuid::new_v4().simple().to_string(),
@@ -165,7 +167,9 @@ impl SlotLeaser {
         let lease_id = uuid::Uuid::new_v4().simple().to_string();
         let mut queued: Option<Queued<'_>> = None;
         loop {
-            let candidates = inner.candidates(&command.pool);
+            // Enough candidates for refusals, never the whole pool.
+            let wanted = want.clamp(1, inner.config.taskmanagers_per_query);
+            let candidates = inner.choose(&command.pool, wanted.saturating_mul(4) + 4);
             if candidates.is_empty() {
                 return Err(AgentError::NoTaskManager(format!(
                     "no taskmanager of pool `{}` is up",
@@ -204,14 +208,14 @@ impl SlotLeaser {
         }
     }
 
-    /// Tries candidates in power-of-two order until the query holds `taskmanagers_per_query`
+    /// Tries candidates (in power-of-two order) until the query holds `taskmanagers_per_query`
     /// leases, asking as many at once as leases are missing; returns the TaskManagers that
     /// granted one.
     async fn reserve_on(
         &self,
         command: &QueryCommand,
         lease_id: &str,
-        candidates: Vec<Candidate>,
+        candidates: Vec<String>,
         want: usize,
     ) -> Vec<String> {
         let inner = self;
@@ -227,7 +231,7 @@ impl SlotLeaser {
         }
         .encode_to_vec();
         let mut holders = Vec::with_capacity(want);
-        let mut order = power_of_two_order(candidates, random()).into_iter();
+        let mut order = candidates.into_iter();
         while holders.len() < want {
             let batch: Vec<String> = order.by_ref().take(want - holders.len()).collect();
             if batch.is_empty() {

@@ -1,6 +1,6 @@
 //! Prometheus metrics of a JobManager shard.
 
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// The shard's metric families, registered in the process registry.
 #[derive(Clone, Debug)]
@@ -36,6 +36,12 @@ pub struct JobManagerMetrics {
     pub plan_cache_bytes: IntGauge,
     /// Plans the cache holds now.
     pub plan_cache_entries: IntGauge,
+    /// TaskManagers in this shard's table, by state (`up`, `suspect`, `down`, `not_serving`).
+    pub taskmanagers: IntGaugeVec,
+    /// Estimated heap of the TaskManager table, in bytes.
+    pub taskmanager_table_bytes: IntGauge,
+    /// Report datagrams received from TaskManagers.
+    pub reports_received: IntCounter,
 }
 
 impl JobManagerMetrics {
@@ -94,6 +100,19 @@ impl JobManagerMetrics {
             handover_retries: families.counter(
                 "flotilla_jobmanager_handover_retries_total",
                 "Hand-overs retried on another TaskManager after a failure",
+            )?,
+            taskmanagers: families.gauge_vec(
+                "flotilla_jobmanager_taskmanagers",
+                "TaskManagers in this shard's table, by state (up, suspect, down, not_serving)",
+                &["state"],
+            )?,
+            taskmanager_table_bytes: families.gauge(
+                "flotilla_jobmanager_taskmanager_table_bytes",
+                "Estimated heap of this shard's TaskManager table",
+            )?,
+            reports_received: families.counter(
+                "flotilla_jobmanager_reports_received_total",
+                "Report datagrams received from TaskManagers",
             )?,
         };
         for code in flotilla_protocol::ErrorCode::ALL {

@@ -1,8 +1,8 @@
-//! A JobManager shard: its start-up (planner, slot leaser, gossip, one gRPC port) and the state
+//! A JobManager shard: its start-up (planner, slot leaser, gossip, the TaskManagers' reports on its gRPC port) and the state
 //! its admin endpoint shows. Its Flight service is in `flight.rs`, its hand-overs in
 //! `handover.rs`.
 
-use super::candidates::TaskManagers;
+use super::candidates::{ReportedMembership, TaskManagers};
 use super::leasing::SlotLeaser;
 use super::metrics::JobManagerMetrics;
 use super::plan_cache::PlanCache;
@@ -10,13 +10,16 @@ use super::planner::Planner;
 use crate::catalog::versions::CatalogVersions;
 use crate::config::{Config, Role};
 use crate::member_flight::MemberFlightService;
-use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
+use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Presence, Views, serve_node};
 use arrow_flight::flight_service_server::FlightServiceServer;
-use flotilla_cluster::{Gossip, GossipMembership, StaticMembership};
+use flotilla_cluster::reports::ReportListener;
+use flotilla_cluster::{Gossip, StaticMembership};
 use flotilla_protocol::{NodeInfo, NodeLoad, NodeRole};
 use prometheus::Registry;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// A JobManager shard.
 #[derive(Clone)]
@@ -57,27 +60,42 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     let node_id = config.node_id(Role::JobManager);
     let metrics = JobManagerMetrics::new(&registry)?;
     let in_flight = metrics.in_flight.clone();
-    let gossip_discovery = section.taskmanagers.is_empty();
+    let reports_discovery = section.taskmanagers.is_empty();
+    let (shard_list, shard_list_seen) = watch::channel(Vec::new());
+    let reports = if reports_discovery {
+        let cluster_id = config.cluster.gossip(&config.gossip).cluster_id;
+        Some(
+            ReportListener::start(
+                &config.reports,
+                &cluster_id,
+                listeners.grpc_addr,
+                shard_list_seen,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let load_reports = reports.clone();
     let gossip = Gossip::start(
         config.cluster.gossip(&config.gossip),
         NodeInfo {
             // Gateways send it nothing until it knows a TaskManager to run queries on.
-            starting: gossip_discovery,
+            starting: reports_discovery,
             previous_exit: config.node.previous_exit.clone(),
             ..listeners.node_info(node_id.clone(), Role::JobManager, None, &config.cluster)
         },
-        Arc::new(move || NodeLoad {
-            in_flight: in_flight.get().max(0) as u64,
-            ..NodeLoad::default()
-        }),
+        Arc::new(move || shard_load(in_flight.get(), load_reports.as_ref())),
     )
     .await?;
-    let taskmanagers = if gossip_discovery {
+    let taskmanagers = if let Some(reports) = reports {
+        flotilla_cluster::spawn_instrumented(follow_shards(gossip.subscribe(), shard_list));
         flotilla_cluster::spawn_instrumented(announce_ready(
             gossip.clone(),
+            reports.clone(),
             Duration::from_millis(section.startup_wait_ms),
         ));
-        TaskManagers::Gossip(GossipMembership::new(gossip.clone(), NodeRole::TaskManager))
+        TaskManagers::Reports(ReportedMembership(reports))
     } else {
         let membership = StaticMembership::new(section.taskmanagers.clone());
         membership.spawn_prober(Duration::from_millis(section.probe_interval_ms.max(10)));
@@ -128,6 +146,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         ),
     );
     let state_view = jobmanager.clone();
+    let refresh_view = jobmanager.clone();
     let in_flight = jobmanager.inner.metrics.in_flight.clone();
     let lifecycle = Lifecycle {
         drain: jobmanager.inner.drain.clone(),
@@ -138,35 +157,31 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     serve_node(
         Role::JobManager,
         listeners,
-        gossip,
+        Presence::Gossip(gossip),
         router,
         registry,
         Views {
-            state: Arc::new(move || state_view.state_json()),
-            refresh: Arc::new(|| {}),
+            state: Arc::new(move |query| state_view.state_json(query)),
+            refresh: Arc::new(move || refresh_view.refresh_gauges()),
         },
         lifecycle,
     )
     .await
 }
 
-/// Announces the shard ready once gossip shows it a TaskManager, or after `wait` anyway (its
-/// queries then fail with `no_taskmanager`, which says more than no shard at all).
-async fn announce_ready(gossip: Gossip, wait: Duration) {
+/// Announces the shard ready once a TaskManager that takes work reported to it, or after
+/// `wait` anyway (its queries then fail with `no_taskmanager`, which says more than no shard at
+/// all).
+async fn announce_ready(gossip: Gossip, reports: ReportListener, wait: Duration) {
     let started = Instant::now();
-    let mut view = gossip.subscribe();
-    let seen = tokio::time::timeout(
-        wait,
-        view.wait_for(|peers| {
-            peers.iter().any(|peer| {
-                peer.info.role == NodeRole::TaskManager
-                    && !peer.info.draining
-                    && !peer.info.starting
-            })
-        }),
-    )
-    .await
-    .is_ok_and(|changed| changed.is_ok());
+    let mut seen = false;
+    while started.elapsed() < wait {
+        if reports.with_table(|table| table.counts().0.up) > 0 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gossip.set_ready().await;
     tracing::info!(
         taskmanager_seen = seen,
@@ -175,11 +190,91 @@ async fn announce_ready(gossip: Gossip, wait: Duration) {
     );
 }
 
-// === impl JobManager ===
+/// What a shard gossips of its load: queries being planned, and the TaskManagers and slots its
+/// table holds (gateways show these instead of a member list of every TaskManager).
+fn shard_load(in_flight: i64, reports: Option<&ReportListener>) -> NodeLoad {
+    let counts = reports
+        .map(|reports| reports.with_table(|table| table.counts().0))
+        .unwrap_or_default();
+    NodeLoad {
+        in_flight: in_flight.max(0) as u64,
+        slots_total: counts.slots_total,
+        slots_free: counts.slots_free,
+        taskmanagers_up: counts.up as u64,
+        taskmanagers_known: counts.known as u64,
+        ..NodeLoad::default()
+    }
+}
+
+/// Keeps the list of shards TaskManagers report to: the report addresses (gRPC host and port,
+/// UDP) of the shards gossip shows, not draining.
+async fn follow_shards(
+    mut view: watch::Receiver<flotilla_cluster::ClusterView>,
+    list: watch::Sender<Vec<SocketAddr>>,
+) {
+    loop {
+        let urls: Vec<String> = view
+            .borrow_and_update()
+            .iter()
+            .filter(|peer| peer.info.role == NodeRole::JobManager && !peer.info.draining)
+            .filter_map(|peer| peer.info.grpc_url.clone())
+            .collect();
+        let mut shards = Vec::with_capacity(urls.len());
+        for url in urls {
+            let Some(authority) = url
+                .split_once("://")
+                .map(|(_, rest)| rest.trim_end_matches('/'))
+            else {
+                continue;
+            };
+            if let Ok(mut resolved) = tokio::net::lookup_host(authority).await
+                && let Some(addr) = resolved.next()
+            {
+                shards.push(addr);
+            }
+        }
+        shards.sort_unstable();
+        list.send_if_modified(|current| {
+            let changed = *current != shards;
+            *current = shards;
+            changed
+        });
+        if view.changed().await.is_err() {
+            return;
+        }
+    }
+}
 
 impl JobManager {
-    fn state_json(&self) -> serde_json::Value {
+    /// Sets the TaskManager table's gauges before a `/metrics` scrape.
+    fn refresh_gauges(&self) {
+        let metrics = &self.inner.metrics;
+        let Some((counts, bytes, traffic)) = self.inner.leaser.table_figures() else {
+            return;
+        };
+        for (state, count) in [
+            ("up", counts.up),
+            ("suspect", counts.suspect),
+            ("down", counts.down),
+            ("not_serving", counts.not_serving),
+        ] {
+            metrics
+                .taskmanagers
+                .with_label_values(&[state])
+                .set(count as i64);
+        }
+        metrics.taskmanager_table_bytes.set(bytes as i64);
+        let received = traffic
+            .received
+            .saturating_sub(metrics.reports_received.get());
+        metrics.reports_received.inc_by(received);
+    }
+
+    /// `/v1/state`; `?taskmanagers=<state, pool or id>&offset=&limit=` pages the TaskManagers
+    /// (default: the first 50, the unusable and the busiest first).
+    fn state_json(&self, query: Option<&str>) -> serde_json::Value {
         let inner = &self.inner;
+        let asked = flotilla_protocol::TaskManagersRequest::from_query(query, 50);
         serde_json::json!({
             "id": inner.node_id,
             "in_flight": inner.metrics.in_flight.get(),
@@ -192,7 +287,7 @@ impl JobManager {
                 "bytes": inner.metrics.plan_cache_bytes.get(),
             },
             "response_bytes": inner.metrics.response_bytes.get(),
-            "taskmanagers": inner.leaser.membership().members(),
+            "taskmanagers": inner.leaser.taskmanagers_json(asked.filter.as_deref(), asked.offset, asked.limit),
         })
     }
 }

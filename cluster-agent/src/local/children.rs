@@ -2,7 +2,7 @@
 //! that exits (on the same ports), and stopping them all.
 
 use super::files::write_federation;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -163,12 +163,15 @@ async fn restart(
     let seeds: Vec<String> = nodes
         .iter()
         .enumerate()
-        .filter(|(other, _)| *other != index)
+        .filter(|(other, node)| *other != index && node.role != Role::TaskManager.as_str())
         .filter_map(|(_, node)| node.addresses.get("gossip").cloned())
         .collect();
     let config = match nodes[index].config.as_mut() {
         Some(RestartConfig::Agent(config)) => {
-            config.gossip.seeds = seeds;
+            // TaskManagers keep their shards (which restart on the same ports).
+            if config.reports.shards.is_empty() {
+                config.gossip.seeds = seeds;
+            }
             // Published over gossip: `/v1/cluster` and the web UI say why it was restarted.
             config.node.previous_exit = Some(format!("{exit} ({})", utc_now()));
             toml::to_string(config)?

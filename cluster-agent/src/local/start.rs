@@ -32,6 +32,7 @@ pub(super) struct Started {
     shards: Vec<String>,
     taskmanagers: Vec<String>,
     seeds: Vec<String>,
+    report_to: Vec<String>,
 }
 
 /// Starts every child, pushing each onto `nodes` as it comes up (so that a failure part-way
@@ -42,31 +43,14 @@ pub(super) async fn start_federation(
     tls: Option<CertPair>,
     nodes: &mut Vec<Node>,
 ) -> anyhow::Result<Started> {
-    // Everyone discovers everyone by gossip; the first TaskManager is the seed.
+    // Shards and the gateway gossip, through the first shard; TaskManagers report to the shards.
     let mut seeds: Vec<String> = Vec::new();
-    let mut taskmanagers = Vec::new();
+    let mut report_to: Vec<String> = Vec::new();
     // The processes share one host: each gets a share of its memory as its watermark (60 %
     // for the TaskManagers, 10 % for the shards), not 80 % each.
     let host_mib = crate::memory::available_memory() >> 20;
     let taskmanager_mib = (host_mib * 6 / 10 / args.taskmanagers.max(1) as u64).max(256);
     let shard_mib = (host_mib / 10 / args.shards.max(1) as u64).max(256);
-    for index in 1..=args.taskmanagers.max(1) {
-        let name = format!("tm-{index}");
-        let mut config = agent_config(shared, &name, &seeds);
-        config.memory.limit_mb = taskmanager_mib;
-        config.taskmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.taskmanager.slots = args.slots;
-        let mut node = start_child(shared, Role::TaskManager.as_str(), &name, &config).await?;
-        taskmanagers.push(internal_url(shared, &node)?);
-        if seeds.is_empty() {
-            seeds.push(node.address("gossip")?.to_string());
-        }
-        config.taskmanager.listen = node.address("grpc")?.parse()?;
-        config.taskmanager.admin_listen = node.address("admin")?.parse()?;
-        config.gossip.listen = node.address("gossip")?.parse()?;
-        node.config = Some(RestartConfig::Agent(Box::new(config)));
-        nodes.push(node);
-    }
     let mut shards = Vec::new();
     for index in 1..=args.shards.max(1) {
         let name = format!("jm-{index}");
@@ -75,8 +59,28 @@ pub(super) async fn start_federation(
         config.jobmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut node = start_child(shared, Role::JobManager.as_str(), &name, &config).await?;
         shards.push(internal_url(shared, &node)?);
+        if seeds.is_empty() {
+            seeds.push(node.address("gossip")?.to_string());
+        }
+        report_to.push(node.address("grpc")?.to_string());
         config.jobmanager.listen = node.address("grpc")?.parse()?;
         config.jobmanager.admin_listen = node.address("admin")?.parse()?;
+        config.gossip.listen = node.address("gossip")?.parse()?;
+        node.config = Some(RestartConfig::Agent(Box::new(config)));
+        nodes.push(node);
+    }
+    let mut taskmanagers = Vec::new();
+    for index in 1..=args.taskmanagers.max(1) {
+        let name = format!("tm-{index}");
+        let mut config = agent_config(shared, &name, &[]);
+        config.reports.shards = report_to.clone();
+        config.memory.limit_mb = taskmanager_mib;
+        config.taskmanager.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.taskmanager.slots = args.slots;
+        let mut node = start_child(shared, Role::TaskManager.as_str(), &name, &config).await?;
+        taskmanagers.push(internal_url(shared, &node)?);
+        config.taskmanager.listen = node.address("grpc")?.parse()?;
+        config.taskmanager.admin_listen = node.address("admin")?.parse()?;
         config.gossip.listen = node.address("gossip")?.parse()?;
         node.config = Some(RestartConfig::Agent(Box::new(config)));
         nodes.push(node);
@@ -106,6 +110,7 @@ pub(super) async fn start_federation(
         shards,
         taskmanagers,
         seeds,
+        report_to,
     })
 }
 
@@ -120,6 +125,7 @@ impl Started {
             shards,
             taskmanagers,
             seeds,
+            report_to,
         } = self;
         let cacert = ca
             .as_ref()
@@ -141,11 +147,24 @@ impl Started {
             "                 JDBC/DBeaver: jdbc:arrow-flight-sql://{flight}?useEncryption={encryption})"
         );
         println!("  shards        {}", shards.join(", "));
-        println!("  taskmanagers  {}", taskmanagers.join(", "));
+        if taskmanagers.len() > 8 {
+            println!(
+                "  taskmanagers  {} ({} …)",
+                taskmanagers.len(),
+                taskmanagers[..4].join(", ")
+            );
+        } else {
+            println!("  taskmanagers  {}", taskmanagers.join(", "));
+        }
         println!(
-            "  gossip seed   {} (join more agents with --set gossip.seeds=[\"{}\"])",
+            "  gossip seed   {} (join more shards with --set gossip.seeds=[\"{}\"])",
             seeds.join(", "),
             seeds.join("\",\"")
+        );
+        println!(
+            "  report to     {} (join more TaskManagers with --set reports.shards=[\"{}\"])",
+            report_to.join(", "),
+            report_to.join("\",\"")
         );
         match tpch_scale {
             Some(scale) => println!(

@@ -20,7 +20,13 @@ pub(crate) struct MemoryGuard {
     metrics: MemoryMetrics,
     /// The last query the watchdog stopped, while it may still be giving memory back.
     last_stop: Mutex<Option<(Weak<QueryAccount>, Instant)>>,
+    /// Wakes an idle watchdog when a query opens an account.
+    opened: tokio::sync::Notify,
 }
+
+/// How often an idle process (no query running) reads jemalloc's counters: refreshing them
+/// merges every arena's statistics, most of an idle TaskManager's CPU at the busy interval.
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 impl MemoryGuard {
     /// A guard stopping any query past `query_limit` bytes here, and the biggest one when the
@@ -41,6 +47,7 @@ impl MemoryGuard {
             process_limit,
             metrics,
             last_stop: Mutex::new(None),
+            opened: tokio::sync::Notify::new(),
         })
     }
 
@@ -57,7 +64,14 @@ impl MemoryGuard {
             Some(self.metrics.clone()),
         ));
         accounts.insert(query_id.to_string(), Arc::downgrade(&account));
+        self.opened.notify_one();
         account
+    }
+
+    /// Says whether a query holds an account here now.
+    fn busy(&self) -> bool {
+        let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        accounts.values().any(|account| account.strong_count() > 0)
     }
 
     /// The running queries' accounts here, most memory first (at most `limit`): query id,
@@ -80,23 +94,27 @@ impl MemoryGuard {
             .collect()
     }
 
-    /// Checks the watermark every `interval` for as long as the guard lives.
+    /// Checks the watermark every `interval` while a query runs here (every [`IDLE_CHECK`]
+    /// otherwise) for as long as the guard lives.
     pub(crate) fn watch(self: &Arc<Self>, interval: Duration) {
         let guard = Arc::downgrade(self);
         flotilla_cluster::spawn_instrumented(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticks.tick().await;
-                let Some(guard) = guard.upgrade() else { return };
-                guard.check(allocated());
+                let Some(strong) = guard.upgrade() else {
+                    return;
+                };
+                strong.check(allocated());
+                if strong.busy() {
+                    drop(strong);
+                    tokio::time::sleep(interval).await;
+                } else {
+                    // Idle: look again after IDLE_CHECK, or as soon as a query opens an account.
+                    let _ = tokio::time::timeout(IDLE_CHECK, strong.opened.notified()).await;
+                }
             }
         });
     }
 
-    /// One look at the process: past the watermark, stops the query holding the most memory
-    /// (unless the last one stopped is still giving its memory back). Returns the query
-    /// stopped.
     pub(crate) fn check(&self, allocated: Option<u64>) -> Option<String> {
         let allocated = allocated?;
         self.metrics

@@ -1,10 +1,9 @@
 //! A node's HTTP admin service: `/healthz`, `/metrics`, `/v1/state` and `POST /admin/drain`
 //! (which needs the cluster secret).
 
-use super::{Drain, RefreshGauges, StateView};
+use super::{Drain, Presence, RefreshGauges, StateView};
 use crate::config::Role;
 use bytes::Bytes;
-use flotilla_cluster::Gossip;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -45,7 +44,7 @@ pub(super) struct Admin {
     pub(super) registry: Registry,
     pub(super) state: StateView,
     pub(super) refresh: RefreshGauges,
-    pub(super) gossip: Gossip,
+    pub(super) presence: Presence,
     pub(super) drain: Drain,
     pub(super) secret: flotilla_cluster::ClusterSecret,
 }
@@ -104,11 +103,12 @@ impl Admin {
                 )
             }
             ("GET", "/v1/state") => {
-                let mut state = (self.state)();
+                let mut state = (self.state)(request.uri().query());
                 state["draining"] = serde_json::Value::from(self.drain.is_draining());
                 state["role"] = serde_json::Value::from(self.role.as_str());
-                state["gossip"] = serde_json::json!(self.gossip.addr());
-                state["cluster"] = serde_json::json!(*self.gossip.view());
+                let (addr, cluster) = self.presence.state();
+                state["gossip"] = addr;
+                state["cluster"] = cluster;
                 let body = serde_json::to_vec_pretty(&state).unwrap_or_default();
                 (StatusCode::OK, "application/json", Bytes::from(body))
             }

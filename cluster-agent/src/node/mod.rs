@@ -7,12 +7,13 @@
 
 mod admin;
 mod listeners;
+mod presence;
 
 pub(crate) use listeners::{NodeListeners, grpc_server};
 
 use crate::config::Role;
 use admin::Admin;
-use flotilla_cluster::Gossip;
+pub use presence::Presence;
 use prometheus::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Returns the node's state as JSON, for `/v1/state`.
-pub type StateView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+pub type StateView = Arc<dyn Fn(Option<&str>) -> serde_json::Value + Send + Sync>;
 /// Refreshes gauges that are read rather than counted, before a scrape.
 pub type RefreshGauges = Arc<dyn Fn() + Send + Sync>;
 
@@ -68,8 +69,8 @@ pub struct NodeHandle {
     pub grpc_addr: SocketAddr,
     /// The bound HTTP admin address.
     pub admin_addr: SocketAddr,
-    /// Its gossip membership.
-    pub gossip: Gossip,
+    /// Its membership: gossip, or reports to the shards.
+    pub presence: Presence,
     /// Its drain state.
     pub drain: Drain,
     idle: IdleCheck,
@@ -86,7 +87,7 @@ impl NodeHandle {
             role.as_str(),
             self.grpc_addr,
             self.admin_addr,
-            self.gossip.addr()
+            self.presence.addr()
         )
     }
 
@@ -96,9 +97,8 @@ impl NodeHandle {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let started = Instant::now();
         self.drain.draining.store(true, Ordering::Release);
-        self.gossip.set_draining().await;
-        let rounds = Duration::from_millis(self.gossip.config().interval_ms * 3);
-        tokio::time::sleep(rounds.min(Duration::from_secs(2))).await;
+        self.presence.set_draining().await;
+        tokio::time::sleep(self.presence.drain_notice()).await;
         let deadline = started + self.drain_timeout;
         while !(self.idle)() {
             if Instant::now() >= deadline {
@@ -117,7 +117,7 @@ impl NodeHandle {
             Ok(joined) => joined??,
             Err(_) => tracing::warn!("gRPC calls still open 5 s after the drain; exiting"),
         }
-        self.gossip.shutdown().await;
+        self.presence.shutdown().await;
         Ok(())
     }
 }
@@ -126,7 +126,7 @@ impl NodeHandle {
 pub(crate) async fn serve_node(
     role: Role,
     listeners: NodeListeners,
-    gossip: Gossip,
+    presence: Presence,
     router: tonic::transport::server::Router,
     registry: Registry,
     views: Views,
@@ -160,7 +160,7 @@ pub(crate) async fn serve_node(
             registry,
             state,
             refresh,
-            gossip: gossip.clone(),
+            presence: presence.clone(),
             drain: lifecycle.drain.clone(),
             secret: lifecycle.secret.clone(),
         },
@@ -170,7 +170,7 @@ pub(crate) async fn serve_node(
     Ok(NodeHandle {
         grpc_addr,
         admin_addr,
-        gossip,
+        presence,
         drain: lifecycle.drain,
         idle: lifecycle.idle,
         drain_timeout: lifecycle.drain_timeout,

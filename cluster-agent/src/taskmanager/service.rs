@@ -1,5 +1,5 @@
 //! A TaskManager: its start-up (memory pool, leases, the datafusion-distributed worker and a
-//! Flight service on one gRPC port, gossip) and the state and load it shows. Its Flight service
+//! Flight service on one gRPC port, reports to the shards) and the state and load it shows. Its Flight service
 //! is in `flight.rs`, how it takes hand-overs and leases in `handover.rs`.
 
 use super::leases::LeaseTable;
@@ -12,12 +12,13 @@ use crate::config::{Config, Role};
 use crate::flight_clients::{ClusterChannels, FlightClients};
 use crate::member_flight::MemberFlightService;
 use crate::memory::{MemoryGuard, MemoryMetrics, register_bounded_functions};
-use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Views, serve_node};
+use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Presence, Views, serve_node};
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion_distributed::Worker;
-use flotilla_cluster::{ClusterSecret, Gossip};
+use flotilla_cluster::ClusterSecret;
+use flotilla_cluster::reports::Reporter;
 use flotilla_protocol::NodeLoad;
 use prometheus::Registry;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub(super) struct Inner {
     pub(super) channels: ClusterChannels,
 }
 
-/// Starts a TaskManager on the configured addresses, joins gossip, and returns its handle.
+/// Starts a TaskManager on the configured addresses, reports to the shards, and returns its handle.
 pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Result<NodeHandle> {
     let section = &config.taskmanager;
     config.cluster.warn_if_open();
@@ -143,11 +144,21 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             drain: Drain::default(),
         }),
     };
+    if config.reports.shards.is_empty() {
+        let hint = if config.gossip.seeds.is_empty() {
+            String::new()
+        } else {
+            " (gossip.seeds is for shards and gateways: TaskManagers do not gossip)".to_string()
+        };
+        anyhow::bail!(
+            "set reports.shards to the gRPC addresses (host:port) of a few shards: a TaskManager reports its slots to the shards{hint}"
+        );
+    }
     let listeners = NodeListeners::bind(
         Role::TaskManager,
         (section.listen, section.advertise.as_deref()),
         (section.admin_listen, section.admin_advertise.as_deref()),
-        &config.gossip.seeds,
+        &config.reports.shards,
         &config.cluster,
     )
     .await?;
@@ -159,9 +170,12 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     );
     info.previous_exit = config.node.previous_exit.clone();
     let load_view = taskmanager.clone();
-    let gossip = Gossip::start(
-        config.cluster.gossip(&config.gossip),
-        info,
+    let reporter = Reporter::start(
+        &config.reports,
+        &config.cluster.gossip(&config.gossip).cluster_id,
+        config.gossip.listen,
+        Duration::from_millis(config.gossip.load_interval_ms),
+        &info,
         Arc::new(move || load_view.load()),
     )
     .await?;
@@ -192,11 +206,11 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     serve_node(
         Role::TaskManager,
         listeners,
-        gossip,
+        Presence::Reports(reporter),
         router,
         registry,
         Views {
-            state: Arc::new(move || state_view.state_json()),
+            state: Arc::new(move |_| state_view.state_json()),
             refresh: Arc::new(move || metrics_view.refresh_gauges()),
         },
         lifecycle,
@@ -261,7 +275,7 @@ impl TaskManager {
             && inner.metrics.tasks_running.get() <= 0
     }
 
-    /// The load published over gossip; also sweeps expired tickets (releasing their leases).
+    /// The load reported to the shards; also sweeps expired tickets (releasing their leases).
     pub(super) fn load(&self) -> NodeLoad {
         let inner = &self.inner;
         let expired = inner.tickets.sweep();
@@ -273,6 +287,7 @@ impl TaskManager {
             slots_free: slots.slots_total - slots.slots_used,
             memory_used_bytes: inner.runtime.memory_pool.reserved() as u64,
             memory_limit_bytes: inner.metrics.memory_limit.get().max(0) as u64,
+            ..NodeLoad::default()
         }
     }
 }

@@ -1,11 +1,12 @@
-//! A test federation: a gateway, shards and TaskManagers as separate processes on loopback,
-//! joined by gossip, with helpers to add members while it runs.
+//! A test federation: a gateway, shards and TaskManagers as separate processes on loopback
+//! (shards and the gateway gossip; TaskManagers report to the shards), with helpers to add
+//! members while it runs.
 
 use super::{Process, catalog_toml, tpch_dir};
 use std::time::{Duration, Instant};
 
-/// A gateway, shards and TaskManagers, each a separate process, joined by gossip (the first
-/// TaskManager is the seed).
+/// A gateway, shards and TaskManagers, each a separate process (the first shard is the gossip
+/// seed; TaskManagers report to the shards).
 pub struct Federation {
     pub dir: tempfile::TempDir,
     pub taskmanagers: Vec<Process>,
@@ -40,6 +41,9 @@ pub struct FederationOptions {
     pub cluster_toml: String,
     /// The `[catalog]` every shard and TaskManager reads; None: the shared TPC-H tables.
     pub catalog_toml: Option<String>,
+    /// The `[reports]` section of every shard and TaskManager (the TaskManagers' `shards` is
+    /// added); default: fast reports for tests.
+    pub reports_toml: String,
 }
 
 impl Default for FederationOptions {
@@ -54,12 +58,17 @@ impl Default for FederationOptions {
             admin_token: None,
             cluster_toml: String::new(),
             catalog_toml: None,
+            reports_toml: REPORTS_TOML.into(),
         }
     }
 }
 
 /// Gossip settings for fast tests: frequent rounds and load updates.
 const GOSSIP_TOML: &str = "[gossip]\ninterval_ms = 50\nload_interval_ms = 50\n";
+
+/// Report settings for fast tests: TaskManagers report every 100 ms, shards pass one over after
+/// 600 ms of silence.
+pub const REPORTS_TOML: &str = "[reports]\ninterval_ms = 100\nsuspect_after_ms = 600\n";
 
 impl Federation {
     /// Starts the federation over the shared TPC-H data.
@@ -93,11 +102,11 @@ impl Federation {
             seed: String::new(),
             catalog,
         };
-        for pool in &options.pools {
-            federation.add_taskmanager(pool);
-        }
         for _ in 0..options.shards {
             federation.add_shard();
+        }
+        for pool in &options.pools {
+            federation.add_taskmanager(pool);
         }
         let config = federation.dir.path().join("gateway.toml");
         std::fs::write(
@@ -129,16 +138,11 @@ impl Federation {
     pub fn add_taskmanager(&mut self, pool: &str) -> usize {
         let index = self.taskmanagers.len();
         let config = self.dir.path().join(format!("tm-{index}.toml"));
-        let seeds = if self.seed.is_empty() {
-            String::new()
-        } else {
-            format!("seeds = [\"{}\"]\n", self.seed)
-        };
         std::fs::write(
             &config,
             format!(
-                "{}[node]\nid = \"tm-{index}\"\n[taskmanager]\nlisten = \"127.0.0.1:0\"\nslots = {}\npool = \"{pool}\"\n{}{GOSSIP_TOML}{seeds}{}",
-                self.cluster_toml(), self.options.slots, self.options.taskmanager_toml, self.catalog
+                "{}[node]\nid = \"tm-{index}\"\n[taskmanager]\nlisten = \"127.0.0.1:0\"\nslots = {}\npool = \"{pool}\"\n{}{GOSSIP_TOML}{}shards = {}\n{}",
+                self.cluster_toml(), self.options.slots, self.options.taskmanager_toml, self.options.reports_toml, self.report_to(), self.catalog
             ),
         )
         .unwrap();
@@ -147,9 +151,6 @@ impl Federation {
             &["taskmanager", "--config", config.to_str().unwrap()],
             self.dir.path(),
         );
-        if self.seed.is_empty() {
-            self.seed = process.addresses["gossip"].clone();
-        }
         self.taskmanagers.push(process);
         index
     }
@@ -157,12 +158,17 @@ impl Federation {
     /// Starts one more shard; returns its index.
     pub fn add_shard(&mut self) -> usize {
         let index = self.shards.len();
+        let seeds = if self.seed.is_empty() {
+            "[]".to_string()
+        } else {
+            format!("[\"{}\"]", self.seed)
+        };
         let config = self.dir.path().join(format!("jm-{index}.toml"));
         std::fs::write(
             &config,
             format!(
-                "{}[node]\nid = \"jm-{index}\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\n{}{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
-                self.cluster_toml(), self.options.jobmanager_toml, self.seed, self.catalog
+                "{}[node]\nid = \"jm-{index}\"\n[jobmanager]\nlisten = \"127.0.0.1:0\"\n{}{GOSSIP_TOML}seeds = {}\n{}{}",
+                self.cluster_toml(), self.options.jobmanager_toml, seeds, self.options.reports_toml, self.catalog
             ),
         )
         .unwrap();
@@ -171,12 +177,25 @@ impl Federation {
             &["jobmanager", "--config", config.to_str().unwrap()],
             self.dir.path(),
         );
+        if self.seed.is_empty() {
+            self.seed = process.addresses["gossip"].clone();
+        }
         self.shards.push(process);
         index
     }
 
-    /// Starts TaskManager `index` again (after it exited) from its config file, seeded by the
-    /// gateway's gossip address (the first TaskManager's own seed may be gone).
+    /// The shards' report addresses (their gRPC `host:port`), as a TOML array.
+    fn report_to(&self) -> String {
+        let shards: Vec<String> = self
+            .shards
+            .iter()
+            .map(|shard| format!("\"{}\"", shard.addresses["grpc"]))
+            .collect();
+        format!("[{}]", shards.join(", "))
+    }
+
+    /// Starts TaskManager `index` again (after it exited) from its config file, reporting to the
+    /// shards running now.
     pub fn restart_taskmanager(&mut self, index: usize) {
         let name = format!("tm-{index}");
         let process = self.restart(&name, "taskmanager");
@@ -192,8 +211,12 @@ impl Federation {
 
     fn restart(&self, name: &str, role: &str) -> Process {
         let config = self.dir.path().join(format!("{name}.toml"));
-        let gateway_gossip = self.gateway.addresses["gossip"].clone();
-        let seeds = format!("gossip.seeds=[\"{gateway_gossip}\"]");
+        let seeds = if role == "taskmanager" {
+            format!("reports.shards={}", self.report_to())
+        } else {
+            let gateway_gossip = self.gateway.addresses["gossip"].clone();
+            format!("gossip.seeds=[\"{gateway_gossip}\"]")
+        };
         let old_log = self.dir.path().join(format!("{name}.log"));
         let _ = std::fs::rename(
             &old_log,
@@ -206,8 +229,8 @@ impl Federation {
         )
     }
 
-    /// Waits (at most 20 s) until the gateway's gossip view holds every running process, each
-    /// ready for work.
+    /// Waits (at most 20 s) until the gateway's gossip view holds every running shard and
+    /// gateway, each ready for work, and every shard can choose every TaskManager.
     pub fn wait_converged(&self) {
         let expected = self.taskmanagers.len() + self.shards.len() + 1;
         let url = self.url();
@@ -220,7 +243,11 @@ impl Federation {
                 .map(|token| format!("authorization: Bearer {token}\r\n"))
                 .unwrap_or_default();
             let members = super::serving_members(&url, &authorization);
-            if members == expected {
+            let every_shard = self
+                .shards
+                .iter()
+                .all(|shard| super::taskmanagers_up(shard) == self.taskmanagers.len() as u64);
+            if members == expected && every_shard {
                 return;
             }
             if Instant::now() > deadline {

@@ -185,18 +185,39 @@ pub fn print_notable_log(process: &Process) {
     );
 }
 
-/// How many members the gateway at `url` sees ready for work (not `starting`), by its
-/// `/v1/cluster`; 0 when it does not answer.
+/// How many members the gateway at `url` sees ready for work, by its `/v1/cluster`: gateways
+/// and shards gossip shows not `starting`, plus the TaskManagers a shard has `up`; 0 when it
+/// does not answer.
 pub fn serving_members(url: &str, extra_headers: &str) -> usize {
     blocking_get_json(&format!("{url}/v1/cluster"), extra_headers)
         .and_then(|view| {
-            view["members"].as_array().map(|members| {
+            let gossiping = view["members"].as_array().map(|members| {
                 members
                     .iter()
                     .filter(|member| member["starting"] == false)
                     .count()
-            })
+            })?;
+            let taskmanagers = view["taskmanagers"]["counts"]["up"].as_u64().unwrap_or(0);
+            Some(gossiping + taskmanagers as usize)
         })
+        .unwrap_or(0)
+}
+
+/// Every member a gateway's `/v1/cluster` lists: gateways and shards (gossip), then the page of
+/// TaskManagers one shard reported.
+pub fn all_members(view: &serde_json::Value) -> Vec<serde_json::Value> {
+    let gossiping = view["members"].as_array().into_iter().flatten();
+    let taskmanagers = view["taskmanagers"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    gossiping.chain(taskmanagers).cloned().collect()
+}
+
+/// How many TaskManagers the shard `process` can choose now, by its `/v1/state`.
+pub fn taskmanagers_up(process: &Process) -> u64 {
+    blocking_get_json(&format!("{}/v1/state", process.admin_url()), "")
+        .and_then(|state| state["taskmanagers"]["counts"]["up"].as_u64())
         .unwrap_or(0)
 }
 

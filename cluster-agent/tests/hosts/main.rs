@@ -12,4 +12,5 @@ mod common;
 mod faults;
 mod load;
 mod net;
+mod scale;
 mod tpch;

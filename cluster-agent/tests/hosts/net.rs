@@ -138,6 +138,21 @@ impl World {
     }
 
     /// The host called `name`.
+    /// The hosts `names` for a test; None (the test is skipped, saying why) where this machine
+    /// cannot make network namespaces, unless `CI` is set: there a skip is a failure.
+    pub fn for_test(names: &[&str]) -> Option<World> {
+        match World::create(names) {
+            Ok(world) => Some(world),
+            Err(why) => {
+                let on_ci =
+                    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "0");
+                assert!(!on_ci, "test hosts are required under CI: {why}");
+                eprintln!("SKIPPED: this machine cannot make test hosts: {why}");
+                None
+            }
+        }
+    }
+
     pub fn host(&self, name: &str) -> &Host {
         self.hosts
             .iter()

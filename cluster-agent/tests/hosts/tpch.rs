@@ -20,7 +20,7 @@ fn tpch_across_six_hosts_equals_in_process_datafusion() {
             .iter()
             .map(|name| format!("{}:", cluster.world.host(name).ip))
             .collect();
-        for member in view["members"].as_array().unwrap() {
+        for member in &common::all_members(&view) {
             for key in ["grpc_url", "http_addr", "admin_addr", "gossip_addr"] {
                 if let Some(address) = member[key].as_str() {
                     assert!(

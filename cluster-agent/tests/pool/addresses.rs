@@ -21,60 +21,83 @@ async fn members_bound_to_every_interface_advertise_a_reachable_address() {
     let cluster = "[cluster]\nsecret = \"addresses\"\n";
 
     // Bound to every interface with no seed and no advertise: nothing tells it its address.
-    let lonely = config_file(
-        dir.path(),
-        "lonely",
-        &format!("{cluster}[taskmanager]\nlisten = \"0.0.0.0:0\"\n{gossip}{catalog}"),
-    );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
-        .args(["taskmanager", "--config", &lonely])
-        .env_clear()
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(64), "{stderr}");
-    assert!(stderr.contains("set taskmanager.advertise"), "{stderr}");
+    // A TaskManager with no shard to report to is refused first, naming the setting.
+    for (role, toml, said) in [
+        (
+            "jobmanager",
+            format!("{cluster}[jobmanager]\nlisten = \"0.0.0.0:0\"\n{gossip}{catalog}"),
+            "set jobmanager.advertise",
+        ),
+        (
+            "taskmanager",
+            format!(
+                "{cluster}[taskmanager]\nlisten = \"0.0.0.0:0\"\n{gossip}seeds = [\"127.0.0.1:1\"]\n{catalog}"
+            ),
+            "set reports.shards",
+        ),
+    ] {
+        let lonely = config_file(dir.path(), "lonely", &toml);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_cluster-agent"))
+            .args([role, "--config", &lonely])
+            .env_clear()
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+    }
 
-    // The seed says where it is; everyone else finds this host's address on the route to it.
-    let seed = config_file(
-        dir.path(),
-        "tm-0",
-        &format!(
-            "{cluster}[node]\nid = \"tm-0\"\n[taskmanager]\nlisten = \"0.0.0.0:0\"\nadvertise = \"127.0.0.1\"\nadmin_listen = \"0.0.0.0:0\"\nadmin_advertise = \"127.0.0.1\"\n{gossip}advertise = \"127.0.0.1\"\n{catalog}"
-        ),
-    );
-    let taskmanager = Process::start("tm-0", &["taskmanager", "--config", &seed], dir.path());
-    let seeds = format!("seeds = [\"{}\"]\n", taskmanager.addresses["gossip"]);
-    assert!(seeds.contains("127.0.0.1:"), "{seeds}");
-    let second = config_file(
-        dir.path(),
-        "tm-1",
-        &format!(
-            "{cluster}[node]\nid = \"tm-1\"\n[taskmanager]\nlisten = \"0.0.0.0:0\"\nadmin_listen = \"0.0.0.0:0\"\n{gossip}{seeds}{catalog}"
-        ),
-    );
+    // The seed (the shard) says where it is; everyone else finds this host's address on the
+    // route to it: the gateway through gossip, the TaskManagers through their report target.
     let shard = config_file(
         dir.path(),
         "jm-0",
         &format!(
-            "{cluster}[node]\nid = \"jm-0\"\n[jobmanager]\nlisten = \"0.0.0.0:0\"\nadmin_listen = \"0.0.0.0:0\"\n{gossip}{seeds}{catalog}"
+            "{cluster}[node]\nid = \"jm-0\"\n[jobmanager]\nlisten = \"0.0.0.0:0\"\nadvertise = \"127.0.0.1\"\nadmin_listen = \"0.0.0.0:0\"\nadmin_advertise = \"127.0.0.1\"\n{gossip}advertise = \"127.0.0.1\"\n{catalog}"
         ),
     );
+    let shard = Process::start("jm-0", &["jobmanager", "--config", &shard], dir.path());
+    let seeds = format!("seeds = [\"{}\"]\n", shard.addresses["gossip"]);
+    assert!(seeds.contains("127.0.0.1:"), "{seeds}");
+    let shard_port = shard.addresses["grpc"]
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_string();
+    let reports = format!("[reports]\nshards = [\"127.0.0.1:{shard_port}\"]\ninterval_ms = 100\n");
+    let taskmanager = |name: &str| {
+        config_file(
+            dir.path(),
+            name,
+            &format!(
+                "{cluster}[node]\nid = \"{name}\"\n[taskmanager]\nlisten = \"0.0.0.0:0\"\nadmin_listen = \"0.0.0.0:0\"\n{gossip}{reports}{catalog}"
+            ),
+        )
+    };
     let gateway = config_file(
         dir.path(),
         "gateway",
         &format!("{cluster}[http]\nlisten = \"0.0.0.0:0\"\n{gossip}{seeds}"),
     );
     let _processes = [
-        taskmanager,
-        Process::start("tm-1", &["taskmanager", "--config", &second], dir.path()),
-        Process::start("jm-0", &["jobmanager", "--config", &shard], dir.path()),
+        shard,
+        Process::start(
+            "tm-0",
+            &["taskmanager", "--config", &taskmanager("tm-0")],
+            dir.path(),
+        ),
+        Process::start(
+            "tm-1",
+            &["taskmanager", "--config", &taskmanager("tm-1")],
+            dir.path(),
+        ),
     ];
     let gateway = Process::start("gateway", &["gateway", "--config", &gateway], dir.path());
     let port = gateway.addresses["http"].rsplit_once(':').unwrap().1;
     let url = format!("http://127.0.0.1:{port}");
 
-    // Every address gossip carries is this host's, and the cluster answers through them.
+    // Every address gossip and the reports carry is this host's, and the cluster answers
+    // through them.
     let cluster_url = format!("{url}/v1/cluster");
     let mut view = serde_json::Value::Null;
     let converged = common::eventually(Duration::from_secs(20), async || {
@@ -82,12 +105,18 @@ async fn members_bound_to_every_interface_advertise_a_reachable_address() {
             .await
             .json();
         view["members"].as_array().is_some_and(|members| {
-            members.len() == 4 && members.iter().all(|member| member["starting"] == false)
-        })
+            members.len() == 2 && members.iter().all(|member| member["starting"] == false)
+        }) && view["taskmanagers"]["counts"]["up"] == 2
     })
     .await;
     assert!(converged, "the gateway did not see all 4 members: {view}");
-    for member in view["members"].as_array().unwrap() {
+    let taskmanagers = view["taskmanagers"]["members"].as_array().unwrap();
+    for member in view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(taskmanagers)
+    {
         for key in ["grpc_url", "http_addr", "admin_addr", "gossip_addr"] {
             if let Some(address) = member[key].as_str() {
                 assert!(

@@ -65,6 +65,8 @@ async function overview(page) {
   const slots = await page.$$eval('section[data-role="taskmanager"] tbody tr', (rows) =>
     rows.map((row) => row.cells[4].textContent));
   check(slots.every((text) => /^\d+ \/ \d+$/.test(text)), `slots used/total per TaskManager: ${slots}`);
+  const counts = await page.locator('[data-counts="taskmanager"]').textContent();
+  check(counts.startsWith('2 of 2 serving'), `TaskManager counts by state and pool: ${counts}`);
   // Two samples make a rate; the page polls every 2 s.
   await page.waitForFunction(() => document.querySelectorAll('[data-rate] canvas').length === 3, null, WAIT);
   check(true, 'queries/s, errors/s and rows/s are drawn from the counters');

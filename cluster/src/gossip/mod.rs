@@ -1,5 +1,7 @@
-//! Cluster membership by gossip (chitchat): every process publishes who it is, where it
-//! serves and its live load, and reads everybody else's. No registry to fail.
+//! Cluster membership by gossip (chitchat) of gateways and shards: each publishes who it is,
+//! where it serves and its live load, and reads everybody else's. No registry to fail.
+//! TaskManagers do not gossip (its cost grows with the square of the members); they report to
+//! the shards (`crate::reports`).
 //!
 //! ```text
 //!  process ──set(node, load)──▶ chitchat ◀──UDP gossip──▶ peers' chitchat
@@ -232,28 +234,11 @@ async fn spawn_on_free_port(
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_micros() as u64);
-        let interval = Duration::from_millis(config.interval_ms.max(10));
-        let chitchat_config = ChitchatConfig {
-            chitchat_id: ChitchatId::new(info.id.clone(), generation, advertise),
-            cluster_id: config.cluster_id.clone(),
-            gossip_interval: interval,
-            listen_addr: bound,
-            seed_nodes: config.seeds.clone(),
-            failure_detector_config: FailureDetectorConfig {
-                phi_threshold: config.phi_threshold,
-                sampling_window_size: 1000,
-                max_interval: Duration::from_secs(10),
-                initial_interval: interval * 5,
-                dead_node_grace_period: Duration::from_secs(60),
-            },
-            marked_for_deletion_grace_period: Duration::from_secs(60),
-            catchup_callback: None,
-            // A member is usable only once its node key arrived.
-            extra_liveness_predicate: Some(Box::new(|state: &NodeState| {
-                state.contains_key(NODE_KEY)
-            })),
-            protocol_version: chitchat::ProtocolVersion::V0,
-        };
+        let chitchat_config = chitchat_config(
+            config,
+            ChitchatId::new(info.id.clone(), generation, advertise),
+            bound,
+        );
         let initial = vec![
             (NODE_KEY.to_string(), serde_json::to_string(info)?),
             (LOAD_KEY.to_string(), serde_json::to_string(&load())?),
@@ -265,6 +250,35 @@ async fn spawn_on_free_port(
         }
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("cannot start gossip")))
+}
+
+/// Chitchat's settings for a member `id` listening on `listen`: the gossip interval, the
+/// phi-accrual detector, and liveness only once a member's node key arrived.
+pub fn chitchat_config(
+    config: &GossipConfig,
+    id: ChitchatId,
+    listen: SocketAddr,
+) -> ChitchatConfig {
+    let interval = Duration::from_millis(config.interval_ms.max(10));
+    ChitchatConfig {
+        chitchat_id: id,
+        cluster_id: config.cluster_id.clone(),
+        gossip_interval: interval,
+        listen_addr: listen,
+        seed_nodes: config.seeds.clone(),
+        failure_detector_config: FailureDetectorConfig {
+            phi_threshold: config.phi_threshold,
+            sampling_window_size: 1000,
+            max_interval: Duration::from_secs(10),
+            initial_interval: interval * 5,
+            dead_node_grace_period: Duration::from_secs(60),
+        },
+        marked_for_deletion_grace_period: Duration::from_secs(60),
+        catchup_callback: None,
+        // A member is usable only once its node key arrived.
+        extra_liveness_predicate: Some(Box::new(|state: &NodeState| state.contains_key(NODE_KEY))),
+        protocol_version: chitchat::ProtocolVersion::V0,
+    }
 }
 
 /// The address peers gossip to: chitchat needs it as a socket address, so a DNS name in

@@ -63,7 +63,7 @@ pub(super) fn gateway() -> Gateway {
         crate::control::Registry::new(),
         Members {
             shards: Arc::clone(&none),
-            taskmanagers: none,
+            taskmanagers: None,
             gossip: None,
         },
         metrics,

@@ -9,6 +9,7 @@ use crate::control::Registry as QueryRegistry;
 use crate::error::{BoxError, GatewayError};
 use crate::limits::TenantLimits;
 use crate::metrics::GatewayMetrics;
+use crate::shard::ShardClient;
 use crate::stack::QueryService;
 use bytes::Bytes;
 use flotilla_cluster::{Gossip, Membership};
@@ -30,8 +31,9 @@ pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct Members {
     /// The shards.
     pub shards: Arc<dyn Membership>,
-    /// The TaskManagers.
-    pub taskmanagers: Arc<dyn Membership>,
+    /// The TaskManagers of a fixed list; with gossip the shards know them (they report to
+    /// the shards) and `/v1/cluster` asks one.
+    pub taskmanagers: Option<Arc<dyn Membership>>,
     /// Gossip, unless shards are a fixed list.
     pub gossip: Option<Gossip>,
 }
@@ -48,8 +50,10 @@ pub(super) struct Inner {
     pub(super) queries: QueryService,
     pub(super) running: Arc<QueryRegistry>,
     pub(super) shards: Arc<dyn Membership>,
-    pub(super) taskmanagers: Arc<dyn Membership>,
+    pub(super) taskmanagers: Option<Arc<dyn Membership>>,
     pub(super) gossip: Option<Gossip>,
+    /// Asks a shard for its TaskManagers (`/v1/cluster`).
+    pub(super) shard_client: ShardClient,
     pub(super) metrics: GatewayMetrics,
     pub(super) registry: Registry,
     pub(super) auth: Auth,
@@ -82,6 +86,10 @@ impl Gateway {
                 shards,
                 taskmanagers,
                 gossip,
+                shard_client: ShardClient::new(
+                    Duration::from_millis(config.shards.first_result_timeout_ms),
+                    config.cluster.secret(),
+                ),
                 metrics,
                 registry,
                 auth,
@@ -130,7 +138,7 @@ impl Gateway {
             (Method::POST, "/v1/query") => self.query(request, caller).await,
             (Method::GET, "/healthz") => text_response(StatusCode::OK, "ok\n"),
             (Method::GET, "/readyz") => self.ready(),
-            (Method::GET, "/v1/cluster") => self.cluster(),
+            (Method::GET, "/v1/cluster") => self.cluster(request.uri().query()).await,
             (Method::GET, "/metrics") => self.metrics(),
             (Method::DELETE, path) if path.starts_with(QUERY_PATH) => self.cancel(path, &caller),
             (Method::GET, path) if path.starts_with(QUERY_PATH) => self.status(path, &caller),
