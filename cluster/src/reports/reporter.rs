@@ -223,10 +223,8 @@ impl Reporter {
         let interval = Duration::from_millis(config.interval_ms.max(10));
         let seeds = resolve(&config.shards).await;
         if seeds.is_empty() {
-            anyhow::bail!(
-                "reports.shards names no shard that resolves ({:?}): a TaskManager reports to the shards' gRPC addresses",
-                config.shards
-            );
+            // A headless service of shards not started yet: resolved again every few seconds.
+            tracing::warn!(shards = ?config.shards, "reports.shards resolves to no address yet; trying again");
         }
         let core = ReporterCore::new(report, interval, seeds, Instant::now());
         let (flags, flags_seen) = watch::channel((info.draining, info.starting));
