@@ -229,7 +229,7 @@ fn load_printable<T: serde::de::DeserializeOwned + serde::Serialize>(
 /// Replaces a set cluster secret with a note: printed configs end up in terminals and tickets.
 fn hide_secret(cluster: &mut flotilla_cluster::ClusterConfig) {
     if !cluster.secret.is_empty() {
-        cluster.secret = "(set; not shown)".to_string();
+        cluster.secret = "(set; not shown)".into();
     }
 }
 

@@ -44,7 +44,7 @@ pub struct Config {
     pub gossip: GossipConfig,
     /// How TaskManagers report their slots to the shards, and how shards judge silence.
     pub reports: flotilla_cluster::reports::ReportsConfig,
-    /// The cluster secret: carried on every internal call, required on every call received.
+    /// The cluster secret (keys of signed calls and sealed datagrams) and internal TLS.
     pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,

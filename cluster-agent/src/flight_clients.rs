@@ -5,6 +5,7 @@
 use crate::error::AgentError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use flotilla_cluster::ClusterSecret;
+use flotilla_cluster::keys::Signed;
 use flotilla_protocol::TraceContext;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -54,14 +55,14 @@ impl<K: Hash + Eq + Clone, V: Clone> IdleCache<K, V> {
 
 /// A cache of Flight clients keyed by `http://host:port`.
 pub(crate) struct FlightClients {
-    clients: Mutex<IdleCache<String, FlightServiceClient<Channel>>>,
+    clients: Mutex<IdleCache<String, FlightServiceClient<Signed<Channel>>>>,
     timeout: Duration,
     secret: ClusterSecret,
 }
 
 impl FlightClients {
     /// Clients whose calls time out after `timeout` (connects after the cluster's connect
-    /// timeout), and carry the cluster secret.
+    /// timeout), and are signed with the cluster's keys.
     pub(crate) fn new(timeout: Duration, secret: ClusterSecret) -> Self {
         Self {
             clients: Mutex::new(IdleCache::new()),
@@ -71,7 +72,10 @@ impl FlightClients {
     }
 
     /// Returns the client of `address`, creating it on first use.
-    pub(crate) fn get(&self, address: &str) -> Result<FlightServiceClient<Channel>, AgentError> {
+    pub(crate) fn get(
+        &self,
+        address: &str,
+    ) -> Result<FlightServiceClient<Signed<Channel>>, AgentError> {
         let mut clients = self
             .clients
             .lock()
@@ -83,7 +87,7 @@ impl FlightClients {
                 .map_err(|error| AgentError::Internal(format!("agent url {address}: {error}")))?
                 .timeout(self.timeout)
                 .connect_lazy();
-            Ok(FlightServiceClient::new(channel)
+            Ok(FlightServiceClient::new(self.secret.signed(channel))
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(256 * 1024 * 1024))
         })
@@ -105,9 +109,7 @@ pub(crate) async fn call_action(
 ) -> Result<bytes::Bytes, flotilla_protocol::ErrorBody> {
     use flotilla_protocol::{ErrorBody, ErrorCode};
     let mut client = clients.get(address).map_err(|error| error.to_body())?;
-    let mut action = clients
-        .secret
-        .request(arrow_flight::Action::new(action_type.to_string(), body));
+    let mut action = tonic::Request::new(arrow_flight::Action::new(action_type.to_string(), body));
     if let Ok(trace) = CURRENT_TRACE.try_with(|trace| *trace) {
         flotilla_cluster::inject_child_trace(action.metadata_mut(), &trace);
     }
@@ -179,7 +181,7 @@ impl datafusion_distributed::ChannelResolver for ClusterChannels {
                 ))
             })?;
             Ok::<_, datafusion::error::DataFusionError>(BoxCloneSyncChannel::new(
-                endpoint.connect_lazy(),
+                self.secret.signed(endpoint.connect_lazy()),
             ))
         })?;
         Ok(create_worker_client(channel))

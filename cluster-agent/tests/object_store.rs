@@ -13,7 +13,7 @@ mod common;
 use arrow_flight::{Action, Ticket};
 use cluster_agent::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 use common::compare::assert_same;
-use common::internal::{flight, with_secret};
+use common::internal::signed;
 use common::{Federation, FederationOptions, is_ordered, post_sql, query_json, samples, tpch_dir};
 use datafusion::prelude::SessionContext;
 use flotilla_protocol::{ErrorBody, ErrorCode};
@@ -275,17 +275,14 @@ async fn run_on_taskmanager(federation: &Federation, s3: &S3Server) -> ErrorBody
         holder: "object-store test".into(),
         ..HandoverRequest::default()
     };
-    let mut client = flight(&head).await;
+    let mut client = signed(&head, &federation.secret).await;
     let action = Action::new(HANDOVER_ACTION, request.encode_to_vec());
-    let secret = &federation.secret;
-    let status = match client.do_action(with_secret(action, secret)).await {
+    let status = match client.do_action(action).await {
         Err(status) => status,
         Ok(response) => {
             let result = response.into_inner().message().await.unwrap().unwrap();
             let ticket = HandoverResponse::decode(result.body).unwrap().ticket;
-            let fetched = client
-                .do_get(with_secret(Ticket::new(ticket), secret))
-                .await;
+            let fetched = client.do_get(Ticket::new(ticket)).await;
             let mut stream = fetched
                 .map_err(|status| ErrorBody::from(&status))
                 .unwrap()

@@ -1,10 +1,10 @@
-//! Security end to end: internal calls need the cluster secret, result tickets are single-use
-//! and expire.
+//! Security end to end: internal calls need the cluster's signature, result tickets are
+//! single-use and expire.
 
 mod common;
 
 use arrow_flight::{Action, Ticket};
-use common::internal::{command, flight, plan, with_secret};
+use common::internal::{command, flight, plan, signed};
 use common::{Federation, FederationOptions};
 use std::time::Duration;
 use tonic::Code;
@@ -42,16 +42,29 @@ async fn internal_calls_need_the_cluster_secret_and_tickets_are_single_use_and_e
         );
     }
 
-    // Without the secret, or with a wrong one, nothing internal answers.
+    // Unsigned, signed with another secret, or carrying the secret itself: nothing internal
+    // answers.
     let refusals = [
         flight(&shard)
             .await
             .get_flight_info(command("SELECT 1"))
             .await
             .map(|_| ()),
+        signed(&shard, "wrong")
+            .await
+            .get_flight_info(command("SELECT 1"))
+            .await
+            .map(|_| ()),
+        // The secret itself, as calls carried it before they were signed, is no signature.
         flight(&shard)
             .await
-            .get_flight_info(with_secret(command("SELECT 1"), "wrong"))
+            .get_flight_info({
+                let mut request = tonic::Request::new(command("SELECT 1"));
+                request
+                    .metadata_mut()
+                    .insert("x-flotilla-cluster-secret", secret.parse().unwrap());
+                request
+            })
             .await
             .map(|_| ()),
         flight(&taskmanager)
@@ -81,9 +94,9 @@ async fn internal_calls_need_the_cluster_secret_and_tickets_are_single_use_and_e
 
     // With it, a ticket is served once.
     let (head, ticket) = plan(&shard, &secret).await;
-    let mut stream = flight(&head)
+    let mut stream = signed(&head, &secret)
         .await
-        .do_get(with_secret(ticket.clone(), &secret))
+        .do_get(ticket.clone())
         .await
         .unwrap()
         .into_inner();
@@ -92,9 +105,9 @@ async fn internal_calls_need_the_cluster_secret_and_tickets_are_single_use_and_e
         messages += 1;
     }
     assert!(messages >= 2, "schema and a batch");
-    let reused = flight(&head)
+    let reused = signed(&head, &secret)
         .await
-        .do_get(with_secret(ticket, &secret))
+        .do_get(ticket)
         .await
         .expect_err("a ticket is single-use");
     assert_eq!(reused.code(), Code::NotFound, "{reused}");
@@ -102,14 +115,14 @@ async fn internal_calls_need_the_cluster_secret_and_tickets_are_single_use_and_e
     // A ticket nobody fetched within its TTL (1 s here) is gone.
     let (head, ticket) = plan(&shard, &secret).await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let expired = flight(&head)
+    let expired = signed(&head, &secret)
         .await
-        .do_get(with_secret(ticket, &secret))
+        .do_get(ticket)
         .await
         .expect_err("an expired ticket is refused");
     assert_eq!(expired.code(), Code::NotFound, "{expired}");
 
-    // The gateway carries the secret: queries work end to end.
+    // The gateway signs its calls: queries work end to end.
     let response =
         common::query_json(&federation.url(), "SELECT count(*) AS n FROM region", &[]).await;
     assert_eq!(response.status, 200);
@@ -315,7 +328,7 @@ async fn internal_grpc_runs_over_tls_and_refuses_clear_text() {
         assert!(after > before, "{} ran stage tasks", taskmanager.name);
     }
 
-    // Clear text gets no gRPC answer from a TaskManager or a shard, even with the secret.
+    // Clear text gets no gRPC answer from a TaskManager or a shard, even signed.
     for process in [&federation.taskmanagers[0], &federation.shards[0]] {
         let answer = async {
             let channel = tonic::transport::Channel::from_shared(process.grpc_url())
@@ -323,14 +336,13 @@ async fn internal_grpc_runs_over_tls_and_refuses_clear_text() {
                 .connect()
                 .await
                 .map_err(|error| error.to_string())?;
-            let mut client = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+            let keys = flotilla_cluster::ClusterSecret::new(&federation.secret.as_str().into());
+            let mut client =
+                arrow_flight::flight_service_client::FlightServiceClient::new(keys.signed(channel));
             client
-                .do_get(with_secret(
-                    Ticket {
-                        ticket: b"x.y".to_vec().into(),
-                    },
-                    &federation.secret,
-                ))
+                .do_get(Ticket {
+                    ticket: b"x.y".to_vec().into(),
+                })
                 .await
                 .map(|_| ())
                 .map_err(|status| format!("{:?}: {}", status.code(), status.message()))

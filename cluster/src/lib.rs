@@ -1,12 +1,13 @@
 //! What every Flotilla process runs to join and trust the cluster: gossip membership (gateways
 //! and shards), load reports (TaskManagers to shards), the cluster secret and internal TLS,
-//! layered config loading, telemetry, process metrics and the shutdown signal. Wire agreements stay in `flotilla-protocol`; this crate holds the logic.
+//! the keys that seal membership datagrams and sign internal calls, layered config loading, telemetry, process metrics and the shutdown signal. Wire agreements stay in `flotilla-protocol`; this crate holds the logic.
 
 #![forbid(unsafe_code)]
 
 mod address;
 mod families;
 mod gossip;
+pub mod keys;
 mod layered;
 mod liveness;
 mod membership;

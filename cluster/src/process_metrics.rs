@@ -1,6 +1,7 @@
 //! The registry every Flotilla process starts from: [`ProcessMetrics`] (this process's CPU
 //! time, memory, file descriptors and threads, read from `/proc/self` at each scrape) and
-//! `flotilla_build_info`.
+//! `flotilla_build_info`, and `flotilla_cluster_refused_total` (datagrams and calls refused by
+//! [`crate::keys`]).
 //!
 //! The `prometheus` crate's own process collector counts CPU time in whole seconds, too coarse
 //! for `rate()` over a short window on a process that uses a fraction of a core; this one keeps
@@ -28,6 +29,7 @@ pub fn process_registry(role: &str) -> prometheus::Result<Registry> {
         .with_label_values(&[env!("CARGO_PKG_VERSION"), role])
         .set(1);
     registry.register(Box::new(build))?;
+    registry.register(Box::new(crate::keys::REFUSED.clone()))?;
     Ok(registry)
 }
 

@@ -1,22 +1,19 @@
-//! The cluster secret: every internal gRPC call carries it, every internal server refuses calls
-//! without it, and it keys gossip, so that only members that know it can join.
+//! The cluster secret and internal TLS: what a process needs to be trusted by the others.
 //!
 //! ```text
-//!  gateway ──GetFlightInfo / DoGet──▶ shard / TaskManager   x-flotilla-cluster-secret: <secret>
-//!  shard ──hand-over, reserve──────▶ TaskManager            (checked by ClusterSecret::check,
-//!  TaskManager ──ExecuteTask, renew─▶ TaskManager             a tonic interceptor)
-//!  gossip: cluster id = <gossip.cluster_id>-<first 16 hex of SHA-256(secret)>
+//!  gateway ──GetFlightInfo / DoGet──▶ shard / TaskManager   x-flotilla-cluster-auth: signature
+//!  shard ──hand-over, reserve──────▶ TaskManager            (signed by a SignedLayer around the
+//!  TaskManager ──ExecuteTask, renew─▶ TaskManager             channel, checked by a VerifiedLayer)
+//!  gossip, reports: sealed datagrams (crate::keys)
 //! ```
-//! The secret travels as it is: on a network others can read, turn on internal TLS
-//! (`cluster.tls_*`: every shard and TaskManager serves gRPC over TLS, and every internal call
-//! verifies its peer against `tls_ca_file`) or use a private network. An empty secret turns the
-//! checks off (a warning is logged).
+//! The secret itself never travels: calls carry a signature, datagrams are sealed, both with
+//! keys derived from it (`crate::keys`). Internal TLS (`cluster.tls_*`) adds confidentiality
+//! to the calls (plans name files; results are data). An empty secret turns the checks off
+//! (a warning is logged).
 
-use crate::gossip::GossipConfig;
+use crate::keys::{CallSigner, CallVerifier, Sealer, Secrets, SignedLayer, Traffic, VerifiedLayer};
 use crate::liveness::Liveness;
-use flotilla_protocol::CLUSTER_SECRET_HEADER;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,9 +23,11 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerT
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The shared secret of internal calls and gossip (`local` generates one per run). Empty:
-    /// internal calls are not checked.
-    pub secret: String,
+    /// The shared secret (`local` generates one per run): internal calls are signed and
+    /// membership datagrams sealed with keys derived from it. A list while rotating: the first
+    /// signs and seals, every one is accepted (see the README's rotation steps). Empty:
+    /// nothing is checked.
+    pub secret: Secrets,
     /// Internal TLS: the certificate (PEM, chain) every shard and TaskManager serves gRPC with.
     /// It must name the hosts of their advertised addresses. Set with `tls_key_file`; then
     /// internal URLs are `https://`.
@@ -52,7 +51,7 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
-            secret: String::new(),
+            secret: Secrets::default(),
             tls_cert_file: None,
             tls_key_file: None,
             tls_ca_file: None,
@@ -194,35 +193,37 @@ impl ClusterConfig {
         }
     }
 
-    /// The gossip config keyed by the secret: members without it are in another cluster.
-    pub fn gossip(&self, gossip: &GossipConfig) -> GossipConfig {
-        let mut keyed = gossip.clone();
-        if !self.secret.is_empty() {
-            let digest = Sha256::digest(self.secret.as_bytes());
-            let hex: String = digest[..8]
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect();
-            keyed.cluster_id = format!("{}-{hex}", gossip.cluster_id);
-        }
-        keyed
+    /// The sealer of `traffic`'s datagrams (gossip or reports).
+    pub fn sealer(&self, traffic: Traffic) -> Sealer {
+        Sealer::new(&self.secret, traffic)
     }
 }
 
-/// What an internal call needs, cheap to clone: the cluster secret (`None` when checks are
-/// off) and, with internal TLS, the certificates to verify the peer with.
-#[derive(Clone, Debug, Default)]
+/// What an internal call needs, cheap to clone: the signer of outgoing calls and verifier of
+/// incoming ones (both off without a secret) and, with internal TLS, the certificates to
+/// verify the peer with.
+#[derive(Clone, Debug)]
 pub struct ClusterSecret {
-    secret: Option<Arc<str>>,
+    secrets: Secrets,
+    signer: CallSigner,
+    verifier: CallVerifier,
     tls: Option<ClientTlsConfig>,
     liveness: Liveness,
 }
 
+impl Default for ClusterSecret {
+    fn default() -> Self {
+        Self::new(&Secrets::default())
+    }
+}
+
 impl ClusterSecret {
-    /// Wraps `secret`; empty means no secret.
-    pub fn new(secret: &str) -> Self {
+    /// Signs and verifies with `secrets` (none: nothing is checked).
+    pub fn new(secrets: &Secrets) -> Self {
         Self {
-            secret: (!secret.is_empty()).then(|| Arc::from(secret)),
+            secrets: secrets.clone(),
+            signer: CallSigner::new(secrets),
+            verifier: CallVerifier::new(secrets),
             tls: None,
             liveness: Liveness::default(),
         }
@@ -230,11 +231,11 @@ impl ClusterSecret {
 
     /// Says whether calls are checked.
     pub fn is_set(&self) -> bool {
-        self.secret.is_some()
+        !self.secrets.is_empty()
     }
 
     /// Returns the endpoint of an internal gRPC `url`: the cluster's connect deadline and
-    /// keep-alives, and TLS for `https://` ones.
+    /// keep-alives, and TLS for `https://` ones. Wrap its channel with [`Self::signed`].
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, tonic::transport::Error> {
         let endpoint = self
             .liveness
@@ -245,59 +246,41 @@ impl ClusterSecret {
         }
     }
 
+    /// `channel`, signing every call it carries.
+    pub fn signed<S>(&self, channel: S) -> crate::keys::Signed<S> {
+        tower::Layer::layer(&SignedLayer(self.signer.clone()), channel)
+    }
+
+    /// The layer of internal gRPC servers: refuses calls without a valid signature.
+    pub fn verified_layer(&self) -> VerifiedLayer {
+        VerifiedLayer(self.verifier.clone())
+    }
+
     /// Says whether internal calls use TLS.
     pub fn has_tls(&self) -> bool {
         self.tls.is_some()
     }
 
-    /// Adds the secret to an outgoing call's metadata.
-    pub fn attach(&self, metadata: &mut tonic::metadata::MetadataMap) {
-        if let Some(secret) = &self.secret
-            && let Ok(value) = secret.parse()
-        {
-            metadata.insert(CLUSTER_SECRET_HEADER, value);
-        }
-    }
-
-    /// Wraps `message` into a request carrying the secret.
-    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        self.attach(request.metadata_mut());
-        request
-    }
-
-    /// Says whether `presented` is the secret (always, when there is none). Compares in
+    /// Says whether `presented` is one of the secrets (always, when there is none); for the
+    /// admin drain, which an operator calls on the member's own admin port. Compares in
     /// constant time.
     pub fn accepts(&self, presented: Option<&[u8]>) -> bool {
-        let Some(secret) = &self.secret else {
+        if self.secrets.is_empty() {
             return true;
-        };
+        }
         let Some(presented) = presented else {
             return false;
         };
-        let secret = secret.as_bytes();
-        presented.len() == secret.len()
-            && presented
-                .iter()
-                .zip(secret)
-                .fold(0u8, |difference, (a, b)| difference | (a ^ b))
-                == 0
-    }
-}
-
-impl tonic::service::Interceptor for ClusterSecret {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let presented = request
-            .metadata()
-            .get(CLUSTER_SECRET_HEADER)
-            .map(|value| value.as_bytes());
-        if self.accepts(presented) {
-            Ok(request)
-        } else {
-            Err(tonic::Status::unauthenticated(
-                "internal calls need the cluster secret (cluster.secret)",
-            ))
-        }
+        self.secrets.all().iter().fold(false, |found, secret| {
+            let secret = secret.as_bytes();
+            let same = presented.len() == secret.len()
+                && presented
+                    .iter()
+                    .zip(secret)
+                    .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+                    == 0;
+            found | same
+        })
     }
 }
 

@@ -1,41 +1,15 @@
 //! Tests of the cluster secret, internal TLS and liveness settings.
 
 use super::*;
-use tonic::service::Interceptor;
 
 #[test]
-fn only_calls_with_the_secret_pass() {
-    let mut secret = ClusterSecret::new("s3cret");
-    assert!(secret.call(secret.request(())).is_ok());
-    assert!(secret.call(tonic::Request::new(())).is_err());
-    let mut wrong = tonic::Request::new(());
-    ClusterSecret::new("s3creT").attach(wrong.metadata_mut());
-    assert_eq!(
-        secret.call(wrong).unwrap_err().code(),
-        tonic::Code::Unauthenticated
-    );
-    let mut open = ClusterSecret::new("");
-    assert!(!open.is_set() && open.call(tonic::Request::new(())).is_ok());
-}
-
-#[test]
-fn the_secret_keys_gossip_without_showing() {
-    let gossip = GossipConfig::default();
-    let plain = ClusterConfig::default().gossip(&gossip);
-    assert_eq!(plain.cluster_id, gossip.cluster_id);
-    let keyed = ClusterConfig {
-        secret: "s3cret".into(),
-        ..ClusterConfig::default()
-    }
-    .gossip(&gossip);
-    assert!(keyed.cluster_id.starts_with(&gossip.cluster_id));
-    assert!(!keyed.cluster_id.contains("s3cret"));
-    let other = ClusterConfig {
-        secret: "other".into(),
-        ..ClusterConfig::default()
-    }
-    .gossip(&gossip);
-    assert_ne!(keyed.cluster_id, other.cluster_id);
+fn the_drain_accepts_any_listed_secret_and_an_open_cluster_checks_nothing() {
+    let rotating = ClusterSecret::new(&Secrets::from(vec!["new".into(), "old".into()]));
+    assert!(rotating.is_set());
+    assert!(rotating.accepts(Some(b"new")) && rotating.accepts(Some(b"old")));
+    assert!(!rotating.accepts(Some(b"olD")) && !rotating.accepts(None));
+    let open = ClusterSecret::new(&Secrets::default());
+    assert!(!open.is_set() && open.accepts(None));
 }
 
 #[test]

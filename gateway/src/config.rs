@@ -30,7 +30,8 @@ pub struct Config {
     pub tenants: BTreeMap<String, TenantConfig>,
     /// Gossip membership: how shards are discovered when `shards.addresses` is empty.
     pub gossip: GossipConfig,
-    /// The cluster secret, sent on every call to shards and TaskManagers.
+    /// The cluster secret (it signs every call to shards and TaskManagers, and seals gossip)
+    /// and internal TLS.
     pub cluster: flotilla_cluster::ClusterConfig,
     /// Client authentication: bearer tokens, each bound to a tenant.
     pub auth: AuthConfig,

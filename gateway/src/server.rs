@@ -101,7 +101,15 @@ pub async fn start_gateway(
             in_flight: total_in_flight(&in_flight),
             ..NodeLoad::default()
         });
-        let gossip = Gossip::start(config.cluster.gossip(&config.gossip), info, load).await?;
+        let gossip = Gossip::start(
+            config.gossip.clone(),
+            config
+                .cluster
+                .sealer(flotilla_cluster::keys::Traffic::Gossip),
+            info,
+            load,
+        )
+        .await?;
         let shards: Arc<dyn Membership> =
             Arc::new(GossipMembership::new(gossip.clone(), NodeRole::JobManager));
         (shards, None, Some(gossip))

@@ -12,6 +12,6 @@ pub const TIMEOUT_HEADER: &str = "x-flotilla-timeout-ms";
 pub const TASKMANAGER_HEADER: &str = "x-flotilla-taskmanager";
 /// Names the shard that planned the query (for operators and tests).
 pub const SHARD_HEADER: &str = "x-flotilla-shard";
-/// Carries the cluster secret on every internal gRPC call (gateway → shard and TaskManager,
-/// shard → TaskManager, TaskManager → TaskManager).
+/// Carries a cluster secret on an admin drain (`POST /admin/drain`, called on the member's own
+/// host). Internal gRPC calls carry a signature instead (`x-flotilla-cluster-auth`).
 pub const CLUSTER_SECRET_HEADER: &str = "x-flotilla-cluster-secret";

@@ -12,6 +12,7 @@ use crate::config::{Config, Role};
 use crate::member_flight::MemberFlightService;
 use crate::node::{Drain, Lifecycle, NodeHandle, NodeListeners, Presence, Views, serve_node};
 use arrow_flight::flight_service_server::FlightServiceServer;
+use flotilla_cluster::keys::Traffic;
 use flotilla_cluster::reports::ReportListener;
 use flotilla_cluster::{Gossip, StaticMembership};
 use flotilla_protocol::{NodeInfo, NodeLoad, NodeRole};
@@ -63,11 +64,11 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     let reports_discovery = section.taskmanagers.is_empty();
     let (shard_list, shard_list_seen) = watch::channel(Vec::new());
     let reports = if reports_discovery {
-        let cluster_id = config.cluster.gossip(&config.gossip).cluster_id;
         Some(
             ReportListener::start(
                 &config.reports,
-                &cluster_id,
+                &config.gossip.cluster_id,
+                config.cluster.sealer(Traffic::Reports),
                 listeners.grpc_addr,
                 shard_list_seen,
             )
@@ -78,7 +79,8 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     };
     let load_reports = reports.clone();
     let gossip = Gossip::start(
-        config.cluster.gossip(&config.gossip),
+        config.gossip.clone(),
+        config.cluster.sealer(Traffic::Gossip),
         NodeInfo {
             // Gateways send it nothing until it knows a TaskManager to run queries on.
             starting: reports_discovery,
@@ -139,11 +141,8 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
             memory_guard,
         }),
     };
-    let router = crate::node::grpc_server(&config.cluster)?.add_service(
-        FlightServiceServer::with_interceptor(
-            MemberFlightService(jobmanager.clone()),
-            secret.clone(),
-        ),
+    let router = crate::node::grpc_server(&config.cluster, &secret)?.add_service(
+        FlightServiceServer::new(MemberFlightService(jobmanager.clone())),
     );
     let state_view = jobmanager.clone();
     let refresh_view = jobmanager.clone();

@@ -97,9 +97,10 @@ pub async fn run_local(args: LocalArgs) -> anyhow::Result<()> {
     let shared = start::Shared {
         executable: std::env::current_exe().context("locating the cluster-agent executable")?,
         catalog: own.unwrap_or_else(|| crate::catalog::CatalogConfig::tpch(&data_dir)),
-        // A fresh cluster secret per run: every child carries it on its internal calls.
+        // A fresh cluster secret per run: every child signs its calls and seals its datagrams
+        // with keys derived from it.
         cluster: flotilla_cluster::ClusterConfig {
-            secret: uuid::Uuid::new_v4().simple().to_string(),
+            secret: uuid::Uuid::new_v4().simple().to_string().into(),
             tls_cert_file: tls.as_ref().map(|pair| pair.cert_file.clone()),
             tls_key_file: tls.as_ref().map(|pair| pair.key_file.clone()),
             tls_ca_file: None,

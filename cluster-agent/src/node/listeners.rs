@@ -21,18 +21,31 @@ pub(crate) struct NodeListeners {
     admin_advertised: String,
 }
 
+/// The gRPC server of a shard or TaskManager, checking every call's signature.
+pub(crate) type GrpcServer = tonic::transport::Server<
+    tower::layer::util::Stack<flotilla_cluster::keys::VerifiedLayer, tower::layer::util::Identity>,
+>;
+
+/// Its router.
+pub(crate) type GrpcRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<flotilla_cluster::keys::VerifiedLayer, tower::layer::util::Identity>,
+>;
+
 /// The gRPC server of a shard or TaskManager: HTTP/2 keep-alives that drop a peer gone silent
-/// (its streams end, its leases are released), over TLS when `cluster.tls_*` is set.
+/// (its streams end, its leases are released), over TLS when `cluster.tls_*` is set, refusing
+/// any call not signed with the cluster's keys (`secret`).
 pub(crate) fn grpc_server(
     cluster: &flotilla_cluster::ClusterConfig,
-) -> anyhow::Result<tonic::transport::Server> {
+    secret: &flotilla_cluster::ClusterSecret,
+) -> anyhow::Result<GrpcServer> {
     let server = cluster
         .liveness()
         .server(tonic::transport::Server::builder());
-    Ok(match cluster.tls()? {
+    let server = match cluster.tls()? {
         Some(tls) => server.tls_config(tls.server())?,
         None => server,
-    })
+    };
+    Ok(server.layer(secret.verified_layer()))
 }
 
 impl NodeListeners {

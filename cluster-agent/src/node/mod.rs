@@ -9,7 +9,7 @@ mod admin;
 mod listeners;
 mod presence;
 
-pub(crate) use listeners::{NodeListeners, grpc_server};
+pub(crate) use listeners::{GrpcRouter, NodeListeners, grpc_server};
 
 use crate::config::Role;
 use admin::Admin;
@@ -127,7 +127,7 @@ pub(crate) async fn serve_node(
     role: Role,
     listeners: NodeListeners,
     presence: Presence,
-    router: tonic::transport::server::Router,
+    router: GrpcRouter,
     registry: Registry,
     views: Views,
     lifecycle: Lifecycle,

@@ -93,6 +93,11 @@ impl World {
     ) -> Self {
         let start = Instant::now();
         let cluster = flotilla_cluster::reports::cluster_tag("flotilla");
+        // Sealed as in a real cluster: the bytes counted include the seal.
+        let sealer = flotilla_cluster::keys::Sealer::new(
+            &"simulated secret".into(),
+            flotilla_cluster::keys::Traffic::Reports,
+        );
         let shard_addrs: Vec<SocketAddr> = (0..shards)
             .map(|index| SocketAddr::from(([10, 1, (index >> 8) as u8, index as u8], 50051)))
             .collect();
@@ -105,7 +110,7 @@ impl World {
             taskmanagers: Vec::with_capacity(fates.len()),
             shards: (0..shards)
                 .map(|_| {
-                    let mut core = ShardCore::new(cluster, times, start);
+                    let mut core = ShardCore::new(cluster, times, start, sealer.clone());
                     core.set_shards(&shard_addrs);
                     core
                 })
@@ -151,9 +156,13 @@ impl World {
                 shards_hash: 0,
             };
             let seeds = shard_addrs.iter().take(3).copied().collect();
-            world
-                .taskmanagers
-                .push(ReporterCore::new(report, interval, seeds, start + first));
+            world.taskmanagers.push(ReporterCore::new(
+                report,
+                interval,
+                seeds,
+                start + first,
+                sealer.clone(),
+            ));
             world.push(first, Event::Tick(index));
         }
         world.fates = fates;

@@ -142,7 +142,6 @@ impl TaskManager {
                 lease_id: &request.lease_id,
                 query_id: &request.query_id,
                 trace,
-                secret: &inner.secret,
             },
             &inner.channels,
         )?;

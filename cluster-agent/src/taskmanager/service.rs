@@ -17,13 +17,11 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion_distributed::Worker;
-use flotilla_cluster::ClusterSecret;
 use flotilla_cluster::reports::Reporter;
 use flotilla_protocol::NodeLoad;
 use prometheus::Registry;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::service::interceptor::InterceptedService;
 
 /// Longest a call to a peer TaskManager (a lease renewal) may take.
 const RENEWAL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,9 +55,7 @@ pub(super) struct Inner {
     /// How long a handed-over query's lease here waits for its fetch.
     pub(super) fetch_window: Duration,
     pub(super) drain: Drain,
-    /// Carried by this head's stage tasks to the TaskManagers running them.
-    pub(super) secret: ClusterSecret,
-    /// Stage calls' channels: the cluster's deadlines, keep-alives and internal TLS.
+    /// Stage calls' channels: the cluster's deadlines, keep-alives, signatures and internal TLS.
     pub(super) channels: ClusterChannels,
 }
 
@@ -137,7 +133,6 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             metrics,
             leases,
             peers: Arc::new(FlightClients::new(RENEWAL_TIMEOUT, secret.clone())),
-            secret: secret.clone(),
             channels: channels.clone(),
             pool: section.pool.clone(),
             fetch_window: Duration::from_millis(section.fetch_window_ms),
@@ -172,28 +167,27 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
     let load_view = taskmanager.clone();
     let reporter = Reporter::start(
         &config.reports,
-        &config.cluster.gossip(&config.gossip).cluster_id,
+        &config.gossip.cluster_id,
+        config
+            .cluster
+            .sealer(flotilla_cluster::keys::Traffic::Reports),
         config.gossip.listen,
         Duration::from_millis(config.gossip.load_interval_ms),
         &info,
         Arc::new(move || load_view.load()),
     )
     .await?;
-    let router = crate::node::grpc_server(&config.cluster)?
-        .add_service(InterceptedService::new(
-            CountTasks::new(
-                worker.into_worker_server(),
-                taskmanager.inner.metrics.tasks_running.clone(),
-                memory_guard,
-            ),
-            secret.clone(),
+    let router = crate::node::grpc_server(&config.cluster, &secret)?
+        .add_service(CountTasks::new(
+            worker.into_worker_server(),
+            taskmanager.inner.metrics.tasks_running.clone(),
+            memory_guard,
         ))
-        .add_service(InterceptedService::new(
+        .add_service(
             FlightServiceServer::new(MemberFlightService(taskmanager.clone()))
                 .max_decoding_message_size(256 * 1024 * 1024)
                 .max_encoding_message_size(256 * 1024 * 1024),
-            secret.clone(),
-        ));
+        );
     let state_view = taskmanager.clone();
     let metrics_view = taskmanager.clone();
     let idle_view = taskmanager.clone();

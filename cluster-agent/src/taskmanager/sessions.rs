@@ -17,8 +17,7 @@ use datafusion_distributed::{
     DistributedExt, SessionStateBuilderExt, Worker, WorkerQueryContext, WorkerResolver,
     WorkerSessionBuilder,
 };
-use flotilla_cluster::ClusterSecret;
-use flotilla_protocol::{CLUSTER_SECRET_HEADER, QUERY_ID_HEADER, TRACEPARENT_HEADER, TraceContext};
+use flotilla_protocol::{QUERY_ID_HEADER, TRACEPARENT_HEADER, TraceContext};
 use std::sync::Arc;
 use url::Url;
 
@@ -28,7 +27,6 @@ pub(super) struct StageHeaders<'a> {
     pub(super) lease_id: &'a str,
     pub(super) query_id: &'a str,
     pub(super) trace: TraceContext,
-    pub(super) secret: &'a ClusterSecret,
 }
 
 impl StageHeaders<'_> {
@@ -44,9 +42,7 @@ impl StageHeaders<'_> {
             TRACEPARENT_HEADER,
             value(&self.trace.child().header(), "trace")?,
         );
-        let mut metadata = tonic::metadata::MetadataMap::new();
-        self.secret.attach(&mut metadata);
-        headers.extend(metadata.into_headers());
+        // The cluster's signature is added per call by the channel (ClusterChannels).
         Ok(headers)
     }
 }
@@ -129,14 +125,10 @@ impl WorkerSessionBuilder for WorkerSessions {
         }
         self.metrics.tasks.inc();
         // This task may fetch from stage tasks on other TaskManagers: its calls carry the same
-        // lease, secret, query id and trace as the call that brought it.
+        // lease, query id and trace as the call that brought it (each is signed afresh by its
+        // channel).
         let mut forwarded = http::HeaderMap::new();
-        for name in [
-            LEASE_HEADER,
-            CLUSTER_SECRET_HEADER,
-            QUERY_ID_HEADER,
-            TRACEPARENT_HEADER,
-        ] {
+        for name in [LEASE_HEADER, QUERY_ID_HEADER, TRACEPARENT_HEADER] {
             if let Some(value) = ctx.headers.get(name) {
                 forwarded.insert(name, value.clone());
             }

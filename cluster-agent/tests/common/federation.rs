@@ -108,22 +108,52 @@ impl Federation {
         for pool in &options.pools {
             federation.add_taskmanager(pool);
         }
-        let config = federation.dir.path().join("gateway.toml");
+        let secret = format!("\"{}\"", federation.secret);
+        federation.gateway = federation.start_gateway("gateway", &secret);
+        federation.wait_converged();
+        federation
+    }
+
+    /// Starts a gateway called `name` (its config in `<name>.toml`) holding `secret` (a TOML
+    /// string or list), gossiping through the shards running now.
+    pub fn start_gateway(&self, name: &str, secret: &str) -> Process {
+        let config = self.dir.path().join(format!("{name}.toml"));
+        let seeds: Vec<String> = self
+            .shards
+            .iter()
+            .map(|shard| shard.addresses["gossip"].clone())
+            .collect();
         std::fs::write(
             &config,
             format!(
-                "{}[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{GOSSIP_TOML}seeds = [\"{}\"]\n{}",
-                federation.cluster_toml(), federation.seed, options.gateway_toml
+                "[cluster]\nsecret = {secret}\n{}[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{GOSSIP_TOML}seeds = {}\n{}",
+                self.options.cluster_toml, super::toml_list(&seeds), self.options.gateway_toml
             ),
         )
         .unwrap();
-        federation.gateway = Process::start(
-            "gateway",
+        Process::start(
+            name,
             &["gateway", "--config", config.to_str().unwrap()],
-            federation.dir.path(),
-        );
-        federation.wait_converged();
-        federation
+            self.dir.path(),
+        )
+    }
+
+    /// Sets the cluster secret in the config file of `name` (`tm-0`, `jm-1`, `gateway`...) to
+    /// `secret`, a TOML string or list: what its next start holds.
+    pub fn set_secret_of(&self, name: &str, secret: &str) {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        let config = std::fs::read_to_string(&path).unwrap();
+        let rewritten: Vec<String> = config
+            .lines()
+            .map(|line| {
+                if line.starts_with("secret = ") {
+                    format!("secret = {secret}")
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&path, rewritten.join("\n") + "\n").unwrap();
     }
 
     /// The `[cluster]` section of every process's config.

@@ -1,9 +1,12 @@
-//! Calls to a cluster's gRPC services as a gateway makes them: a channel, a Flight client, the
-//! cluster secret on a request, a query command, and a shard's plan (its head and ticket).
+//! Calls to a cluster's gRPC services as a gateway makes them: a channel, a Flight client (plain,
+//! or signing its calls with the cluster's keys), a query command, and a shard's plan (its head
+//! and ticket).
 
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
-use flotilla_protocol::{CLUSTER_SECRET_HEADER, QueryCommand, QueryId};
+use flotilla_cluster::ClusterSecret;
+use flotilla_cluster::keys::Signed;
+use flotilla_protocol::{QueryCommand, QueryId};
 
 /// A connected gRPC channel to `url` (`http://host:port`).
 pub async fn channel(url: &str) -> tonic::transport::Channel {
@@ -19,13 +22,13 @@ pub async fn flight(url: &str) -> FlightServiceClient<tonic::transport::Channel>
     FlightServiceClient::new(channel(url).await)
 }
 
-/// `message` as a request carrying the cluster secret.
-pub fn with_secret<T>(message: T, secret: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert(CLUSTER_SECRET_HEADER, secret.parse().unwrap());
-    request
+/// A Flight client of `url` whose calls are signed with `secret`, as members sign theirs.
+pub async fn signed(
+    url: &str,
+    secret: &str,
+) -> FlightServiceClient<Signed<tonic::transport::Channel>> {
+    let keys = ClusterSecret::new(&secret.into());
+    FlightServiceClient::new(keys.signed(channel(url).await))
 }
 
 /// A query command for `sql`, as a gateway sends a shard.
@@ -42,9 +45,9 @@ pub fn command(sql: &str) -> FlightDescriptor {
 
 /// Asks the shard for a query's ticket, as the gateway does; returns the head and the ticket.
 pub async fn plan(shard_url: &str, secret: &str) -> (String, Ticket) {
-    let info = flight(shard_url)
+    let info = signed(shard_url, secret)
         .await
-        .get_flight_info(with_secret(command("SELECT * FROM region"), secret))
+        .get_flight_info(command("SELECT * FROM region"))
         .await
         .unwrap()
         .into_inner();

@@ -143,6 +143,29 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Stops the process with SIGTERM (it drains) and waits for it, at most `within`; panics
+    /// if it is still running then or ended in failure.
+    pub async fn terminate(&mut self, within: Duration) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let asked = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                asked.elapsed() < within,
+                "{} still running {within:?} after SIGTERM",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "{} ended with {status}", self.name);
+    }
+
     /// Bytes this process passed to write-like system calls (sockets included), from /proc.
     pub fn written_bytes(&self) -> u64 {
         let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).unwrap();

@@ -27,7 +27,8 @@ pub struct HostCluster {
     pub gateway: Process,
     /// The gateway's URL, as the client host reaches it.
     pub url: String,
-    secret: String,
+    /// The cluster secret every member holds.
+    pub secret: String,
     dir: tempfile::TempDir,
     pub world: World,
 }

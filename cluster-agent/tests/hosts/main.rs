@@ -5,6 +5,7 @@
 //! its gossip still out), a frozen one (SIGSTOP), a shard the gateway alone cannot reach, a
 //! gateway cut off mid-stream; each healed and serving again.
 
+mod capture;
 mod chaos;
 mod cluster;
 #[path = "../common/mod.rs"]
@@ -14,3 +15,4 @@ mod load;
 mod net;
 mod scale;
 mod tpch;
+mod trust;

@@ -167,6 +167,21 @@ impl World {
             .map_err(|error| format!("iptables does not work here: {error}"))
     }
 
+    /// Runs `program` in the switch's namespace (where every host's link ends), killed with
+    /// the test process.
+    pub fn switch_command(&self, program: &str) -> Command {
+        let mut command = Command::new("/usr/bin/nsenter");
+        command.arg(format!("--net={}", self.switch.netns())).args([
+            "--",
+            "/usr/bin/setpriv",
+            "--pdeathsig",
+            "KILL",
+            "--",
+            program,
+        ]);
+        command
+    }
+
     /// Takes a host's link down (`up = false`) or up again, at the switch.
     pub fn set_link(&self, host: &Host, up: bool) {
         let state = if up { "up" } else { "down" };

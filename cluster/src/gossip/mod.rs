@@ -4,17 +4,18 @@
 //! the shards (`crate::reports`).
 //!
 //! ```text
-//!  process ──set(node, load)──▶ chitchat ◀──UDP gossip──▶ peers' chitchat
+//!  process ──set(node, load)──▶ chitchat ◀──sealed UDP gossip──▶ peers' chitchat
 //!                                  │ live-nodes watch
 //!                                  ▼
 //!                       ClusterView (parsed, shared) ──▶ GossipMembership (per role)
 //! ```
 
 mod membership;
+mod sealed;
 
 pub use membership::GossipMembership;
 
-use chitchat::transport::UdpTransport;
+use crate::keys::Sealer;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use flotilla_protocol::{LOAD_KEY, NODE_KEY, NodeInfo, NodeLoad, NodeRole};
 use serde::{Deserialize, Serialize};
@@ -101,13 +102,14 @@ struct Inner {
 
 impl Gossip {
     /// Binds the gossip socket, joins through the seeds, publishes `info` and then `load()`
-    /// every `load_interval_ms`.
+    /// every `load_interval_ms`; every datagram is sealed by `sealer`.
     pub async fn start(
         config: GossipConfig,
+        sealer: Sealer,
         info: NodeInfo,
         load: LoadSource,
     ) -> anyhow::Result<Self> {
-        let (handle, advertise) = spawn_on_free_port(&config, &info, &load).await?;
+        let (handle, advertise) = spawn_on_free_port(&config, &sealer, &info, &load).await?;
         let live = handle.chitchat().lock().await.live_nodes_watcher();
         let (view_sender, view) = watch::channel(parse_view(&live.borrow()));
         crate::spawn_instrumented(watch_live_nodes(live, view_sender));
@@ -222,6 +224,7 @@ impl Gossip {
 /// resolved first by binding and releasing a probe socket; a lost race is retried.
 async fn spawn_on_free_port(
     config: &GossipConfig,
+    sealer: &Sealer,
     info: &NodeInfo,
     load: &LoadSource,
 ) -> anyhow::Result<(ChitchatHandle, SocketAddr)> {
@@ -243,7 +246,9 @@ async fn spawn_on_free_port(
             (NODE_KEY.to_string(), serde_json::to_string(info)?),
             (LOAD_KEY.to_string(), serde_json::to_string(&load())?),
         ];
-        match chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport).await {
+        match chitchat::spawn_chitchat(chitchat_config, initial, &sealed::SealedUdp(sealer.clone()))
+            .await
+        {
             Ok(handle) => return Ok((handle, advertise)),
             Err(error) if config.listen.port() == 0 => last_error = Some(error),
             Err(error) => return Err(error),

@@ -38,8 +38,10 @@ async fn members_join_start_publish_load_drain_and_leave() {
         interval_ms: 50,
         ..GossipConfig::default()
     };
+    let sealer = || Sealer::new(&"s3cret".into(), crate::keys::Traffic::Gossip);
     let first = Gossip::start(
         config.clone(),
+        sealer(),
         info("tm-1", NodeRole::TaskManager),
         fixed_load(3),
     )
@@ -48,8 +50,9 @@ async fn members_join_start_publish_load_drain_and_leave() {
     let second = Gossip::start(
         GossipConfig {
             seeds: vec![first.addr().to_string()],
-            ..config
+            ..config.clone()
         },
+        sealer(),
         NodeInfo {
             starting: true,
             previous_exit: None,
@@ -86,6 +89,34 @@ async fn members_join_start_publish_load_drain_and_leave() {
     })
     .await;
     assert!(second.serving(NodeRole::TaskManager).is_empty());
+
+    // A process with another secret, seeded by a member, never joins either side's view.
+    let forged_before = crate::keys::refused(
+        crate::keys::Traffic::Gossip,
+        crate::keys::Refused::UnknownKey,
+    );
+    let stranger = Gossip::start(
+        GossipConfig {
+            seeds: vec![first.addr().to_string()],
+            ..config
+        },
+        Sealer::new(&"other".into(), crate::keys::Traffic::Gossip),
+        info("jm-2", NodeRole::JobManager),
+        fixed_load(0),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(first.view().len(), 2, "the stranger stays out");
+    assert_eq!(stranger.view().len(), 1, "and sees no one");
+    assert!(
+        crate::keys::refused(
+            crate::keys::Traffic::Gossip,
+            crate::keys::Refused::UnknownKey
+        ) > forged_before,
+        "its datagrams are counted"
+    );
+    stranger.shutdown().await;
 
     first.shutdown().await;
     wait_for(&second, "the taskmanager leave", |peers| peers.len() == 1).await;

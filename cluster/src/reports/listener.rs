@@ -4,10 +4,11 @@
 //! [`ShardCore`] is the sans-IO part (the simulation drives it); [`ReportListener`] runs it on
 //! a socket.
 
-use super::ReportsConfig;
 use super::reporter::Traffic;
 use super::table::{Applied, TableTimes, TaskManagerTable};
 use super::wire::{Datagram, MAX_DATAGRAM, cluster_tag, shard_pages, shards_hash};
+use super::{ReportsConfig, WallClock};
+use crate::keys::{ReplayWindow, Sealer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +27,9 @@ pub struct ShardCore {
     table: TaskManagerTable,
     hash: u64,
     pages: Vec<Vec<u8>>,
+    sealer: Sealer,
+    clock: WallClock,
+    seen: ReplayWindow,
     answered: HashMap<SocketAddr, Instant>,
     pruned: Instant,
     /// What it received and sent.
@@ -33,9 +37,13 @@ pub struct ShardCore {
 }
 
 impl ShardCore {
-    /// A shard of the cluster tagged `cluster`, with an empty table.
-    pub fn new(cluster: u64, times: TableTimes, now: Instant) -> Self {
+    /// A shard of the cluster tagged `cluster`, with an empty table, opening and sealing with
+    /// `sealer`.
+    pub fn new(cluster: u64, times: TableTimes, now: Instant, sealer: Sealer) -> Self {
         Self {
+            sealer,
+            clock: WallClock::starting(now),
+            seen: ReplayWindow::new(crate::keys::unix_ms()),
             cluster,
             table: TaskManagerTable::new(times),
             hash: 0,
@@ -70,9 +78,19 @@ impl ShardCore {
     ) -> (Option<(String, Applied)>, Vec<Vec<u8>>) {
         self.traffic.received += 1;
         self.traffic.received_bytes += bytes.len() as u64;
-        let Some(Datagram::Report(report)) = (bytes.len() <= MAX_DATAGRAM)
-            .then(|| Datagram::decode(bytes))
-            .flatten()
+        let wall = self.clock.ms(now);
+        let opened = (bytes.len() <= MAX_DATAGRAM)
+            .then(|| self.sealer.open(bytes, wall).ok())
+            .flatten();
+        if let Some(opened) = &opened
+            && self.sealer.is_sealed()
+            && !self.seen.first_time(&opened.nonce, wall)
+        {
+            self.sealer.refuse_replay();
+            return (None, Vec::new());
+        }
+        let Some(Datagram::Report(report)) =
+            opened.and_then(|opened| Datagram::decode(&opened.payload))
         else {
             return (None, Vec::new());
         };
@@ -83,10 +101,16 @@ impl ShardCore {
         let id = report.id.clone();
         let applied = self.table.apply(report, now);
         let replies = if their_hash != self.hash && self.hash != 0 && self.may_answer(from, now) {
-            for page in &self.pages {
+            let sent = self.clock.ms(now);
+            let sealed: Vec<Vec<u8>> = self
+                .pages
+                .iter()
+                .map(|page| self.sealer.seal(page, sent))
+                .collect();
+            for page in &sealed {
                 self.traffic.sent(page.len(), 1);
             }
-            self.pages.clone()
+            sealed
         } else {
             Vec::new()
         };
@@ -133,6 +157,7 @@ impl ReportListener {
     pub async fn start(
         config: &ReportsConfig,
         cluster_id: &str,
+        sealer: Sealer,
         listen: SocketAddr,
         shards: watch::Receiver<Vec<SocketAddr>>,
     ) -> anyhow::Result<Self> {
@@ -148,6 +173,7 @@ impl ReportListener {
                 cluster_tag(cluster_id),
                 config.times(),
                 Instant::now(),
+                sealer,
             )),
         });
         crate::spawn_instrumented(receive(Arc::downgrade(&inner), socket, shards));

@@ -9,6 +9,8 @@
 //!       └──ShardsPage (when its list is old)┘ choose(pool): power of two choices, O(1)
 //! ```
 //!
+//! Every datagram is sealed with the cluster's reports key (`crate::keys`): a report that does
+//! not open is dropped before it is parsed; a replayed one is older than what the table holds.
 //! A report is only a hint: the lease a TaskManager grants stays the one authority over its
 //! slots.
 
@@ -22,9 +24,37 @@ pub use reporter::{Reporter, ReporterCore, Traffic};
 pub use table::{
     Applied, Choice, Counts, ReportView, TableTimes, TaskManagerEntry, TaskManagerTable,
 };
-pub use wire::{Datagram, MAX_DATAGRAM, Report, ShardsPage, cluster_tag, shard_pages, shards_hash};
+pub use wire::{
+    Datagram, MAX_DATAGRAM, MAX_PAYLOAD, Report, ShardsPage, cluster_tag, shard_pages, shards_hash,
+};
 
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// The wall clock of a sans-IO core, from its own (possibly virtual) `Instant`s: seals carry
+/// wall-clock times, the cores see only `Instant`s.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    at: Instant,
+    unix_ms: u64,
+}
+
+impl WallClock {
+    /// A clock that reads the system's wall clock at `now`.
+    pub fn starting(now: Instant) -> Self {
+        Self {
+            at: now,
+            unix_ms: crate::keys::unix_ms(),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch at `now`.
+    pub fn ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis() as u64;
+        let before = self.at.saturating_duration_since(now).as_millis() as u64;
+        (self.unix_ms + since).saturating_sub(before)
+    }
+}
 
 /// How TaskManagers report to shards.
 #[derive(Clone, Debug, Serialize, Deserialize)]

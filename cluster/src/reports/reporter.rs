@@ -3,9 +3,10 @@
 //! shards' answers and checked against the seeds every few rounds. [`ReporterCore`] is the
 //! sans-IO state machine (the simulation drives it); [`Reporter`] runs it on a socket.
 
-use super::ReportsConfig;
 use super::wire::{Datagram, MAX_DATAGRAM, Report, cluster_tag};
+use super::{ReportsConfig, WallClock};
 use crate::gossip::LoadSource;
+use crate::keys::Sealer;
 use flotilla_protocol::NodeInfo;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,14 +48,24 @@ pub struct ReporterCore {
     assembling: Option<(u64, Vec<Option<Vec<SocketAddr>>>)>,
     next_at: Instant,
     round: u64,
+    sealer: Sealer,
+    clock: WallClock,
     /// What it sent and received.
     pub traffic: Traffic,
 }
 
 impl ReporterCore {
-    /// A reporter whose first report goes out at `first`.
-    pub fn new(report: Report, interval: Duration, seeds: Vec<SocketAddr>, first: Instant) -> Self {
+    /// A reporter whose first report goes out at `first`, sealed by `sealer`.
+    pub fn new(
+        report: Report,
+        interval: Duration,
+        seeds: Vec<SocketAddr>,
+        first: Instant,
+        sealer: Sealer,
+    ) -> Self {
         Self {
+            sealer,
+            clock: WallClock::starting(first),
             report,
             interval,
             seeds,
@@ -121,7 +132,10 @@ impl ReporterCore {
             self.report.in_flight,
         ) = load;
         self.next_at = now + self.interval;
-        let bytes = Datagram::Report(self.report.clone()).encode()?;
+        let bytes = self.sealer.seal(
+            &Datagram::Report(self.report.clone()).encode()?,
+            self.clock.ms(now),
+        );
         self.traffic.sent(bytes.len(), targets.len());
         Some((bytes, targets))
     }
@@ -131,7 +145,10 @@ impl ReporterCore {
     pub fn receive(&mut self, bytes: &[u8], now: Instant) -> bool {
         self.traffic.received += 1;
         self.traffic.received_bytes += bytes.len() as u64;
-        let Some(Datagram::Shards(page)) = Datagram::decode(bytes) else {
+        let Ok(opened) = self.sealer.open(bytes, self.clock.ms(now)) else {
+            return false;
+        };
+        let Some(Datagram::Shards(page)) = Datagram::decode(&opened.payload) else {
             return false;
         };
         if page.cluster != self.report.cluster
@@ -183,11 +200,12 @@ struct Inner {
 }
 
 impl Reporter {
-    /// Binds `listen` (UDP) and reports `info` and `load()` to the shards named by `config.shards`
-    /// and those they name. `load` is also called every `load_interval` (it may sweep).
+    /// Binds `listen` (UDP) and reports `info` and `load()`, sealed by `sealer`, to the shards
+    /// named by `config.shards` and those they name. `load` is also called every `load_interval` (it may sweep).
     pub async fn start(
         config: &ReportsConfig,
         cluster_id: &str,
+        sealer: Sealer,
         listen: SocketAddr,
         load_interval: Duration,
         info: &NodeInfo,
@@ -226,7 +244,7 @@ impl Reporter {
             // A headless service of shards not started yet: resolved again every few seconds.
             tracing::warn!(shards = ?config.shards, "reports.shards resolves to no address yet; trying again");
         }
-        let core = ReporterCore::new(report, interval, seeds, Instant::now());
+        let core = ReporterCore::new(report, interval, seeds, Instant::now(), sealer);
         let (flags, flags_seen) = watch::channel((info.draining, info.starting));
         let inner = Arc::new(Inner {
             addr,

@@ -6,14 +6,19 @@
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
 
-/// Largest datagram sent or accepted, in bytes: below a 1,500-byte MTU with IP and UDP headers.
+/// Largest datagram sent or accepted, in bytes, sealed: below a 1,500-byte MTU with IP and UDP
+/// headers.
 pub const MAX_DATAGRAM: usize = 1400;
+
+/// Largest encoded datagram before it is sealed.
+pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - crate::keys::SEAL_OVERHEAD;
 
 const MAGIC: [u8; 2] = [0xF7, 0x01];
 const REPORT: u8 = 1;
 const SHARDS: u8 = 2;
 
-/// Shard addresses per [`ShardsPage`]: 64 IPv6 entries (19 bytes each) stay under the cap.
+/// Shard addresses per [`ShardsPage`]: 64 IPv6 entries (19 bytes each) stay under the cap,
+/// sealed.
 pub const SHARDS_PER_PAGE: usize = 64;
 
 /// What a TaskManager tells each shard, at least once a second.
@@ -152,7 +157,7 @@ impl Datagram {
                 }
             }
         }
-        (out.len() <= MAX_DATAGRAM).then_some(out)
+        (out.len() <= MAX_PAYLOAD).then_some(out)
     }
 
     /// Decodes a datagram; None for anything malformed, truncated or of another protocol.
@@ -330,7 +335,7 @@ mod tests {
             let datagram = Datagram::Shards(page);
             let bytes = datagram.encode().unwrap();
             assert!(
-                bytes.len() <= MAX_DATAGRAM,
+                bytes.len() <= MAX_PAYLOAD,
                 "a page is {} bytes",
                 bytes.len()
             );

@@ -12,6 +12,7 @@ use crate::query::{QueryResult, Routed};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
 use flotilla_cluster::ClusterSecret;
+use flotilla_cluster::keys::Signed;
 use flotilla_protocol::{ErrorBody, QueryCommand, QueryPlacement, TraceContext};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -29,7 +30,7 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// Runs one query attempt against the shard named in the [`Routed`] request.
 #[derive(Clone)]
 pub struct ShardClient {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<String, Signed<Channel>>>>,
     first_result_timeout: Duration,
     secret: ClusterSecret,
 }
@@ -45,7 +46,7 @@ impl ShardClient {
         }
     }
 
-    fn client(&self, address: &str) -> Result<FlightServiceClient<Channel>, GatewayError> {
+    fn client(&self, address: &str) -> Result<FlightServiceClient<Signed<Channel>>, GatewayError> {
         let mut channels = self
             .channels
             .lock()
@@ -60,6 +61,7 @@ impl ShardClient {
                         GatewayError::Internal(format!("bad address {address}: {error}"))
                     })?
                     .connect_lazy();
+                let channel = self.secret.signed(channel);
                 channels.insert(address.to_string(), channel.clone());
                 channel
             }
@@ -69,10 +71,10 @@ impl ShardClient {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    /// An internal gRPC request: the cluster secret and the W3C `traceparent` of a new span
-    /// of `trace`.
+    /// An internal gRPC request carrying the W3C `traceparent` of a new span of `trace` (its
+    /// channel signs it).
     fn internal<T>(&self, message: T, trace: &TraceContext) -> tonic::Request<T> {
-        let mut request = self.secret.request(message);
+        let mut request = tonic::Request::new(message);
         flotilla_cluster::inject_child_trace(request.metadata_mut(), trace);
         request
     }
