@@ -124,7 +124,7 @@ async fn the_secret_rotates_by_rolling_restarts_without_a_failed_query() {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            tokio::spawn(client(
+            flotilla_cluster::spawn_instrumented(client(
                 Arc::clone(&url),
                 Arc::clone(&stop),
                 Arc::clone(&tally),
@@ -154,18 +154,21 @@ async fn the_secret_rotates_by_rolling_restarts_without_a_failed_query() {
     for client in clients {
         client.await.unwrap();
     }
-    let tally = tally.lock().unwrap();
-    if !tally.failures.is_empty() {
+    let (ok, failures) = {
+        let tally = tally.lock().unwrap();
+        (tally.ok, tally.failures.clone())
+    };
+    if !failures.is_empty() {
         federation.dump_logs();
     }
     assert!(
-        tally.failures.is_empty(),
+        failures.is_empty(),
         "{} of {} queries failed during the rotation: {:?}",
-        tally.failures.len(),
-        tally.ok + tally.failures.len(),
-        &tally.failures[..tally.failures.len().min(10)]
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(10)]
     );
-    assert!(tally.ok > 100, "only {} answers", tally.ok);
+    assert!(ok > 100, "only {ok} answers");
 
     // The old secret is gone from the cluster, the new one serves.
     let shard = federation.shards[0].grpc_url();

@@ -10,7 +10,7 @@
 # BINARY is a `cluster-agent`; run it alternately for the builds compared (ABBA). Data is
 # generated under DATA_ROOT (default data/) on first use. Prints one line per workload:
 #   LABEL trivial cpu_s=... wall_s=... user_s=... sys_s=... minflt=...
-# Set SKIP_TRIVIAL=1 for the TPC-H part only. Loopback only; stops what it started, by PID.
+# Set SKIP_TRIVIAL=1 for the TPC-H part only, SKIP_TPCH=1 for the trivial part only. Loopback only; stops what it started, by PID.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="$1"; LABEL="$2"; DATA="${3:-$ROOT/data}"
@@ -67,4 +67,4 @@ print('$LABEL $6 cpu_s=%.2f wall_s=%.2f user_s=%.2f sys_s=%.2f minflt=%d' % (u +
 }
 
 [ -n "${SKIP_TRIVIAL:-}" ] || run 0.1 18090 4000 4 "$WORK/trivial.sql" trivial
-run 1 18092 44 1 "$ROOT/sql-samples/tpch" tpch
+[ -n "${SKIP_TPCH:-}" ] || run 1 18092 44 1 "$ROOT/sql-samples/tpch" tpch

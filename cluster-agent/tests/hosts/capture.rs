@@ -55,6 +55,8 @@ impl World {
                 };
             }
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("tcpdump did not start: {said}");
     }
 }
