@@ -87,6 +87,21 @@ impl Holder {
     }
 }
 
+/// A command that runs `program` in `holder`'s namespace; it `exec`s, so the child's pid is the
+/// program's, and the program gets SIGKILL if the test process dies.
+fn command_in(holder: &Holder, program: &str) -> Command {
+    let mut command = Command::new("/usr/bin/nsenter");
+    command.arg(format!("--net={}", holder.netns())).args([
+        "--",
+        "/usr/bin/setpriv",
+        "--pdeathsig",
+        "KILL",
+        "--",
+        program,
+    ]);
+    command
+}
+
 /// Moves the calling thread into the network namespace at `path`.
 pub fn enter_namespace(path: &str) {
     let namespace = std::fs::File::open(path).unwrap();
@@ -170,16 +185,7 @@ impl World {
     /// Runs `program` in the switch's namespace (where every host's link ends), killed with
     /// the test process.
     pub fn switch_command(&self, program: &str) -> Command {
-        let mut command = Command::new("/usr/bin/nsenter");
-        command.arg(format!("--net={}", self.switch.netns())).args([
-            "--",
-            "/usr/bin/setpriv",
-            "--pdeathsig",
-            "KILL",
-            "--",
-            program,
-        ]);
-        command
+        command_in(&self.switch, program)
     }
 
     /// Takes a host's link down (`up = false`) or up again, at the switch.
@@ -195,16 +201,7 @@ impl Host {
     /// A command that runs `program` on this host; it `exec`s, so the child's pid is the
     /// program's, and the program gets SIGKILL if the test process dies.
     pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("/usr/bin/nsenter");
-        command.arg(format!("--net={}", self.holder.netns())).args([
-            "--",
-            "/usr/bin/setpriv",
-            "--pdeathsig",
-            "KILL",
-            "--",
-            program,
-        ]);
-        command
+        command_in(&self.holder, program)
     }
 
     /// Enters this host's network namespace on the calling thread: sockets it opens from now

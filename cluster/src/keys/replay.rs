@@ -24,15 +24,16 @@ impl ReplayWindow {
         }
     }
 
-    /// Remembers `nonce`; false when it was seen before (a replay).
+    /// Remembers `nonce` (its last 16 bytes: a datagram's random part, a call's whole nonce);
+    /// false when it was seen before (a replay).
     pub fn first_time(&mut self, nonce: &[u8], now_ms: u64) -> bool {
         if now_ms.saturating_sub(self.started_ms) >= 2 * MAX_SKEW_MS {
             self.previous = std::mem::take(&mut self.current);
             self.started_ms = now_ms;
         }
         let mut key = [0u8; 16];
-        let len = nonce.len().min(16);
-        key[..len].copy_from_slice(&nonce[..len]);
+        let tail = &nonce[nonce.len().saturating_sub(16)..];
+        key[..tail.len()].copy_from_slice(tail);
         let key = u128::from_le_bytes(key);
         if self.previous.contains(&key) {
             return false;
