@@ -101,7 +101,9 @@ async fn roll(federation: &mut Federation, secret: &str, url: &RwLock<String>, s
         "the new gateway never became ready"
     );
     *url.write().unwrap() = federation.url();
-    // Queries the old gateway took before the switch finish: it drains.
+    // A load balancer's deregistration delay: a client that read the old address just before
+    // the switch still reaches it. Then the old gateway drains (its queries finish).
+    tokio::time::sleep(Duration::from_secs(1)).await;
     old.terminate(Duration::from_secs(40)).await;
     converge(federation).await;
 }
