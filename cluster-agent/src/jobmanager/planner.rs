@@ -124,6 +124,10 @@ impl Planner {
     /// Parses, checks and plans one read-only statement logically: everything that can be the
     /// SQL's fault fails here, before any slot is leased.
     pub(crate) async fn prepare(&self, sql: &str) -> Result<LogicalPlan, AgentError> {
+        off_the_io_workers(self.prepare_here(sql)).await
+    }
+
+    async fn prepare_here(&self, sql: &str) -> Result<LogicalPlan, AgentError> {
         let state = &self.state;
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state
@@ -148,6 +152,14 @@ impl Planner {
     /// Plans `logical` physically with its stages sized for `workers` TaskManagers (only their
     /// number matters: the head routes tasks to those the query leased), and encodes it.
     pub(crate) async fn plan(
+        &self,
+        logical: &LogicalPlan,
+        workers: &[String],
+    ) -> Result<PlannedQuery, AgentError> {
+        off_the_io_workers(self.plan_here(logical, workers)).await
+    }
+
+    async fn plan_here(
         &self,
         logical: &LogicalPlan,
         workers: &[String],
@@ -183,6 +195,20 @@ impl Planner {
             options: self.options.clone(),
             width,
         })
+    }
+}
+
+/// Runs planning, which is CPU work (a legal 900-term sum takes 1 s of optimizer in a debug
+/// build), on this thread after handing its worker's other tasks to a fresh one: the shard's
+/// connections keep answering keep-alive pings meanwhile, so a heavy statement never makes
+/// the shard look down to its gateways (they would run it again on the next shard, which
+/// would stall the same way). On a current-thread runtime (unit tests) it simply runs.
+async fn off_the_io_workers<F: Future>(planning: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let handle = Handle::current();
+    match handle.runtime_flavor() {
+        RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| handle.block_on(planning)),
+        _ => planning.await,
     }
 }
 
