@@ -40,6 +40,13 @@ pub struct GatewayMetrics {
     /// failed; another is tried: a fail-over) or `taskmanager` (a TaskManager failed; the query
     /// is re-planned).
     pub retries: IntCounterVec,
+    /// Hedged attempts, by `outcome`: `sent`, `won` (answered first), `refused` (due, but
+    /// the extra-work budget was spent).
+    pub hedges: IntCounterVec,
+    /// TaskManagers sidelined: three calls unanswered, avoided until they answer a probe.
+    pub sidelined: prometheus::IntCounter,
+    /// Re-runs the extra-work budget or the query's deadline refused (the query failed).
+    pub retries_refused: prometheus::IntCounter,
     /// Statements quarantined as queries of death (their refusals are counted in `queries`
     /// with code `quarantined`).
     pub quarantined: prometheus::IntCounter,
@@ -116,6 +123,21 @@ impl GatewayMetrics {
                  (fail-over to another shard) or taskmanager (re-planned)",
                 &["reason"],
             )?,
+            hedges: counter(
+                "flotilla_gateway_hedges_total",
+                "Hedged attempts (a second attempt after a short delay without a first batch), \
+                 by outcome: sent, won (answered first), refused (extra-work budget spent)",
+                &["outcome"],
+            )?,
+            sidelined: prometheus::IntCounter::new(
+                "flotilla_gateway_sidelined_total",
+                "TaskManagers sidelined: three calls unanswered (beaten by their hedges, or \
+                 probes), avoided by new queries until they answer a probe",
+            )?,
+            retries_refused: prometheus::IntCounter::new(
+                "flotilla_gateway_retries_refused_total",
+                "Re-runs refused by the extra-work budget or the query's deadline",
+            )?,
             quarantined: prometheus::IntCounter::new(
                 "flotilla_gateway_statements_quarantined_total",
                 "Statements quarantined as queries of death: two members failed while they ran",
@@ -169,6 +191,12 @@ impl GatewayMetrics {
         registry.register(Box::new(metrics.shard_in_flight.clone()))?;
         registry.register(Box::new(metrics.routing_decisions.clone()))?;
         registry.register(Box::new(metrics.retries.clone()))?;
+        for outcome in ["sent", "won", "refused"] {
+            metrics.hedges.with_label_values(&[outcome]);
+        }
+        registry.register(Box::new(metrics.hedges.clone()))?;
+        registry.register(Box::new(metrics.retries_refused.clone()))?;
+        registry.register(Box::new(metrics.sidelined.clone()))?;
         registry.register(Box::new(metrics.quarantined.clone()))?;
         registry.register(Box::new(metrics.members.clone()))?;
         registry.register(Box::new(metrics.admission_rejected.clone()))?;

@@ -86,6 +86,8 @@ pub struct Routed {
     pub shard: String,
     /// The query.
     pub request: QueryRequest,
+    /// TaskManagers the shard should not run this attempt on when others can take it.
+    pub avoid: Vec<String>,
 }
 
 /// The Flight messages of a result, as a TaskManager sends them.

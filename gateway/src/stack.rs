@@ -26,6 +26,11 @@ pub(crate) fn query_stack(
     tenants: Arc<Tenants>,
     metrics: GatewayMetrics,
 ) -> QueryService {
+    let client = ShardClient::new(
+        Duration::from_millis(config.shards.first_result_timeout_ms),
+        config.cluster.secret(),
+    );
+    let probe = client.prober();
     let service = ServiceBuilder::new()
         // 0. Control: the query is registered (cancel by id) and bounded by its timeout, from
         //    here to the last byte of its result; both end the result stream with an error.
@@ -35,11 +40,14 @@ pub(crate) fn query_stack(
         .layer(AdmissionLayer::new(tenants))
         // 2. Route: consistent hash + bounded loads over healthy shards; failed attempts are
         //    retried on the next shard before any byte reached the client.
-        .layer(RouteLayer::new(shards, config.routing.clone(), metrics))
+        //    An attempt slow to start is hedged; silent TaskManagers are sidelined.
+        .layer(RouteLayer::new(
+            shards,
+            config.routing.clone(),
+            metrics,
+            probe,
+        ))
         // 3. One attempt: GetFlightInfo on the shard, DoGet on its TaskManager.
-        .service(ShardClient::new(
-            Duration::from_millis(config.shards.first_result_timeout_ms),
-            config.cluster.secret(),
-        ));
+        .service(client);
     BoxCloneSyncService::new(service)
 }

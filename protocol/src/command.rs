@@ -21,6 +21,12 @@ pub struct QueryCommand {
     /// Empty: the statement has none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<u8>,
+    /// TaskManagers (gRPC URLs) this attempt should not use when others of the pool can take
+    /// it: those an earlier attempt of the same query still waits on (a hedge). When every
+    /// one is avoided, the shard runs the query on the one TaskManager it has the fewest
+    /// unanswered calls to. Empty: no preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avoid: Vec<String>,
 }
 
 /// Where a handed-over query runs, as a shard says it in its `FlightInfo` endpoint's

@@ -16,6 +16,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
+/// How long a reserving hand-over may go unanswered before a rival is sent (the issue's
+/// clamp(3 × p99, 25 ms, 150 ms) at its ceiling: hand-overs answer in about a millisecond).
+const HANDOVER_HEDGE_AFTER: std::time::Duration = std::time::Duration::from_millis(150);
+
 // === impl JobManager ===
 
 impl JobManager {
@@ -41,7 +45,7 @@ impl JobManager {
                 return self.answer_from_catalog(plan).await;
             }
         }
-        let targets = inner.leaser.planning_targets(&command.pool);
+        let targets = inner.leaser.planning_targets(command);
         let planned = if targets.is_empty() {
             // Leasing says why: no TaskManager of the pool is up. The SQL's own faults first.
             self.logical(command, &mut logical).await?;
@@ -136,15 +140,68 @@ impl JobManager {
     /// Hands a query that runs on one TaskManager over with a reservation: one round trip
     /// instead of two. None when there is no candidate or it has no free slot (the caller
     /// then leases, queueing if need be).
+    ///
+    /// A head silent for [`HANDOVER_HEDGE_AFTER`] gets a rival: the same hand-over to another
+    /// TaskManager, within the shard's budget; the first to take the query wins, and the other
+    /// call is dropped, returning what its head reserved.
     async fn hand_over_reserving(
         &self,
         command: &QueryCommand,
         planned: &PlannedQuery,
     ) -> Result<Option<FlightInfo>, AgentError> {
         let leaser = &self.inner.leaser;
-        let Some((head, lease_id, slots)) = leaser.solo_head(&command.pool) else {
+        let Some(head) = leaser.solo_head(command) else {
             return Ok(None);
         };
+        let first_head = head.0.clone();
+        let mut first = std::pin::pin!(self.hand_over_solo(command, planned, head));
+        if let Ok(result) = tokio::time::timeout(HANDOVER_HEDGE_AFTER, first.as_mut()).await {
+            return result;
+        }
+        let mut avoiding = command.clone();
+        avoiding.avoid.push(first_head.clone());
+        let rival = leaser
+            .solo_head(&avoiding)
+            .filter(|(head, ..)| *head != first_head);
+        let Some(rival) = rival.filter(|_| leaser.hedge_allowed()) else {
+            return first.await;
+        };
+        let mut second = std::pin::pin!(self.hand_over_solo(command, planned, rival));
+        tokio::select! {
+            result = first.as_mut() => match result {
+                Ok(Some(info)) => Ok(Some(info)),
+                _ => self.won(second.await),
+            },
+            result = second.as_mut() => match self.won(result) {
+                Ok(Some(info)) => Ok(Some(info)),
+                _ => first.await,
+            },
+        }
+    }
+
+    /// Counts a rival hand-over that took the query.
+    fn won(
+        &self,
+        result: Result<Option<FlightInfo>, AgentError>,
+    ) -> Result<Option<FlightInfo>, AgentError> {
+        if let Ok(Some(_)) = result {
+            self.inner
+                .metrics
+                .handover_hedges
+                .with_label_values(&["won"])
+                .inc();
+        }
+        result
+    }
+
+    /// One reserving hand-over to `head` (its lease id, the slots to reserve).
+    async fn hand_over_solo(
+        &self,
+        command: &QueryCommand,
+        planned: &PlannedQuery,
+        (head, lease_id, slots): (String, String, u64),
+    ) -> Result<Option<FlightInfo>, AgentError> {
+        let leaser = &self.inner.leaser;
         let workers = [head.clone()];
         let request = HandoverRequest {
             reserve_slots: slots,

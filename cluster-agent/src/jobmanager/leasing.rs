@@ -14,12 +14,19 @@ use crate::error::AgentError;
 use crate::flight_clients::{FlightClients, call_action};
 use crate::lease::{LeaseIds, RELEASE_ACTION, RESERVE_ACTION, ReserveRequest};
 use flotilla_protocol::{ErrorCode, QueryCommand};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use prost::Message;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+use tower::retry::budget::{Budget, TpsBudget};
+
+/// How long the other reservations of a batch may still take once one was granted.
+const STRAGGLER_WAIT: Duration = Duration::from_millis(100);
 
 /// Pause between attempts to return a lease to a TaskManager that could not be reached.
 const RELEASE_RETRY: Duration = Duration::from_millis(250);
@@ -37,6 +44,9 @@ pub(super) struct SlotLeaser {
     metrics: JobManagerMetrics,
     /// Calls sent to each TaskManager (by URL) and not answered yet.
     unanswered: Mutex<HashMap<String, u64>>,
+    /// Extra hand-overs allowed: 10 % of the last 10 s of hand-overs plus 5 a second (tower's
+    /// retry budget, as the gateway's hedges and re-runs use).
+    budget: TpsBudget,
 }
 
 /// Slots a query holds: one lease id, on each of `holders`.
@@ -62,6 +72,7 @@ impl SlotLeaser {
             released: Notify::new(),
             metrics,
             unanswered: Mutex::default(),
+            budget: TpsBudget::new(Duration::from_secs(10), 5, 0.1),
         }
     }
 
@@ -77,14 +88,33 @@ impl SlotLeaser {
     }
 
     /// Up to `limit` TaskManagers of `pool` that take work now, in power-of-two order of their
-    /// free slots less the calls this shard is still waiting on.
-    fn choose(&self, pool: &str, limit: usize) -> Vec<String> {
+    /// free slots less the calls this shard is still waiting on, none of `avoid` unless every
+    /// candidate is in it: then only the one with the fewest unanswered calls (a hedge whose
+    /// first attempt waits on the whole pool runs where the shard last heard an answer).
+    fn choose(&self, pool: &str, limit: usize, avoid: &[String]) -> Vec<String> {
         let unanswered = self
             .unanswered
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let busy = |url: &str| unanswered.get(url).copied().unwrap_or(0);
-        self.taskmanagers.choose(pool, limit, &busy)
+        let mut chosen = self
+            .taskmanagers
+            .choose(pool, limit.saturating_add(avoid.len()), &busy);
+        if !avoid.is_empty() {
+            let (fresh, avoided): (Vec<_>, Vec<_>) =
+                chosen.into_iter().partition(|url| !avoid.contains(url));
+            chosen = if fresh.is_empty() {
+                avoided
+                    .into_iter()
+                    .min_by_key(|url| busy(url))
+                    .into_iter()
+                    .collect()
+            } else {
+                fresh
+            };
+        }
+        chosen.truncate(limit);
+        chosen
     }
 
     /// Returns the lease TTL handed to the head, in milliseconds.
@@ -121,9 +151,11 @@ impl SlotLeaser {
     /// Returns the TaskManagers a query of `pool` could run on now (at most
     /// `taskmanagers_per_query`, and one per host unless `spread_within_host`): what its plan
     /// is sized for.
-    pub(super) fn planning_targets(&self, pool: &str) -> Vec<String> {
+    pub(super) fn planning_targets(&self, command: &QueryCommand) -> Vec<String> {
         let wanted = self.config.taskmanagers_per_query;
-        let urls = self.choose(pool, wanted.saturating_mul(4)).into_iter();
+        let urls = self
+            .choose(&command.pool, wanted.saturating_mul(4), &command.avoid)
+            .into_iter();
         one_per_host(urls, !self.config.spread_within_host)
             .take(self.config.taskmanagers_per_query)
             .collect()
@@ -132,16 +164,31 @@ impl SlotLeaser {
     /// For a query that runs on one TaskManager: the one to hand it over to with a reservation
     /// (power of two choices), the lease id and the slots to reserve. None while this shard's
     /// queue holds queries (they go first) or when no TaskManager of the pool is up.
-    pub(super) fn solo_head(&self, pool: &str) -> Option<(String, String, u64)> {
+    pub(super) fn solo_head(&self, command: &QueryCommand) -> Option<(String, String, u64)> {
         if self.waiting.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let head = self.choose(pool, 1).into_iter().next()?;
+        self.budget.deposit();
+        let head = self
+            .choose(&command.pool, 1, &command.avoid)
+            .into_iter()
+            .next()?;
         Some((
             head,
             uuid::Uuid::new_v4().simple().to_string(),
             self.config.slots_per_query,
         ))
+    }
+
+    /// Takes one extra hand-over from the budget, counted; false when it is spent.
+    pub(super) fn hedge_allowed(&self) -> bool {
+        let allowed = self.budget.withdraw();
+        let outcome = if allowed { "sent" } else { "refused" };
+        self.metrics
+            .handover_hedges
+            .with_label_values(&[outcome])
+            .inc();
+        allowed
     }
 
     /// Counts a reservation a TaskManager refused.
@@ -157,7 +204,7 @@ impl SlotLeaser {
     /// Reserves slots for a query on up to `want` (at most `taskmanagers_per_query`)
     /// TaskManagers of its pool, waiting in the bounded queue while none is free.
     pub(super) async fn lease(
-        &self,
+        self: &Arc<Self>,
         command: &QueryCommand,
         want: usize,
     ) -> Result<Leased, AgentError> {
@@ -169,7 +216,8 @@ impl SlotLeaser {
         loop {
             // Enough candidates for refusals, never the whole pool.
             let wanted = want.clamp(1, inner.config.taskmanagers_per_query);
-            let candidates = inner.choose(&command.pool, wanted.saturating_mul(4) + 4);
+            let candidates =
+                inner.choose(&command.pool, wanted.saturating_mul(4) + 4, &command.avoid);
             if candidates.is_empty() {
                 return Err(AgentError::NoTaskManager(format!(
                     "no taskmanager of pool `{}` is up",
@@ -210,24 +258,26 @@ impl SlotLeaser {
 
     /// Tries candidates (in power-of-two order) until the query holds `taskmanagers_per_query`
     /// leases, asking as many at once as leases are missing; returns the TaskManagers that
-    /// granted one.
+    /// granted one. Once one has granted, the others of its batch get [`STRAGGLER_WAIT`] more:
+    /// a TaskManager that went silent (cut off, frozen) costs the query a narrower plan, not
+    /// a keep-alive. A straggler's call runs on, still counted unanswered (so choices avoid
+    /// it), and a lease it grants late is returned.
     async fn reserve_on(
-        &self,
+        self: &Arc<Self>,
         command: &QueryCommand,
         lease_id: &str,
         candidates: Vec<String>,
         want: usize,
     ) -> Vec<String> {
-        let inner = self;
         let want = want
-            .clamp(1, inner.config.taskmanagers_per_query)
+            .clamp(1, self.config.taskmanagers_per_query)
             .min(candidates.len());
         let request = ReserveRequest {
             lease_id: lease_id.to_string(),
             query_id: command.query_id.to_string(),
-            slots: inner.config.slots_per_query,
-            ttl_ms: inner.config.lease_ttl_ms,
-            holder: inner.node_id.clone(),
+            slots: self.config.slots_per_query,
+            ttl_ms: self.config.lease_ttl_ms,
+            holder: self.node_id.clone(),
         }
         .encode_to_vec();
         let mut holders = Vec::with_capacity(want);
@@ -237,28 +287,87 @@ impl SlotLeaser {
             if batch.is_empty() {
                 break;
             }
-            let answers = futures::future::join_all(
-                batch
-                    .iter()
-                    .map(|url| inner.call(url, RESERVE_ACTION, request.clone())),
-            )
-            .await;
-            for (url, answer) in batch.into_iter().zip(answers) {
-                match answer {
-                    Ok(_) => holders.push(url),
-                    Err(error) if error.code == ErrorCode::ClusterBusy => {
-                        inner.metrics.leases_refused.inc();
+            let mut answers: FuturesUnordered<_> = batch
+                .into_iter()
+                .map(|url| {
+                    let (leaser, request) = (Arc::clone(self), request.clone());
+                    async move {
+                        let answer = leaser.call(&url, RESERVE_ACTION, request).await;
+                        (url, answer)
                     }
-                    Err(error) if error.code == ErrorCode::Unavailable => {
-                        inner.mark_down(&url, &error.message);
-                    }
-                    Err(error) => {
-                        tracing::warn!(taskmanager = %url, code = %error.code, error = %error.message, "lease reservation failed");
-                    }
+                })
+                .collect();
+            let mut cutoff = None;
+            loop {
+                let next = match cutoff.as_mut() {
+                    None => answers.next().await,
+                    Some(cutoff) => tokio::select! {
+                        next = answers.next() => next,
+                        () = cutoff => break,
+                    },
+                };
+                let Some((url, answer)) = next else { break };
+                if self.granted(url, answer, &mut holders) && cutoff.is_none() {
+                    cutoff = Some(Box::pin(tokio::time::sleep(STRAGGLER_WAIT)));
                 }
+            }
+            if !answers.is_empty() {
+                self.metrics.stragglers.inc_by(answers.len() as u64);
+                self.return_late(lease_id, answers);
+                break;
             }
         }
         holders
+    }
+
+    /// Handles one reservation's answer; true when it was granted (added to `holders`).
+    fn granted(
+        &self,
+        url: String,
+        answer: Result<bytes::Bytes, flotilla_protocol::ErrorBody>,
+        holders: &mut Vec<String>,
+    ) -> bool {
+        match answer {
+            Ok(_) => {
+                holders.push(url);
+                return true;
+            }
+            Err(error) if error.code == ErrorCode::ClusterBusy => {
+                self.metrics.leases_refused.inc();
+            }
+            Err(error) if error.code == ErrorCode::Unavailable => {
+                self.mark_down(&url, &error.message);
+            }
+            Err(error) => {
+                tracing::warn!(taskmanager = %url, code = %error.code, error = %error.message, "lease reservation failed");
+            }
+        }
+        false
+    }
+
+    /// Lets stragglers' reservations finish in the background and returns those granted late.
+    fn return_late<F>(self: &Arc<Self>, lease_id: &str, mut answers: FuturesUnordered<F>)
+    where
+        F: Future<Output = (String, Result<bytes::Bytes, flotilla_protocol::ErrorBody>)>
+            + Send
+            + 'static,
+    {
+        let leaser = Arc::clone(self);
+        let lease_id = lease_id.to_string();
+        flotilla_cluster::spawn_instrumented(async move {
+            let mut late = Vec::new();
+            while let Some((url, answer)) = answers.next().await {
+                if answer.is_ok() {
+                    late.push(url);
+                }
+            }
+            if !late.is_empty() {
+                leaser.release(&Leased {
+                    lease_id,
+                    holders: late,
+                });
+            }
+        });
     }
 
     /// Returns a query's slots when it fails before its hand-over (after it, the head does).

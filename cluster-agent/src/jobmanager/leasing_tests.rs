@@ -34,7 +34,7 @@ fn a_taskmanager_with_unanswered_calls_looks_that_much_fuller() {
     );
     let first = |leaser: &SlotLeaser| -> Vec<String> {
         (0..20)
-            .map(|_| leaser.choose(DEFAULT_POOL, 2)[0].clone())
+            .map(|_| leaser.choose(DEFAULT_POOL, 2, &[])[0].clone())
             .collect()
     };
     assert!(first(&leaser).contains(&urls[1]), "either may come first");
@@ -46,6 +46,32 @@ fn a_taskmanager_with_unanswered_calls_looks_that_much_fuller() {
     assert!(first(&leaser).iter().all(|url| *url == urls[0]));
     drop(stuck);
     assert!(leaser.unanswered.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_hedge_avoids_the_taskmanagers_its_first_attempt_waits_on() {
+    let urls = ["http://tm-0:1", "http://tm-1:1", "http://tm-2:1"].map(String::from);
+    let leaser = SlotLeaser::new(
+        "jm-0".into(),
+        TaskManagers::Static(StaticMembership::new(urls.clone())),
+        JobManagerConfig::default(),
+        JobManagerMetrics::new(&prometheus::Registry::new()).unwrap(),
+        flotilla_cluster::ClusterSecret::default(),
+    );
+    for _ in 0..20 {
+        let chosen = leaser.choose(DEFAULT_POOL, 3, &urls[..2]);
+        assert_eq!(chosen, [urls[2].clone()]);
+    }
+    // Every one avoided: only the one the shard has the fewest unanswered calls to.
+    let stuck = Unanswered::count(&leaser, &urls[0]);
+    let others = [
+        Unanswered::count(&leaser, &urls[2]),
+        Unanswered::count(&leaser, &urls[2]),
+    ];
+    for _ in 0..20 {
+        assert_eq!(leaser.choose(DEFAULT_POOL, 3, &urls), [urls[1].clone()]);
+    }
+    drop((stuck, others));
 }
 
 #[test]

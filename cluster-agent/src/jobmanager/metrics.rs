@@ -24,6 +24,11 @@ pub struct JobManagerMetrics {
     pub queued: IntGauge,
     /// Lease reservations TaskManagers refused (no free slots).
     pub leases_refused: IntCounter,
+    /// Hand-overs also sent to a second TaskManager because the first was slow to answer, by
+    /// `outcome`: `sent`, `won` (the second answered first), `refused` (budget spent).
+    pub handover_hedges: IntCounterVec,
+    /// Reservations a query stopped waiting for once another TaskManager had granted one.
+    pub stragglers: IntCounter,
     /// Queries whose plan came from the plan cache.
     pub plan_cache_hits: IntCounter,
     /// Queries planned because the cache had no current plan for them.
@@ -59,6 +64,15 @@ impl JobManagerMetrics {
             leases_refused: families.counter(
                 "flotilla_jobmanager_leases_refused_total",
                 "Slot reservations TaskManagers refused for want of free slots",
+            )?,
+            handover_hedges: families.counter_vec(
+                "flotilla_jobmanager_handover_hedges_total",
+                "Hand-overs also sent to a second TaskManager after the first was slow to answer, by outcome: sent, won, refused (extra-work budget spent)",
+                &["outcome"],
+            )?,
+            stragglers: families.counter(
+                "flotilla_jobmanager_reservation_stragglers_total",
+                "Reservations a query stopped waiting for once another TaskManager had granted one (the query ran narrower)",
             )?,
             queries_planned: families.counter(
                 "flotilla_jobmanager_queries_planned_total",
@@ -115,6 +129,9 @@ impl JobManagerMetrics {
                 "Report datagrams received from TaskManagers",
             )?,
         };
+        for outcome in ["sent", "won", "refused"] {
+            metrics.handover_hedges.with_label_values(&[outcome]);
+        }
         for code in flotilla_protocol::ErrorCode::ALL {
             metrics.queries_failed.with_label_values(&[code.as_str()]);
         }

@@ -39,6 +39,7 @@ pub fn command(sql: &str) -> FlightDescriptor {
         tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
         pool: flotilla_protocol::DEFAULT_POOL.to_string(),
         params: Vec::new(),
+        avoid: Vec::new(),
     };
     FlightDescriptor::new_cmd(command.to_bytes())
 }

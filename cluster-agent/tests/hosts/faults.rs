@@ -35,17 +35,26 @@ struct Fault {
     heal: fn(&mut HostCluster),
 }
 
-/// Runs load, starts the fault after [`BEFORE`], heals it after `lasts`, and checks every
-/// answer, the member's return to work and that nothing leaked.
+/// Runs load, starts the fault after [`BEFORE`] and up to 1.5 s more at random (against the
+/// keep-alive timers: a ping every 0.5 s, 1 s to answer), heals it after `lasts`, and checks
+/// every answer, the member's return to work and that nothing leaked.
 async fn drill(mut cluster: HostCluster, fault: Fault) {
     let answers = Answers::short_mix().await;
     let url = cluster.url.clone();
-    let load_for = BEFORE + fault.lasts + AFTER;
+    let offset = Duration::from_millis(u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_micros()
+            % 1_500,
+    ));
+    let load_for = BEFORE + offset + fault.lasts + AFTER;
+    let hedges_before = hedges(&url).await;
     let load = flotilla_cluster::spawn_instrumented(async move {
         open_loop(&url, RATE, load_for, answers).await
     });
     let started = Instant::now();
-    tokio::time::sleep(BEFORE).await;
+    tokio::time::sleep(BEFORE + offset).await;
     (fault.start)(&mut cluster);
     let fault_started = started.elapsed();
     tokio::time::sleep(fault.lasts).await;
@@ -58,10 +67,33 @@ async fn drill(mut cluster: HostCluster, fault: Fault) {
 
     let outcomes = load.await.unwrap();
     let end = started.elapsed();
-    println!("== {} ({} for {:?})", fault.name, fault.member, fault.lasts);
+    let hedges_after = hedges(&cluster.url).await;
+    let [sent, won, refused] =
+        std::array::from_fn(|index| hedges_after[index] - hedges_before[index]);
+    println!(
+        "== {} ({} for {:?}, started {offset:?} late)",
+        fault.name, fault.member, fault.lasts
+    );
+    println!(
+        "hedges: {sent} sent ({:.1} % of {} queries), {won} won, {refused} refused by the budget",
+        100.0 * sent as f64 / outcomes.len().max(1) as f64,
+        outcomes.len()
+    );
     let before = Figures::of(&outcomes, Duration::ZERO, fault_started);
     let during = Figures::of(&outcomes, fault_started, fault_ended);
     let after = Figures::of(&outcomes, fault_ended, end);
+    if std::env::var_os("FLOTILLA_SLOW_QUERIES").is_some() {
+        for outcome in outcomes
+            .iter()
+            .filter(|o| o.latency > Duration::from_millis(200))
+        {
+            let at = outcome.sent.as_secs_f64() - fault_started.as_secs_f64();
+            println!(
+                "slow: sent {at:+.3} s from the fault, took {:?}",
+                outcome.latency
+            );
+        }
+    }
     println!("{}", before.line("before"));
     println!("{}", during.line("during"));
     println!("{}", after.line("after "));
@@ -78,6 +110,22 @@ async fn drill(mut cluster: HostCluster, fault: Fault) {
     );
     let idle = cluster.taskmanagers_idle(IDLE_LIMIT).await;
     assert!(idle, "a slot, lease or result stream leaked");
+}
+
+/// The gateway's hedge counters: sent, won, refused by the budget.
+async fn hedges(url: &str) -> [u64; 3] {
+    let Ok(response) = crate::common::try_http("GET", &format!("{url}/metrics"), &[], "").await
+    else {
+        return [0; 3];
+    };
+    let text = String::from_utf8_lossy(&response.body).into_owned();
+    ["sent", "won", "refused"].map(|outcome| {
+        let series = format!("flotilla_gateway_hedges_total{{outcome=\"{outcome}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map_or(0, |value| value as u64)
+    })
 }
 
 #[test]
@@ -131,6 +179,27 @@ fn a_taskmanager_frozen_for_ten_seconds() {
             lasts: Duration::from_secs(10),
             start: |cluster| cluster.signal("tm-1", Signal::SIGSTOP),
             heal: |cluster| cluster.signal("tm-1", Signal::SIGCONT),
+        };
+        drill(cluster, fault).await;
+    });
+}
+
+#[test]
+fn a_taskmanager_cut_off_from_one_shard_only() {
+    on_hosts(async |cluster| {
+        let fault = Fault {
+            name: "tm-1 and jm-0 cut off from each other, both reach everyone else",
+            member: "tm-1",
+            lasts: Duration::from_secs(6),
+            start: |cluster| {
+                let (shard, taskmanager) = (cluster.world.host("jm-0"), cluster.world.host("tm-1"));
+                shard.drop_outbound_to(taskmanager.ip);
+                taskmanager.drop_outbound_to(shard.ip);
+            },
+            heal: |cluster| {
+                cluster.world.host("jm-0").heal();
+                cluster.world.host("tm-1").heal();
+            },
         };
         drill(cluster, fault).await;
     });

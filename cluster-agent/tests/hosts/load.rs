@@ -134,6 +134,9 @@ pub struct Figures {
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
+    /// Queries that took longer than 200 ms, and than 1 s.
+    pub over_200ms: usize,
+    pub over_1s: usize,
     pub errors: BTreeMap<String, usize>,
 }
 
@@ -175,6 +178,14 @@ impl Figures {
             p50: quantile(0.5),
             p99: quantile(0.99),
             max: latencies.last().copied().unwrap_or_default(),
+            over_200ms: latencies
+                .iter()
+                .filter(|latency| **latency > Duration::from_millis(200))
+                .count(),
+            over_1s: latencies
+                .iter()
+                .filter(|latency| **latency > Duration::from_secs(1))
+                .count(),
             errors,
         }
     }
@@ -187,7 +198,7 @@ impl Figures {
     /// One line for the test's output.
     pub fn line(&self, label: &str) -> String {
         format!(
-            "{label}: {} sent, {} failed ({:.2} %), {} wrong, {} unanswered, p50 {:?}, p99 {:?}, max {:?}, errors {:?}",
+            "{label}: {} sent, {} failed ({:.2} %), {} wrong, {} unanswered, p50 {:?}, p99 {:?}, max {:?}, > 200 ms {}, > 1 s {}, errors {:?}",
             self.sent,
             self.failed,
             self.failed_percent(),
@@ -196,6 +207,8 @@ impl Figures {
             self.p50,
             self.p99,
             self.max,
+            self.over_200ms,
+            self.over_1s,
             self.errors
         )
     }

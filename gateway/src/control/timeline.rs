@@ -152,6 +152,11 @@ impl Timeline {
         marks.taskmanagers = taskmanagers;
     }
 
+    /// The TaskManagers the query's last planned attempt runs on.
+    pub fn taskmanagers(&self) -> Vec<String> {
+        self.marks().taskmanagers.clone()
+    }
+
     /// Records the first result byte.
     pub fn first_byte(&self) {
         self.marks().first_byte = Some(self.started.elapsed());

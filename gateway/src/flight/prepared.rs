@@ -175,6 +175,7 @@ impl FlightSql {
             tenant: tenant.clone(),
             pool: permit.pool().to_string(),
             params: Vec::new(),
+            avoid: Vec::new(),
         };
         let key = crate::query::normalized(&request.query);
         let answer = self

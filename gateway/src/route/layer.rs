@@ -17,11 +17,13 @@ pub struct RouteLayer {
 }
 
 impl RouteLayer {
-    /// Routes over `shards` with the given policy, recording decisions in `metrics`.
+    /// Routes over `shards` with the given policy, recording decisions in `metrics`; `probe`
+    /// asks a suspected TaskManager whether it answers.
     pub fn new(
         shards: Arc<dyn Membership>,
         config: RoutingConfig,
         metrics: GatewayMetrics,
+        probe: super::Probe,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -32,6 +34,8 @@ impl RouteLayer {
                     std::time::Duration::from_millis(config.quarantine_ms),
                     config.strikes_to_mark_down,
                 ),
+                hedging: super::hedge::Hedging::new(&config),
+                sideline: super::sideline::Sideline::new(probe, metrics.sidelined.clone()),
                 config,
                 metrics,
             }),

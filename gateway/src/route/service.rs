@@ -1,8 +1,10 @@
 //! The [`Route`] service: picks a shard per query, retries failed attempts elsewhere, and
 //! quarantines a statement that two members failed under (`quarantine.rs`).
 
+use super::hedge::{self, Hedge, Hedging};
 use super::quarantine::{self, Failure, Quarantine};
 use super::ring::RingCache;
+use super::sideline::Sideline;
 use crate::config::RoutingConfig;
 use crate::error::{BoxError, GatewayError};
 use crate::metrics::GatewayMetrics;
@@ -21,6 +23,8 @@ pub(super) struct Shared {
     pub(super) ring: RingCache,
     pub(super) in_flight: Mutex<HashMap<String, usize>>,
     pub(super) quarantine: Quarantine,
+    pub(super) hedging: Hedging,
+    pub(super) sideline: Sideline,
     pub(super) config: RoutingConfig,
     pub(super) metrics: GatewayMetrics,
 }
@@ -80,34 +84,66 @@ impl Shared {
             )));
         }
         let candidates = self.ring.candidates(&request.ring_key(), &healthy);
+        self.hedging.deposit();
         // Shards that failed this query; a TaskManager failure does not count against its shard.
         let mut failed: Vec<String> = Vec::new();
         // Members that failed while this statement ran on them.
         let mut failed_under: Vec<String> = Vec::new();
+        // TaskManagers that failed this query: later attempts avoid them when they can.
+        let mut avoid: Vec<String> = Vec::new();
         let shard_attempts = self.config.max_attempts.max(1);
         let mut taskmanager_retries = 0;
+        let mut reruns = 0;
         let mut last_error = None;
         for attempt in 0.. {
             let Some(shard) = self.choose(&candidates, &failed) else {
                 break;
             };
-            let result = {
-                let _in_flight = InFlight::enter(self, &shard);
-                self.metrics
-                    .shard_queries
-                    .with_label_values(&[shard.as_str()])
-                    .inc();
-                request.timeline.attempt(&shard);
-                let routed = Routed {
-                    shard: shard.clone(),
-                    request: request.clone(),
-                };
-                let span = tracing::info_span!("forward", shard = %shard, attempt);
-                inner.clone().oneshot(routed).instrument(span).await
+            let mut avoiding = avoid.clone();
+            avoiding.extend(self.sideline.sidelined());
+            let primary = self.attempt(
+                inner.clone(),
+                shard.clone(),
+                &request,
+                avoiding.clone(),
+                "forward",
+                attempt,
+            );
+            // Where the first attempt waits when its hedge is due, if it got that far.
+            let waited_on = std::sync::OnceLock::new();
+            let hedge = {
+                let (inner, mut tried, mut avoid) = (inner.clone(), failed.clone(), avoiding);
+                let (shard, candidates, request, waited_on) =
+                    (&shard, &candidates, &request, &waited_on);
+                move || {
+                    if !self.hedging.withdraw() {
+                        self.metrics.hedges.with_label_values(&["refused"]).inc();
+                        return None;
+                    }
+                    self.metrics.hedges.with_label_values(&["sent"]).inc();
+                    tried.push(shard.clone());
+                    let target = self
+                        .choose(candidates, &tried)
+                        .unwrap_or_else(|| shard.clone());
+                    let placed = waited_on.get_or_init(|| request.timeline.taskmanagers());
+                    avoid.extend(placed.iter().cloned());
+                    Some(self.attempt(inner, target, request, avoid, "hedge", attempt))
+                }
             };
+            let delay = self.hedging.delay(fingerprint);
+            let (result, hedged, latency) = hedge::race(primary, delay, hedge).await;
+            if hedged == Hedge::Won {
+                self.metrics.hedges.with_label_values(&["won"]).inc();
+                if let Some(placed) = waited_on.get() {
+                    self.sideline.strike(placed);
+                }
+            }
             let error = match result {
-                Ok(result) => return Ok(result),
-                Err(error) => GatewayError::from_boxed(error),
+                Ok(result) => {
+                    self.hedging.record(fingerprint, hedged, latency);
+                    return Ok(result);
+                }
+                Err(error) => error,
             };
             let retry = match &error {
                 // Nothing reached the client and read-only SQL is idempotent: plan it again (the
@@ -119,6 +155,7 @@ impl Shared {
                     if quarantine::blame(message, taskmanager).await == Failure::Died {
                         failed_under.push(taskmanager.clone());
                     }
+                    avoid.push(taskmanager.clone());
                     taskmanager_retries += 1;
                     (taskmanager_retries <= self.config.taskmanager_retries)
                         .then_some("taskmanager")
@@ -149,11 +186,53 @@ impl Shared {
             let Some(reason) = retry else {
                 return Err(error);
             };
-            tracing::warn!(shard = %shard, %error, reason, "attempt failed before the first byte; running the query again");
+            // Back-to-back faults are run again, with backoff, while the budget and the
+            // deadline allow: a meltdown is not doubled by re-runs.
+            reruns += 1;
+            let pause = self.hedging.backoff(reruns);
+            if !self.hedging.withdraw() || request.timeline.elapsed() + pause >= request.timeout {
+                self.metrics.retries_refused.inc();
+                return Err(error);
+            }
+            tracing::warn!(shard = %shard, %error, reason, ?pause, "attempt failed before the first byte; running the query again");
+            tokio::time::sleep(pause).await;
             self.metrics.retries.with_label_values(&[reason]).inc();
             last_error = Some(error);
         }
         Err(last_error.unwrap_or_else(|| GatewayError::NoShard("no shard left to try".into())))
+    }
+
+    /// One attempt of `request` on `shard` (`kind`: forward or hedge), counted in flight
+    /// against the shard while it runs.
+    async fn attempt<S>(
+        &self,
+        inner: S,
+        shard: String,
+        request: &QueryRequest,
+        avoid: Vec<String>,
+        kind: &'static str,
+        attempt: usize,
+    ) -> Result<QueryResult, GatewayError>
+    where
+        S: Service<Routed, Response = QueryResult, Error = BoxError> + Clone,
+    {
+        let _in_flight = InFlight::enter(self, &shard);
+        self.metrics
+            .shard_queries
+            .with_label_values(&[shard.as_str()])
+            .inc();
+        request.timeline.attempt(&shard);
+        let span = tracing::info_span!("forward", shard = %shard, attempt, kind);
+        let routed = Routed {
+            shard,
+            request: request.clone(),
+            avoid,
+        };
+        inner
+            .oneshot(routed)
+            .instrument(span)
+            .await
+            .map_err(GatewayError::from_boxed)
     }
 
     /// Ends a statement that broke a member twice: it is not run a third time, and when two

@@ -10,6 +10,11 @@ fn shared(shards: &[&str]) -> Shared {
         ring: RingCache::new(64),
         in_flight: Mutex::new(HashMap::new()),
         quarantine: Quarantine::new(std::time::Duration::from_secs(60), 3),
+        hedging: super::super::hedge::Hedging::new(&RoutingConfig::default()),
+        sideline: super::super::sideline::Sideline::new(
+            std::sync::Arc::new(|_, _| Box::pin(async { true })),
+            prometheus::IntCounter::new("sidelined", "test").unwrap(),
+        ),
         config: RoutingConfig::default(),
         metrics: GatewayMetrics::new(&prometheus::Registry::new()).unwrap(),
     }

@@ -80,7 +80,11 @@ impl ShardClient {
     }
 
     async fn attempt(self, routed: Routed) -> Result<QueryResult, GatewayError> {
-        let Routed { shard, request } = routed;
+        let Routed {
+            shard,
+            request,
+            avoid,
+        } = routed;
         let timeline = request.timeline;
         let command = QueryCommand {
             query_id: request.query_id,
@@ -88,6 +92,7 @@ impl ShardClient {
             tenant: request.tenant,
             pool: request.pool,
             params: request.params,
+            avoid,
         };
         let descriptor = FlightDescriptor::new_cmd(command.to_bytes());
         let info = self
@@ -159,6 +164,22 @@ impl ShardClient {
 }
 
 impl ShardClient {
+    /// A probe of members for the route layer's sideline: `ListActions`, the cheapest call a
+    /// member answers; true when it answered within the time given.
+    pub fn prober(&self) -> crate::route::Probe {
+        let client = self.clone();
+        std::sync::Arc::new(move |member: String, within: Duration| {
+            let client = client.clone();
+            Box::pin(async move {
+                let Ok(mut flight) = client.client(&member) else {
+                    return false;
+                };
+                let call = flight.list_actions(arrow_flight::Empty {});
+                matches!(tokio::time::timeout(within, call).await, Ok(Ok(_)))
+            })
+        })
+    }
+
     /// Calls `DoAction(kind, body)` on `shard` and returns the first result's body: what the
     /// Flight SQL front door asks shards besides queries (describe a statement, list tables).
     /// Bounded by the first-result timeout.
