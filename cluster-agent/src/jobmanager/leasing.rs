@@ -9,18 +9,15 @@
 
 use super::candidates::{TaskManagers, one_per_host};
 use super::metrics::JobManagerMetrics;
+use super::unanswered::Unanswered;
 use crate::config::JobManagerConfig;
 use crate::error::AgentError;
 use crate::flight_clients::{FlightClients, call_action};
-use crate::lease::{LeaseIds, RELEASE_ACTION, RESERVE_ACTION, ReserveRequest};
+use crate::lease::{LeaseIds, RELEASE_ACTION};
 use flotilla_protocol::{ErrorCode, QueryCommand};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use prost::Message;
-use std::collections::HashMap;
-use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -42,8 +39,8 @@ pub(super) struct SlotLeaser {
     /// Signalled when this shard releases slots, so its queued queries retry at once.
     released: Notify,
     metrics: JobManagerMetrics,
-    /// Calls sent to each TaskManager (by URL) and not answered yet.
-    unanswered: Mutex<HashMap<String, u64>>,
+    /// Calls sent to each TaskManager and not answered yet.
+    unanswered: Unanswered,
     /// Extra hand-overs allowed: 10 % of the last 10 s of hand-overs plus 5 a second (tower's
     /// retry budget, as the gateway's hedges and re-runs use).
     budget: TpsBudget,
@@ -71,7 +68,7 @@ impl SlotLeaser {
             waiting: AtomicUsize::new(0),
             released: Notify::new(),
             metrics,
-            unanswered: Mutex::default(),
+            unanswered: Unanswered::default(),
             budget: TpsBudget::new(Duration::from_secs(10), 5, 0.1),
         }
     }
@@ -83,38 +80,40 @@ impl SlotLeaser {
         action_type: &str,
         body: Vec<u8>,
     ) -> Result<bytes::Bytes, flotilla_protocol::ErrorBody> {
-        let _unanswered = Unanswered::count(self, url);
-        call_action(&self.peers, url, action_type, body).await
+        let _open = self.unanswered.open(url);
+        let result = call_action(&self.peers, url, action_type, body).await;
+        if result
+            .as_ref()
+            .map_or_else(|error| error.code != ErrorCode::Unavailable, |_| true)
+        {
+            self.unanswered.answered(url);
+        }
+        result
     }
 
     /// Up to `limit` TaskManagers of `pool` that take work now, in power-of-two order of their
-    /// free slots less the calls this shard is still waiting on, none of `avoid` unless every
-    /// candidate is in it: then only the one with the fewest unanswered calls (a hedge whose
-    /// first attempt waits on the whole pool runs where the shard last heard an answer).
+    /// free slots less the calls this shard is still waiting on. Neither those in `avoid` nor
+    /// silent ones (`unanswered.rs`) while any other is left; when none is, only the one with
+    /// the fewest open calls, preferring one that is not silent (a hedge whose first attempt
+    /// waits on the whole pool runs where the shard last heard an answer).
     fn choose(&self, pool: &str, limit: usize, avoid: &[String]) -> Vec<String> {
-        let unanswered = self
-            .unanswered
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let busy = |url: &str| unanswered.get(url).copied().unwrap_or(0);
-        let mut chosen = self
-            .taskmanagers
-            .choose(pool, limit.saturating_add(avoid.len()), &busy);
-        if !avoid.is_empty() {
-            let (fresh, avoided): (Vec<_>, Vec<_>) =
-                chosen.into_iter().partition(|url| !avoid.contains(url));
-            chosen = if fresh.is_empty() {
-                avoided
-                    .into_iter()
-                    .min_by_key(|url| busy(url))
-                    .into_iter()
-                    .collect()
-            } else {
-                fresh
-            };
-        }
-        chosen.truncate(limit);
-        chosen
+        self.unanswered.with(|table| {
+            let busy = |url: &str| table.open(url);
+            let chosen = self
+                .taskmanagers
+                .choose(pool, limit.saturating_add(avoid.len()), &busy);
+            let (mut fresh, rest): (Vec<_>, Vec<_>) = chosen
+                .into_iter()
+                .partition(|url| !avoid.contains(url) && !table.silent(url));
+            if fresh.is_empty() {
+                fresh.extend(
+                    rest.into_iter()
+                        .min_by_key(|url| (table.silent(url), busy(url))),
+                );
+            }
+            fresh.truncate(limit);
+            fresh
+        })
     }
 
     /// Returns the lease TTL handed to the head, in milliseconds.
@@ -256,120 +255,6 @@ impl SlotLeaser {
         }
     }
 
-    /// Tries candidates (in power-of-two order) until the query holds `taskmanagers_per_query`
-    /// leases, asking as many at once as leases are missing; returns the TaskManagers that
-    /// granted one. Once one has granted, the others of its batch get [`STRAGGLER_WAIT`] more:
-    /// a TaskManager that went silent (cut off, frozen) costs the query a narrower plan, not
-    /// a keep-alive. A straggler's call runs on, still counted unanswered (so choices avoid
-    /// it), and a lease it grants late is returned.
-    async fn reserve_on(
-        self: &Arc<Self>,
-        command: &QueryCommand,
-        lease_id: &str,
-        candidates: Vec<String>,
-        want: usize,
-    ) -> Vec<String> {
-        let want = want
-            .clamp(1, self.config.taskmanagers_per_query)
-            .min(candidates.len());
-        let request = ReserveRequest {
-            lease_id: lease_id.to_string(),
-            query_id: command.query_id.to_string(),
-            slots: self.config.slots_per_query,
-            ttl_ms: self.config.lease_ttl_ms,
-            holder: self.node_id.clone(),
-        }
-        .encode_to_vec();
-        let mut holders = Vec::with_capacity(want);
-        let mut order = candidates.into_iter();
-        while holders.len() < want {
-            let batch: Vec<String> = order.by_ref().take(want - holders.len()).collect();
-            if batch.is_empty() {
-                break;
-            }
-            let mut answers: FuturesUnordered<_> = batch
-                .into_iter()
-                .map(|url| {
-                    let (leaser, request) = (Arc::clone(self), request.clone());
-                    async move {
-                        let answer = leaser.call(&url, RESERVE_ACTION, request).await;
-                        (url, answer)
-                    }
-                })
-                .collect();
-            let mut cutoff = None;
-            loop {
-                let next = match cutoff.as_mut() {
-                    None => answers.next().await,
-                    Some(cutoff) => tokio::select! {
-                        next = answers.next() => next,
-                        () = cutoff => break,
-                    },
-                };
-                let Some((url, answer)) = next else { break };
-                if self.granted(url, answer, &mut holders) && cutoff.is_none() {
-                    cutoff = Some(Box::pin(tokio::time::sleep(STRAGGLER_WAIT)));
-                }
-            }
-            if !answers.is_empty() {
-                self.metrics.stragglers.inc_by(answers.len() as u64);
-                self.return_late(lease_id, answers);
-                break;
-            }
-        }
-        holders
-    }
-
-    /// Handles one reservation's answer; true when it was granted (added to `holders`).
-    fn granted(
-        &self,
-        url: String,
-        answer: Result<bytes::Bytes, flotilla_protocol::ErrorBody>,
-        holders: &mut Vec<String>,
-    ) -> bool {
-        match answer {
-            Ok(_) => {
-                holders.push(url);
-                return true;
-            }
-            Err(error) if error.code == ErrorCode::ClusterBusy => {
-                self.metrics.leases_refused.inc();
-            }
-            Err(error) if error.code == ErrorCode::Unavailable => {
-                self.mark_down(&url, &error.message);
-            }
-            Err(error) => {
-                tracing::warn!(taskmanager = %url, code = %error.code, error = %error.message, "lease reservation failed");
-            }
-        }
-        false
-    }
-
-    /// Lets stragglers' reservations finish in the background and returns those granted late.
-    fn return_late<F>(self: &Arc<Self>, lease_id: &str, mut answers: FuturesUnordered<F>)
-    where
-        F: Future<Output = (String, Result<bytes::Bytes, flotilla_protocol::ErrorBody>)>
-            + Send
-            + 'static,
-    {
-        let leaser = Arc::clone(self);
-        let lease_id = lease_id.to_string();
-        flotilla_cluster::spawn_instrumented(async move {
-            let mut late = Vec::new();
-            while let Some((url, answer)) = answers.next().await {
-                if answer.is_ok() {
-                    late.push(url);
-                }
-            }
-            if !late.is_empty() {
-                leaser.release(&Leased {
-                    lease_id,
-                    holders: late,
-                });
-            }
-        });
-    }
-
     /// Returns a query's slots when it fails before its hand-over (after it, the head does).
     /// A TaskManager that cannot be reached is asked again until the lease would have expired
     /// anyway: one cut off for a moment (its answer lost, the slots reserved) gets its slots
@@ -406,40 +291,6 @@ impl SlotLeaser {
     }
 }
 
-/// Counts a call to one TaskManager as unanswered until dropped.
-struct Unanswered<'a> {
-    leaser: &'a SlotLeaser,
-    url: &'a str,
-}
-
-impl<'a> Unanswered<'a> {
-    fn count(leaser: &'a SlotLeaser, url: &'a str) -> Self {
-        *leaser
-            .unanswered
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .entry(url.to_string())
-            .or_default() += 1;
-        Self { leaser, url }
-    }
-}
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        let mut unanswered = self
-            .leaser
-            .unanswered
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if let Some(count) = unanswered.get_mut(self.url) {
-            *count -= 1;
-            if *count == 0 {
-                unanswered.remove(self.url);
-            }
-        }
-    }
-}
-
 /// Counts a query in the slot queue while it waits.
 struct Queued<'a>(&'a SlotLeaser);
 
@@ -457,6 +308,9 @@ impl Drop for Queued<'_> {
         self.0.metrics.queued.dec();
     }
 }
+
+#[path = "reserve.rs"]
+mod reserve;
 
 #[cfg(test)]
 #[path = "leasing_tests.rs"]

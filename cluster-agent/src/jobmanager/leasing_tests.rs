@@ -39,13 +39,13 @@ fn a_taskmanager_with_unanswered_calls_looks_that_much_fuller() {
     };
     assert!(first(&leaser).contains(&urls[1]), "either may come first");
     let stuck = [
-        Unanswered::count(&leaser, &urls[1]),
-        Unanswered::count(&leaser, &urls[1]),
+        leaser.unanswered.open(&urls[1]),
+        leaser.unanswered.open(&urls[1]),
     ];
     // Power of two choices now always prefers the TaskManager that answers.
     assert!(first(&leaser).iter().all(|url| *url == urls[0]));
     drop(stuck);
-    assert!(leaser.unanswered.lock().unwrap().is_empty());
+    assert!(leaser.unanswered.is_empty());
 }
 
 #[test]
@@ -63,13 +63,19 @@ fn a_hedge_avoids_the_taskmanagers_its_first_attempt_waits_on() {
         assert_eq!(chosen, [urls[2].clone()]);
     }
     // Every one avoided: only the one the shard has the fewest unanswered calls to.
-    let stuck = Unanswered::count(&leaser, &urls[0]);
+    let stuck = leaser.unanswered.open(&urls[0]);
     let others = [
-        Unanswered::count(&leaser, &urls[2]),
-        Unanswered::count(&leaser, &urls[2]),
+        leaser.unanswered.open(&urls[2]),
+        leaser.unanswered.open(&urls[2]),
     ];
     for _ in 0..20 {
         assert_eq!(leaser.choose(DEFAULT_POOL, 3, &urls), [urls[1].clone()]);
+    }
+    // Silent for 100 ms: skipped while another is left, even unavoided.
+    std::thread::sleep(super::super::unanswered::SILENT_AFTER);
+    for _ in 0..20 {
+        let chosen = leaser.choose(DEFAULT_POOL, 3, &[]);
+        assert_eq!(chosen, [urls[1].clone()], "tm-0 and tm-2 left calls open");
     }
     drop((stuck, others));
 }

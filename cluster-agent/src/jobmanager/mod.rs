@@ -17,6 +17,7 @@ mod service;
 #[cfg(test)]
 mod sql_fuzz;
 mod statements;
+mod unanswered;
 mod unreachable;
 
 pub use metrics::JobManagerMetrics;
