@@ -177,43 +177,58 @@ impl Hedging {
     }
 }
 
+/// What [`race`] came to: the result, what became of the hedge, the winner's time from its
+/// own start, and the hedge's own error when it failed (a hedge is a run of the statement: a
+/// query of death it killed a member with must count, `service.rs`).
+pub(super) struct Raced<T> {
+    pub(super) result: Result<T, GatewayError>,
+    pub(super) hedge: Hedge,
+    pub(super) latency: Duration,
+    pub(super) hedge_error: Option<GatewayError>,
+}
+
 /// Runs `primary`; if it has not finished after `delay`, asks `hedge` for a second attempt
 /// (None: refused) and returns whichever answers first, dropping the other. An attempt that
-/// fails leaves the race to the other. Returns the result, what became of the hedge, and the
-/// winner's time from its own start.
+/// fails leaves the race to the other.
 pub(super) async fn race<T, P, F>(
     primary: P,
     delay: Option<Duration>,
     hedge: impl FnOnce() -> Option<F>,
-) -> (Result<T, GatewayError>, Hedge, Duration)
+) -> Raced<T>
 where
     P: Future<Output = Result<T, GatewayError>>,
     F: Future<Output = Result<T, GatewayError>>,
 {
     let started = Instant::now();
+    let raced = |result, hedge, latency: Duration, hedge_error| Raced {
+        result,
+        hedge,
+        latency,
+        hedge_error,
+    };
     let mut primary = std::pin::pin!(primary);
     let Some(delay) = delay else {
-        return (primary.await, Hedge::NotNeeded, started.elapsed());
+        return raced(primary.await, Hedge::NotNeeded, started.elapsed(), None);
     };
     if let Ok(result) = tokio::time::timeout(delay, primary.as_mut()).await {
-        return (result, Hedge::NotNeeded, started.elapsed());
+        return raced(result, Hedge::NotNeeded, started.elapsed(), None);
     }
     let Some(hedge) = hedge() else {
-        return (primary.await, Hedge::Refused, started.elapsed());
+        return raced(primary.await, Hedge::Refused, started.elapsed(), None);
     };
     let hedged = Instant::now();
     let mut hedge = std::pin::pin!(hedge);
     tokio::select! {
         result = primary.as_mut() => match result {
-            Ok(answer) => (Ok(answer), Hedge::Lost, started.elapsed()),
+            Ok(answer) => raced(Ok(answer), Hedge::Lost, started.elapsed(), None),
             Err(error) => match hedge.await {
-                Ok(answer) => (Ok(answer), Hedge::Won, hedged.elapsed()),
-                Err(_) => (Err(error), Hedge::Lost, started.elapsed()),
+                Ok(answer) => raced(Ok(answer), Hedge::Won, hedged.elapsed(), None),
+                Err(lost) => raced(Err(error), Hedge::Lost, started.elapsed(), Some(lost)),
             },
         },
         result = hedge.as_mut() => match result {
-            Ok(answer) => (Ok(answer), Hedge::Won, hedged.elapsed()),
-            Err(_) => (primary.await, Hedge::Lost, started.elapsed()),
+            Ok(answer) => raced(Ok(answer), Hedge::Won, hedged.elapsed(), None),
+            Err(lost) => raced(primary.await, Hedge::Lost, started.elapsed(), Some(lost)),
         },
     }
 }

@@ -110,7 +110,7 @@ fn unavailable() -> GatewayError {
 #[tokio::test]
 async fn a_quick_answer_needs_no_hedge() {
     let flag = Arc::new(AtomicBool::new(false));
-    let (result, hedge, _) = race(attempt(MS, Ok("first"), &flag), Some(200 * MS), || {
+    let Raced { result, hedge, .. } = race(attempt(MS, Ok("first"), &flag), Some(200 * MS), || {
         Some(attempt(MS, Ok("hedge"), &flag))
     })
     .await;
@@ -121,7 +121,12 @@ async fn a_quick_answer_needs_no_hedge() {
 async fn a_stalled_attempt_is_hedged_and_the_loser_cancelled() {
     let stalled = Arc::new(AtomicBool::new(false));
     let quick = Arc::new(AtomicBool::new(false));
-    let (result, hedge, latency) = race(
+    let Raced {
+        result,
+        hedge,
+        latency,
+        ..
+    } = race(
         attempt(Duration::from_secs(30), Ok("first"), &stalled),
         Some(20 * MS),
         || Some(attempt(MS, Ok("hedge"), &quick)),
@@ -142,29 +147,36 @@ async fn a_stalled_attempt_is_hedged_and_the_loser_cancelled() {
 #[tokio::test]
 async fn a_refused_hedge_leaves_the_first_attempt_to_finish() {
     let flag = Arc::new(AtomicBool::new(false));
-    let (result, hedge, _) = race(attempt(60 * MS, Ok("first"), &flag), Some(10 * MS), || {
-        None::<std::future::Ready<Result<&'static str, GatewayError>>>
-    })
-    .await;
+    let Raced { result, hedge, .. } =
+        race(attempt(60 * MS, Ok("first"), &flag), Some(10 * MS), || {
+            None::<std::future::Ready<Result<&'static str, GatewayError>>>
+        })
+        .await;
     assert_eq!((result.unwrap(), hedge), ("first", Hedge::Refused));
 }
 
 #[tokio::test]
 async fn a_failure_leaves_the_race_to_the_other_attempt() {
     let flag = Arc::new(AtomicBool::new(false));
-    let (result, hedge, _) = race(
+    let Raced { result, hedge, .. } = race(
         attempt(40 * MS, Err(unavailable()), &flag),
         Some(10 * MS),
         || Some(attempt(150 * MS, Ok("hedge"), &flag)),
     )
     .await;
     assert_eq!((result.unwrap(), hedge), ("hedge", Hedge::Won));
-    let (result, hedge, _) = race(attempt(150 * MS, Ok("first"), &flag), Some(10 * MS), || {
-        Some(attempt(MS, Err(unavailable()), &flag))
-    })
-    .await;
+    let Raced { result, hedge, .. } =
+        race(attempt(150 * MS, Ok("first"), &flag), Some(10 * MS), || {
+            Some(attempt(MS, Err(unavailable()), &flag))
+        })
+        .await;
     assert_eq!((result.unwrap(), hedge), ("first", Hedge::Lost));
-    let (result, hedge, _) = race(
+    let Raced {
+        result,
+        hedge,
+        hedge_error,
+        ..
+    } = race(
         attempt(40 * MS, Err(unavailable()), &flag),
         Some(10 * MS),
         || Some(attempt(MS, Err(GatewayError::Timeout(1)), &flag)),
@@ -175,4 +187,6 @@ async fn a_failure_leaves_the_race_to_the_other_attempt() {
         "the first attempt's error"
     );
     assert_eq!(hedge, Hedge::Lost);
+    // The hedge ran the statement too: its failure is handed back to be counted.
+    assert!(matches!(hedge_error, Some(GatewayError::Timeout(1))));
 }

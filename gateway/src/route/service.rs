@@ -111,10 +111,11 @@ impl Shared {
             );
             // Where the first attempt waits when its hedge is due, if it got that far.
             let waited_on = std::sync::OnceLock::new();
+            let hedged_on = std::sync::OnceLock::new();
             let hedge = {
                 let (inner, mut tried, mut avoid) = (inner.clone(), failed.clone(), avoiding);
-                let (shard, candidates, request, waited_on) =
-                    (&shard, &candidates, &request, &waited_on);
+                let (shard, candidates, request, waited_on, hedged_on) =
+                    (&shard, &candidates, &request, &waited_on, &hedged_on);
                 move || {
                     if !self.hedging.withdraw() {
                         self.metrics.hedges.with_label_values(&["refused"]).inc();
@@ -127,11 +128,22 @@ impl Shared {
                         .unwrap_or_else(|| shard.clone());
                     let placed = waited_on.get_or_init(|| request.timeline.taskmanagers());
                     avoid.extend(placed.iter().cloned());
+                    let target = hedged_on.get_or_init(|| target).clone();
                     Some(self.attempt(inner, target, request, avoid, "hedge", attempt))
                 }
             };
             let delay = self.hedging.delay(fingerprint);
-            let (result, hedged, latency) = hedge::race(primary, delay, hedge).await;
+            let hedge::Raced {
+                result,
+                hedge: hedged,
+                latency,
+                hedge_error,
+            } = hedge::race(primary, delay, hedge).await;
+            if let (Some(error), Some(target)) = (&hedge_error, hedged_on.get()) {
+                // The hedge ran the statement too: a member it broke counts like the first's.
+                self.count_hedge_failure(error, target, &mut failed, &mut failed_under, &mut avoid)
+                    .await;
+            }
             if hedged == Hedge::Won {
                 self.metrics.hedges.with_label_values(&["won"]).inc();
                 if let Some(placed) = waited_on.get() {
@@ -200,6 +212,36 @@ impl Shared {
             last_error = Some(error);
         }
         Err(last_error.unwrap_or_else(|| GatewayError::NoShard("no shard left to try".into())))
+    }
+
+    /// Records a failed hedge on `shard` as a failed attempt: its shard (when unreachable) or
+    /// TaskManager is not tried again, and a member that died under it counts towards
+    /// quarantine.
+    async fn count_hedge_failure(
+        &self,
+        error: &GatewayError,
+        shard: &str,
+        failed: &mut Vec<String>,
+        failed_under: &mut Vec<String>,
+        avoid: &mut Vec<String>,
+    ) {
+        let (member, message) = match error {
+            GatewayError::ShardUnavailable { message, .. } => {
+                failed.push(shard.to_string());
+                (shard.to_string(), message)
+            }
+            GatewayError::TaskManagerUnavailable {
+                taskmanager,
+                message,
+            } => {
+                avoid.push(taskmanager.clone());
+                (taskmanager.clone(), message)
+            }
+            _ => return,
+        };
+        if quarantine::blame(message, &member).await == Failure::Died {
+            failed_under.push(member);
+        }
     }
 
     /// One attempt of `request` on `shard` (`kind`: forward or hedge), counted in flight
