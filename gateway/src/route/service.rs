@@ -172,6 +172,16 @@ impl Shared {
                     (taskmanager_retries <= self.config.taskmanager_retries)
                         .then_some("taskmanager")
                 }
+                // The shard answered that its pool has no TaskManager up (one restarting, the
+                // other draining): every shard shares the pool, so the query waits a backoff
+                // and asks again, rather than counting the shard as failed.
+                GatewayError::Remote(body)
+                    if body.code == flotilla_protocol::ErrorCode::Unavailable =>
+                {
+                    taskmanager_retries += 1;
+                    (taskmanager_retries <= self.config.taskmanager_retries)
+                        .then_some("taskmanager")
+                }
                 error if error.is_retryable() => {
                     if let GatewayError::ShardUnavailable { message, .. } = error {
                         let failure = quarantine::blame(message, &shard).await;
