@@ -232,8 +232,7 @@ pub struct RoutingConfig {
     pub virtual_nodes: usize,
     /// Shards tried per query before giving up, when shards fail before answering.
     pub max_attempts: usize,
-    /// Most times a query is run again when a TaskManager fails before its first result
-    /// byte; each re-run also needs the extra-work budget (`extra_work_ratio`) and time left.
+    /// Most re-runs when a TaskManager fails before the first byte (budget and deadline allowing).
     pub taskmanager_retries: usize,
     /// How long a statement is refused (`quarantined`) after two different members failed
     /// while it ran, in milliseconds: a query of death is not carried to every member in turn.
@@ -242,20 +241,15 @@ pub struct RoutingConfig {
     /// Broken streams (not refused connections) of this many distinct statements within 10 s
     /// mark a shard down; fewer are taken as the statements' doing, not the shard's.
     pub strikes_to_mark_down: usize,
-    /// Hedging: an attempt without its first batch after clamp(2 × p95 of recent healthy
-    /// attempts, `hedge_min_ms`, `hedge_max_ms`) is also sent to another shard, avoiding the
-    /// TaskManagers the first one waits on; the first to answer wins, the other is cancelled.
-    /// 0 for `hedge_max_ms`: no hedging.
+    /// An attempt without its first batch after clamp(2 × p95, min, max) is hedged on
+    /// another shard (`route/hedge.rs`); 0 for `hedge_max_ms`: no hedging.
     pub hedge_min_ms: u64,
-    /// See `hedge_min_ms`.
     pub hedge_max_ms: u64,
-    /// Extra work (hedges and re-runs alike) allowed, as a share of the queries of the last
-    /// 10 s (0.1: one extra attempt per 10 queries), on top of `extra_work_per_second`.
+    /// Extra attempts (hedges and re-runs) allowed per query of the last 10 s (0.1: 10 %).
     pub extra_work_ratio: f32,
     /// Extra attempts a second allowed whatever the traffic (a lone failure is always re-run).
     pub extra_work_per_second: u32,
-    /// Pause before the first re-run, doubled for each further one (with jitter), in
-    /// milliseconds; never past the query's deadline.
+    /// Pause before the first re-run in ms, doubled (with jitter) for each further one.
     pub retry_backoff_ms: u64,
 }
 
@@ -357,11 +351,10 @@ impl Config {
         if self.query.timeout_ms == 0 {
             return Err("query.timeout_ms must be at least 1".into());
         }
-        let routing = &self.routing;
-        if routing.hedge_min_ms > routing.hedge_max_ms {
+        if self.routing.hedge_min_ms > self.routing.hedge_max_ms {
             return Err("routing.hedge_min_ms must not exceed routing.hedge_max_ms".into());
         }
-        if !(0.0..=10.0).contains(&routing.extra_work_ratio) {
+        if !(0.0..=10.0).contains(&self.routing.extra_work_ratio) {
             return Err("routing.extra_work_ratio must be between 0 and 10".into());
         }
         if admission.max_tenants == 0 {

@@ -6,6 +6,17 @@ use flotilla_cluster::StaticMembership;
 use flotilla_cluster::reports::Choice;
 use flotilla_protocol::DEFAULT_POOL;
 
+/// A shard's leaser over a fixed list of TaskManagers.
+fn leaser(urls: &[String]) -> SlotLeaser {
+    SlotLeaser::new(
+        "jm-0".into(),
+        TaskManagers::Static(StaticMembership::new(urls.to_vec())),
+        JobManagerConfig::default(),
+        JobManagerMetrics::new(&prometheus::Registry::new()).unwrap(),
+        flotilla_cluster::ClusterSecret::default(),
+    )
+}
+
 #[test]
 fn a_query_is_sized_for_one_taskmanager_per_host_unless_spreading() {
     let urls = || {
@@ -25,13 +36,7 @@ fn a_query_is_sized_for_one_taskmanager_per_host_unless_spreading() {
 #[test]
 fn a_taskmanager_with_unanswered_calls_looks_that_much_fuller() {
     let urls = ["http://tm-0:1", "http://tm-1:1"].map(String::from);
-    let leaser = SlotLeaser::new(
-        "jm-0".into(),
-        TaskManagers::Static(StaticMembership::new(urls.clone())),
-        JobManagerConfig::default(),
-        JobManagerMetrics::new(&prometheus::Registry::new()).unwrap(),
-        flotilla_cluster::ClusterSecret::default(),
-    );
+    let leaser = leaser(&urls);
     let first = |leaser: &SlotLeaser| -> Vec<String> {
         (0..20)
             .map(|_| leaser.choose(DEFAULT_POOL, 2, &[])[0].clone())
@@ -51,13 +56,7 @@ fn a_taskmanager_with_unanswered_calls_looks_that_much_fuller() {
 #[test]
 fn a_hedge_avoids_the_taskmanagers_its_first_attempt_waits_on() {
     let urls = ["http://tm-0:1", "http://tm-1:1", "http://tm-2:1"].map(String::from);
-    let leaser = SlotLeaser::new(
-        "jm-0".into(),
-        TaskManagers::Static(StaticMembership::new(urls.clone())),
-        JobManagerConfig::default(),
-        JobManagerMetrics::new(&prometheus::Registry::new()).unwrap(),
-        flotilla_cluster::ClusterSecret::default(),
-    );
+    let leaser = leaser(&urls);
     for _ in 0..20 {
         let chosen = leaser.choose(DEFAULT_POOL, 3, &urls[..2]);
         assert_eq!(chosen, [urls[2].clone()]);
