@@ -61,6 +61,7 @@ async fn chaos(mut cluster: HostCluster, length: Duration, mut dice: Dice) {
         open_loop(&url, RATE, load_for, answers).await
     });
     let started = Instant::now();
+    // Each fault, its member's time to serve again, and its window: from its start until then.
     let mut recoveries = Vec::new();
     tokio::time::sleep(Duration::from_secs(2)).await;
     while started.elapsed() < length {
@@ -104,7 +105,7 @@ async fn chaos(mut cluster: HostCluster, length: Duration, mut dice: Dice) {
         if recovery.is_none_or(|recovery| recovery > Duration::from_secs(3)) {
             cluster.print_views().await;
         }
-        recoveries.push((label, target, recovery));
+        recoveries.push((label, target, recovery, at..started.elapsed()));
         tokio::time::sleep(dice.millis(500, 2_000)).await;
     }
     let outcomes = load.await.unwrap();
@@ -115,16 +116,33 @@ async fn chaos(mut cluster: HostCluster, length: Duration, mut dice: Dice) {
         "queries {}, exact {exact}, wrong {}, unanswered {}, explicit errors {:?}",
         all.sent, all.wrong, all.unanswered, all.errors
     );
+    for (label, target, _, window) in &recoveries {
+        let failed = Figures::of(&outcomes, window.start, window.end);
+        if failed.failed > 0 {
+            println!(
+                "{:>8.1?} {label:<12} {target}: {} of {} queries sent until it served again failed {:?}",
+                window.start, failed.failed, failed.sent, failed.errors
+            );
+        }
+    }
+    // A ticket nobody fetched holds its slots until the fetch window ends: a suspect of
+    // `cluster_busy`.
+    for name in crate::cluster::TASKMANAGERS {
+        let expired = cluster
+            .metric(name, "flotilla_taskmanager_tickets_expired_total")
+            .await;
+        println!("{name}: {expired} tickets expired unfetched since its last start");
+    }
     let slowest = recoveries
         .iter()
-        .filter_map(|(_, _, recovery)| *recovery)
+        .filter_map(|(_, _, recovery, _)| *recovery)
         .max();
     println!("{} faults; slowest recovery {slowest:?}", recoveries.len());
     if all.failed > 0 {
         cluster.dump_logs();
     }
     assert_exact_or_explicit(&outcomes);
-    for (label, target, recovery) in &recoveries {
+    for (label, target, recovery, _) in &recoveries {
         assert!(
             recovery.is_some(),
             "{target} did not serve again after {label}"

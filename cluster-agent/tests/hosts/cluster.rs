@@ -296,9 +296,15 @@ impl HostCluster {
         (response.status == 200).then(|| response.json())
     }
 
+    /// Sum of `series` on member `name`'s `/metrics` (since its last start).
+    pub async fn metric(&self, name: &str, series: &str) -> f64 {
+        let url = format!("http://{}:{ADMIN_PORT}/metrics", self.world.host(name).ip);
+        common::metric_sum(&url, series).await
+    }
+
     /// Work agent `name` has done so far: hand-overs and tasks of a TaskManager, plans of a
     /// shard.
-    async fn work_done(&self, name: &str) -> Option<u64> {
+    pub async fn work_done(&self, name: &str) -> Option<u64> {
         let state = self.state(name).await?;
         let count = |key: &str| state[key].as_u64().unwrap_or(0);
         Some(count("handovers_total") + count("tasks_total") + count("queries_planned"))

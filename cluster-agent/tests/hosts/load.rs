@@ -102,15 +102,20 @@ pub async fn open_loop(
     outcomes.into_iter().map(|(_, outcome)| outcome).collect()
 }
 
-/// Runs `sql` to the end of its stream; an error is its kind.
-async fn run(client: &flotilla_client::Client, sql: &str) -> Result<Vec<RecordBatch>, String> {
+/// The kind of a failed query: its error code, or `transport`/`truncated` for a stream that
+/// did not end cleanly.
+pub fn kind(error: flotilla_client::Error) -> String {
     use flotilla_client::Error;
-    let kind = |error: Error| match error {
+    match error {
         Error::Server { code, .. } => code.as_str().to_string(),
         Error::Transport(_) => "transport".to_string(),
         Error::Truncated(_) => "truncated".to_string(),
         other => format!("client: {other}"),
-    };
+    }
+}
+
+/// Runs `sql` to the end of its stream; an error is its kind.
+async fn run(client: &flotilla_client::Client, sql: &str) -> Result<Vec<RecordBatch>, String> {
     let stream = client.query(sql).await.map_err(kind)?;
     let mut batches = Vec::new();
     let mut stream = std::pin::pin!(stream);
