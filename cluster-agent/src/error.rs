@@ -183,7 +183,8 @@ pub fn is_peer_failure(error: &DataFusionError) -> bool {
     if let Some(status) = external.downcast_ref::<tonic::Status>() {
         return is_transport_status(status);
     }
-    external.downcast_ref::<tonic::transport::Error>().is_some()
+    is_relayed_transport_failure(&external.to_string())
+        || external.downcast_ref::<tonic::transport::Error>().is_some()
         || external.downcast_ref::<std::io::Error>().is_some_and(|io| {
             matches!(
                 io.kind(),
@@ -193,6 +194,21 @@ pub fn is_peer_failure(error: &DataFusionError) -> bool {
                     | std::io::ErrorKind::UnexpectedEof
             )
         })
+}
+
+/// Says whether an error's text is a gRPC status that a connection failure made, relayed by
+/// another TaskManager: datafusion-distributed passes a worker's foreign errors on as text
+/// only, so a stage whose input TaskManager was unreachable arrives as `code: '…', message:
+/// …, source: tonic::transport::Error(…)`. A status with a transport error as its source is
+/// always made locally from a failed connection, never decoded from a peer's answer.
+fn is_relayed_transport_failure(text: &str) -> bool {
+    text.starts_with("code: '")
+        && [
+            ", source: tonic::transport::Error(",
+            ", source: hyper::Error(",
+        ]
+        .iter()
+        .any(|source| text.contains(source))
 }
 
 /// Says whether a gRPC status is the connection failing rather than the peer's answer: a
@@ -258,6 +274,22 @@ mod tests {
         assert_eq!(
             AgentError::DataFusion(wrapped).code(),
             ErrorCode::Unavailable
+        );
+        // A worker's lost input, relayed by datafusion-distributed as text only.
+        let relayed = DataFusionError::External(Box::new(std::io::Error::other(
+            "code: 'The service is currently unavailable', message: \"tcp connect error\", \
+             source: tonic::transport::Error(Transport, ConnectError(\"tcp connect error\"))",
+        )));
+        assert_eq!(
+            AgentError::DataFusion(relayed).code(),
+            ErrorCode::Unavailable
+        );
+        let answered = DataFusionError::External(Box::new(std::io::Error::other(
+            "code: 'Permission denied', message: \"no lease\"",
+        )));
+        assert_eq!(
+            AgentError::DataFusion(answered).code(),
+            ErrorCode::Execution
         );
         let refused =
             DataFusionError::External(Box::new(tonic::Status::permission_denied("no lease")));

@@ -256,20 +256,20 @@ impl SlotLeaser {
     }
 
     /// Returns a query's slots when it fails before its hand-over (after it, the head does).
-    /// A TaskManager that cannot be reached is asked again until the lease would have expired
-    /// anyway: one cut off for a moment (its answer lost, the slots reserved) gets its slots
-    /// back when it is reachable again, not a whole TTL later.
+    /// Every holder is asked at once. One that cannot be reached is asked again until the lease
+    /// would have expired anyway: one cut off for a moment (its answer lost, the slots reserved)
+    /// gets its slots back when it is reachable again, not a whole TTL later, and the others
+    /// get theirs at once, not after it.
     pub(super) fn release(self: &Arc<Self>, leased: &Leased) {
-        let leaser = Arc::clone(self);
         let body = LeaseIds {
             lease_ids: vec![leased.lease_id.clone()],
             ttl_ms: 0,
         }
         .encode_to_vec();
-        let holders = leased.holders.clone();
         let expires = Instant::now() + Duration::from_millis(self.config.lease_ttl_ms);
-        flotilla_cluster::spawn_instrumented(async move {
-            for url in holders {
+        for url in leased.holders.clone() {
+            let (leaser, body) = (Arc::clone(self), body.clone());
+            flotilla_cluster::spawn_instrumented(async move {
                 loop {
                     match leaser.call(&url, RELEASE_ACTION, body.clone()).await {
                         Ok(_) => break,
@@ -285,9 +285,9 @@ impl SlotLeaser {
                         }
                     }
                 }
-            }
-            leaser.released.notify_waiters();
-        });
+                leaser.released.notify_waiters();
+            });
+        }
     }
 }
 

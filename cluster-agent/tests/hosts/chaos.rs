@@ -125,14 +125,45 @@ async fn chaos(mut cluster: HostCluster, length: Duration, mut dice: Dice) {
             );
         }
     }
-    // A ticket nobody fetched holds its slots until the fetch window ends: a suspect of
-    // `cluster_busy`.
+    // Each failure, when it was sent and what it said (bounded), to attribute it.
+    let failures = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome.verdict, crate::load::Verdict::Explicit(_)));
+    for outcome in failures.take(100) {
+        println!(
+            "{:>8.1?} failed after {:>7.1?}: {:.300}",
+            outcome.sent, outcome.latency, outcome.message
+        );
+    }
+    // A ticket nobody fetched holds its slots until the fetch window ends, a lease whose head
+    // stopped renewing it until its TTL ends: suspects of `cluster_busy`.
     for name in crate::cluster::TASKMANAGERS {
-        let expired = cluster
+        let tickets = cluster
             .metric(name, "flotilla_taskmanager_tickets_expired_total")
             .await;
-        println!("{name}: {expired} tickets expired unfetched since its last start");
+        let leases = cluster
+            .metric(name, "flotilla_taskmanager_leases_expired_total")
+            .await;
+        println!(
+            "{name}: {tickets} tickets expired unfetched, {leases} leases expired, since its last start"
+        );
     }
+    // Extra work: hedges sent, won and refused, re-runs by reason and refused by the budget.
+    let gateway = format!("{}/metrics", cluster.url);
+    let mut extra = Vec::new();
+    for series in [
+        "flotilla_gateway_hedges_total{outcome=\"sent\"}",
+        "flotilla_gateway_hedges_total{outcome=\"won\"}",
+        "flotilla_gateway_hedges_total{outcome=\"refused\"}",
+        "flotilla_gateway_retries_total{reason=\"shard\"}",
+        "flotilla_gateway_retries_total{reason=\"taskmanager\"}",
+        "flotilla_gateway_retries_refused_total",
+        "flotilla_gateway_sidelined_total",
+    ] {
+        let value = crate::common::metric_sum(&gateway, series).await;
+        extra.push(format!("{series} {value}"));
+    }
+    println!("gateway: {}", extra.join(", "));
     let slowest = recoveries
         .iter()
         .filter_map(|(_, _, recovery, _)| *recovery)

@@ -52,6 +52,8 @@ pub struct Outcome {
     pub sent: Duration,
     pub latency: Duration,
     pub verdict: Verdict,
+    /// An explicit failure's message (empty otherwise), to attribute it.
+    pub message: String,
 }
 
 /// Sends the mix at `rate` queries a second for `duration` from now, each checked; returns
@@ -74,6 +76,7 @@ pub async fn open_loop(
         let answers = Arc::clone(&answers);
         tasks.spawn(async move {
             let (sql, expected, ordered) = &answers.queries[number % answers.queries.len()];
+            let mut message = String::new();
             let verdict = match tokio::time::timeout(QUERY_LIMIT, run(&client, sql)).await {
                 Ok(Ok(batches)) if compare::same(&batches, expected, *ordered) => Verdict::Exact,
                 Ok(Ok(batches)) => Verdict::Wrong(format!(
@@ -81,7 +84,10 @@ pub async fn open_loop(
                     rows(&batches),
                     rows(expected)
                 )),
-                Ok(Err(kind)) => Verdict::Explicit(kind),
+                Ok(Err(error)) => {
+                    message = error.to_string();
+                    Verdict::Explicit(kind(error))
+                }
                 Err(_) => Verdict::Unanswered,
             };
             (
@@ -90,6 +96,7 @@ pub async fn open_loop(
                     sent: due - started,
                     latency: due.elapsed(),
                     verdict,
+                    message,
                 },
             )
         });
@@ -114,13 +121,16 @@ pub fn kind(error: flotilla_client::Error) -> String {
     }
 }
 
-/// Runs `sql` to the end of its stream; an error is its kind.
-async fn run(client: &flotilla_client::Client, sql: &str) -> Result<Vec<RecordBatch>, String> {
-    let stream = client.query(sql).await.map_err(kind)?;
+/// Runs `sql` to the end of its stream.
+async fn run(
+    client: &flotilla_client::Client,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, flotilla_client::Error> {
+    let stream = client.query(sql).await?;
     let mut batches = Vec::new();
     let mut stream = std::pin::pin!(stream);
     while let Some(batch) = stream.next().await {
-        batches.push(batch.map_err(kind)?);
+        batches.push(batch?);
     }
     Ok(batches)
 }

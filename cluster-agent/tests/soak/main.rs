@@ -111,7 +111,7 @@ async fn a_long_mixed_load_with_restarts_gives_exact_answers_and_leaks_nothing()
         if Instant::now() >= until {
             break;
         }
-        sampler.record(federation.processes().map(|p| (p.name.as_str(), p.pid())));
+        sampler.record(readings(&federation).await);
         if Instant::now() >= next_restart && until - Instant::now() > Duration::from_secs(20) {
             let member = if restarts.len() % 2 == 0 {
                 "tm-1"
@@ -138,12 +138,15 @@ async fn a_long_mixed_load_with_restarts_gives_exact_answers_and_leaks_nothing()
     let settled = settled(&federation).await;
     // Pools retire idle threads after 10 s: the last reading is taken after that.
     tokio::time::sleep(Duration::from_secs(12)).await;
-    sampler.record(federation.processes().map(|p| (p.name.as_str(), p.pid())));
+    sampler.record(readings(&federation).await);
 
     let all = Figures::of(&outcomes, Duration::ZERO, Duration::MAX);
     let first = Figures::of(&outcomes, Duration::ZERO, window);
     let last = Figures::of(&outcomes, length.saturating_sub(window), Duration::MAX);
     println!("{}", all.line("short mix"));
+    for outcome in outcomes.iter().filter(|o| !o.message.is_empty()).take(20) {
+        println!("{:>8.1?} failed: {:.300}", outcome.sent, outcome.message);
+    }
     println!(
         "short mix p99: first {window:?} {:?}, last {window:?} {:?} (ratio {:.2}; target ≤ 1.2)",
         first.p99,
@@ -175,7 +178,7 @@ async fn a_long_mixed_load_with_restarts_gives_exact_answers_and_leaks_nothing()
     for process in &growth {
         println!(
             "  {:<8} pid {:<7} over {:>6.0?}: RSS {:+7.2} MiB ({:.1} -> {:.1}), fds {:+6.1} \
-             ({} -> {}), threads {:+6.1} ({} -> {}), CPU {:.0} % of a core",
+             ({} -> {}), threads {:+6.1} ({} -> {}), CPU {:.0} % of a core{}",
             process.name,
             process.pid,
             process.span,
@@ -188,7 +191,12 @@ async fn a_long_mixed_load_with_restarts_gives_exact_answers_and_leaks_nothing()
             process.threads_per_10_min,
             process.threads.0,
             process.threads.1,
-            100.0 * process.cpu
+            100.0 * process.cpu,
+            match (process.heap_mib_per_10_min, process.heap_mib) {
+                (Some(slope), Some((first, last))) =>
+                    format!(", heap {slope:+.2} MiB ({first:.1} -> {last:.1})"),
+                _ => String::new(),
+            }
         );
     }
 
@@ -229,6 +237,35 @@ async fn a_long_mixed_load_with_restarts_gives_exact_answers_and_leaks_nothing()
             process.threads.1
         );
     }
+}
+
+/// Each process's name, pid and live heap (`flotilla_memory_allocated_bytes`, where its
+/// `/metrics` has it).
+async fn readings(federation: &Federation) -> Vec<(&str, i32, Option<f64>)> {
+    let mut all = Vec::new();
+    for process in federation.processes() {
+        let base = process
+            .addresses
+            .get("admin")
+            .or_else(|| process.addresses.get("http"));
+        let mut heap = None;
+        if let Some(base) = base {
+            let url = format!("http://{base}/metrics");
+            let metrics = tokio::time::timeout(
+                Duration::from_secs(2),
+                common::try_http("GET", &url, &[], bytes::Bytes::new()),
+            )
+            .await;
+            if let Ok(Ok(response)) = metrics {
+                heap = String::from_utf8_lossy(&response.body)
+                    .lines()
+                    .find_map(|line| line.strip_prefix("flotilla_memory_allocated_bytes "))
+                    .and_then(|value| value.trim().parse::<f64>().ok());
+            }
+        }
+        all.push((process.name.as_str(), process.pid(), heap));
+    }
+    all
 }
 
 /// Drains `member` (`tm-1` or `jm-1`: SIGTERM, it finishes its work and exits), starts it again

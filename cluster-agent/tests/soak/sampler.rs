@@ -1,5 +1,6 @@
-//! Samples each process's resident memory, open files, threads and CPU time from `/proc`, and
-//! fits each one's growth after the warm-up (least squares), per 10 minutes.
+//! Samples each process's resident memory, open files, threads and CPU time from `/proc` (and
+//! its live heap, where it reports one), and fits each one's growth after the warm-up (least
+//! squares), per 10 minutes.
 
 use std::time::Duration;
 use tokio::time::Instant;
@@ -12,6 +13,9 @@ struct Reading {
     fds: f64,
     threads: f64,
     cpu_ticks: f64,
+    /// Live heap bytes (jemalloc's `allocated`), in MiB, where the process reports it: RSS that
+    /// grows while this stays flat is the allocator keeping pages, not a leak.
+    heap_mib: Option<f64>,
 }
 
 /// Every reading of one process (one incarnation of a member: a restart is a new series).
@@ -31,10 +35,12 @@ pub struct Growth {
     pub rss_mib_per_10_min: f64,
     pub fds_per_10_min: f64,
     pub threads_per_10_min: f64,
+    pub heap_mib_per_10_min: Option<f64>,
     /// Readings at the start of the span and at the end.
     pub rss_mib: (f64, f64),
     pub fds: (f64, f64),
     pub threads: (f64, f64),
+    pub heap_mib: Option<(f64, f64)>,
     /// Share of one core used over the span.
     pub cpu: f64,
 }
@@ -52,13 +58,15 @@ impl Sampler {
         }
     }
 
-    /// Reads every `(name, pid)` now; a process that is gone is skipped.
-    pub fn record<'a>(&mut self, processes: impl IntoIterator<Item = (&'a str, i32)>) {
+    /// Reads every `(name, pid, live heap bytes if known)` now; a process that is gone is
+    /// skipped.
+    pub fn record<'a>(&mut self, processes: impl IntoIterator<Item = (&'a str, i32, Option<f64>)>) {
         let at = self.started.elapsed().as_secs_f64();
-        for (name, pid) in processes {
-            let Some(reading) = read(pid, at) else {
+        for (name, pid, heap) in processes {
+            let Some(mut reading) = read(pid, at) else {
                 continue;
             };
+            reading.heap_mib = heap.map(|bytes| bytes / (1024.0 * 1024.0));
             match self.series.iter_mut().find(|series| series.pid == pid) {
                 Some(series) => series.readings.push(reading),
                 None => self.series.push(Series {
@@ -92,6 +100,11 @@ impl Sampler {
                 600.0 * slope(after.iter().map(|reading| (reading.at, value(reading))))
             };
             let span = last.at - first.at;
+            let heaps: Vec<(f64, f64)> = after
+                .iter()
+                .filter_map(|reading| Some((reading.at, reading.heap_mib?)))
+                .collect();
+            let heap_known = heaps.len() >= 3;
             all.push(Growth {
                 name: series.name.clone(),
                 pid: series.pid,
@@ -99,6 +112,8 @@ impl Sampler {
                 rss_mib_per_10_min: per_10_min(|reading| reading.rss_kib) / 1024.0,
                 fds_per_10_min: per_10_min(|reading| reading.fds),
                 threads_per_10_min: per_10_min(|reading| reading.threads),
+                heap_mib_per_10_min: heap_known.then(|| 600.0 * slope(heaps.iter().copied())),
+                heap_mib: heap_known.then(|| (heaps[0].1, heaps[heaps.len() - 1].1)),
                 rss_mib: (first.rss_kib / 1024.0, last.rss_kib / 1024.0),
                 fds: (first.fds, last.fds),
                 threads: (first.threads, last.threads),
@@ -170,6 +185,7 @@ fn read(pid: i32, at: f64) -> Option<Reading> {
         fds,
         threads: field("Threads:")?,
         cpu_ticks: ticks(14)? + ticks(15)?,
+        heap_mib: None,
     })
 }
 

@@ -91,12 +91,18 @@ impl Shared {
         let mut failed_under: Vec<String> = Vec::new();
         // TaskManagers that failed this query: later attempts avoid them when they can.
         let mut avoid: Vec<String> = Vec::new();
+        // Shards that saw no TaskManager up (their own view, perhaps stale): asked last.
+        let mut poolless: Vec<String> = Vec::new();
         let shard_attempts = self.config.max_attempts.max(1);
         let mut taskmanager_retries = 0;
         let mut reruns = 0;
         let mut last_error = None;
         for attempt in 0.. {
-            let Some(shard) = self.choose(&candidates, &failed) else {
+            let passed = [failed.as_slice(), poolless.as_slice()].concat();
+            let Some(shard) = self
+                .choose(&candidates, &passed)
+                .or_else(|| self.choose(&candidates, &failed))
+            else {
                 break;
             };
             let mut avoiding = avoid.clone();
@@ -164,20 +170,18 @@ impl Shared {
                     taskmanager,
                     message,
                 } => {
-                    if quarantine::blame(message, taskmanager).await == Failure::Died {
-                        failed_under.push(taskmanager.clone());
-                    }
-                    avoid.push(taskmanager.clone());
+                    charge_taskmanager(taskmanager, message, &mut failed_under, &mut avoid).await;
                     taskmanager_retries += 1;
                     (taskmanager_retries <= self.config.taskmanager_retries)
                         .then_some("taskmanager")
                 }
                 // The shard answered that its pool has no TaskManager up (one restarting, the
-                // other draining): every shard shares the pool, so the query waits a backoff
-                // and asks again, rather than counting the shard as failed.
+                // other draining, or the shard's own view stale): the query waits a backoff and
+                // asks again, another shard first, rather than counting the shard as failed.
                 GatewayError::Remote(body)
                     if body.code == flotilla_protocol::ErrorCode::Unavailable =>
                 {
+                    poolless.push(shard.clone());
                     taskmanager_retries += 1;
                     (taskmanager_retries <= self.config.taskmanager_retries)
                         .then_some("taskmanager")
@@ -235,22 +239,18 @@ impl Shared {
         failed_under: &mut Vec<String>,
         avoid: &mut Vec<String>,
     ) {
-        let (member, message) = match error {
+        match error {
             GatewayError::ShardUnavailable { message, .. } => {
                 failed.push(shard.to_string());
-                (shard.to_string(), message)
+                if quarantine::blame(message, shard).await == Failure::Died {
+                    failed_under.push(shard.to_string());
+                }
             }
             GatewayError::TaskManagerUnavailable {
                 taskmanager,
                 message,
-            } => {
-                avoid.push(taskmanager.clone());
-                (taskmanager.clone(), message)
-            }
-            _ => return,
-        };
-        if quarantine::blame(message, &member).await == Failure::Died {
-            failed_under.push(member);
+            } => charge_taskmanager(taskmanager, message, failed_under, avoid).await,
+            _ => {}
         }
     }
 
@@ -336,6 +336,20 @@ impl Shared {
                 .inc();
         }
         Some(chosen)
+    }
+}
+
+/// A TaskManager failed an attempt: later attempts avoid it, and it counts towards quarantine
+/// when it died under the statement.
+async fn charge_taskmanager(
+    taskmanager: &str,
+    message: &str,
+    failed_under: &mut Vec<String>,
+    avoid: &mut Vec<String>,
+) {
+    avoid.push(taskmanager.to_string());
+    if quarantine::blame(message, taskmanager).await == Failure::Died {
+        failed_under.push(taskmanager.to_string());
     }
 }
 

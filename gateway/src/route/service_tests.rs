@@ -105,6 +105,39 @@ async fn reruns_a_query_whose_taskmanager_failed_a_bounded_number_of_times() {
     );
 }
 
+#[tokio::test]
+async fn a_shard_that_sees_no_taskmanager_up_is_passed_over_not_marked_down() {
+    let shared = Arc::new(shared(&["a", "b"]));
+    let (mock, mut handle) = tower_test::mock::pair::<Routed, QueryResult>();
+    let route = Route::new(mock, Arc::clone(&shared));
+    let call = flotilla_cluster::spawn_instrumented(
+        route.oneshot(QueryRequest::new(QueryId::new(), "select 1")),
+    );
+    let none_up = |respond: tower_test::mock::SendResponse<QueryResult>| {
+        respond.send_error(GatewayError::Remote(flotilla_protocol::ErrorBody::new(
+            flotilla_protocol::ErrorCode::Unavailable,
+            "no taskmanager of pool `default` is up",
+        )))
+    };
+    let (first, respond) = handle.next_request().await.unwrap();
+    none_up(respond);
+    let (second, respond) = handle.next_request().await.unwrap();
+    assert_ne!(second.shard, first.shard, "another shard's view is asked");
+    none_up(respond);
+    let (third, respond) = handle.next_request().await.unwrap();
+    assert_eq!(
+        third.shard, first.shard,
+        "with every shard passed, the first again"
+    );
+    respond.send_response(QueryResult {
+        shard: third.shard.clone(),
+        taskmanager: Some("tm".into()),
+        messages: Box::pin(futures::stream::empty()),
+    });
+    assert_eq!(call.await.unwrap().unwrap().shard, first.shard);
+    assert_eq!(shared.shards.healthy().len(), 2, "no shard marked down");
+}
+
 /// Sends a query through `route` whose attempts all end with `fail(shard)`; returns the
 /// error and the shards tried.
 async fn failing_query(
