@@ -135,6 +135,8 @@ pub struct QueryOptions {
     /// Sent as `x-flotilla-query-id`: the query's id (a UUID), so that it can be cancelled
     /// with [`Client::cancel`] before its first byte; the gateway picks one when absent.
     pub query_id: Option<String>,
+    /// Sent as `cache-control: no-cache`: a fresh answer, not one from the result cache.
+    pub no_cache: bool,
 }
 
 impl Client {
@@ -179,6 +181,9 @@ impl Client {
         }
         if let Some(timeout_ms) = options.timeout_ms {
             request = request.header(TIMEOUT_HEADER, timeout_ms.to_string());
+        }
+        if options.no_cache {
+            request = request.header(http::header::CACHE_CONTROL, "no-cache");
         }
         let response = self.send(request, Bytes::from(sql.to_string())).await?;
         let (query_id, body) = Self::check(response).await?;

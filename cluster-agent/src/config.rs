@@ -174,6 +174,9 @@ pub struct JobManagerConfig {
     /// Bytes of encoded plans the shard keeps for queries it has seen (least recently used
     /// first out); 0 turns the plan cache off.
     pub plan_cache_bytes: usize,
+    /// Results of repeated statements the shard remembers a TaskManager keeps (the bytes stay
+    /// on the TaskManagers, `taskmanager.result_cache_mb`); 0 turns the result cache off.
+    pub result_index_entries: usize,
 }
 
 impl Default for JobManagerConfig {
@@ -198,6 +201,7 @@ impl Default for JobManagerConfig {
             startup_wait_ms: 5_000,
             max_operators: 1_000,
             plan_cache_bytes: 64 << 20,
+            result_index_entries: 20_000,
         }
     }
 }
@@ -239,6 +243,10 @@ pub struct TaskManagerConfig {
     /// this long, not a whole TTL. A fetch that comes later is refused and the gateway runs
     /// the query again.
     pub fetch_window_ms: u64,
+    /// Memory for results kept for repeated statements, in MiB (an eighth admits new results,
+    /// the rest holds those asked for twice; a result over an eighth is not kept). 0 turns the
+    /// result cache off on this TaskManager. It comes on top of `memory_limit_mb`.
+    pub result_cache_mb: u64,
 }
 
 impl Default for TaskManagerConfig {
@@ -255,6 +263,7 @@ impl Default for TaskManagerConfig {
             ticket_ttl_secs: 60,
             max_pending_tickets: 1024,
             fetch_window_ms: 3000,
+            result_cache_mb: 64,
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct HandoverRequest {
     /// The shard the reservation is made for, with `reserve_slots`.
     #[prost(string, tag = "9")]
     pub holder: String,
+    /// When not empty: the result may be reused, and the head keeps it in its result cache
+    /// under this id (which the shard's index names in later tickets, `cache:<id>`).
+    #[prost(string, tag = "10")]
+    pub cache_entry: String,
 }
 
 /// The answer to a hand-over.

@@ -13,6 +13,25 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Asks for a fresh answer: planned (or taken from the plan cache) and run every time.
+const NO_CACHE: (&str, &str) = ("cache-control", "no-cache");
+
+/// Posts `sql` for an Arrow stream, bypassing the result cache.
+async fn fresh(url: &str, sql: &str) -> common::HttpResponse {
+    let headers = [
+        ("content-type", "text/plain"),
+        ("accept", "application/vnd.apache.arrow.stream"),
+        NO_CACHE,
+    ];
+    common::http(
+        "POST",
+        &format!("{url}/v1/query"),
+        &headers,
+        sql.to_string(),
+    )
+    .await
+}
+
 /// How often the shards of the versions test list the table's files.
 const REFRESH_MS: u64 = 200;
 
@@ -34,9 +53,11 @@ async fn cache_total(federation: &Federation, counter: &str) -> f64 {
     total
 }
 
-/// Runs `sql` pinned by `key` to one shard; returns its rows as JSON and the shard's URL.
+/// Runs `sql` pinned by `key` to one shard; returns its rows as JSON and the shard's URL. The
+/// plan cache is what these tests watch: the result cache is bypassed.
 async fn query(url: &str, sql: &str, key: &str) -> (serde_json::Value, String) {
-    let response = query_json(url, sql, &[("x-flotilla-routing-key", key)]).await;
+    let headers = [("x-flotilla-routing-key", key), NO_CACHE];
+    let response = query_json(url, sql, &headers).await;
     assert_eq!(
         response.status,
         200,
@@ -199,7 +220,7 @@ async fn repeated_queries_hit_the_cache_and_always_match_datafusion() {
     let hits_before = cache_total(&federation, "hits").await;
     for round in 0..3 {
         for sql in queries {
-            let response = common::post_sql(&url, sql, "application/vnd.apache.arrow.stream").await;
+            let response = fresh(&url, sql).await;
             assert_eq!(response.status, 200, "{sql}");
             assert_same(
                 &format!("round {round}: {sql}"),
@@ -223,7 +244,7 @@ async fn repeated_queries_hit_the_cache_and_always_match_datafusion() {
     let expected = reference_batches(sql).await;
     let runs = futures::future::join_all((0..8).map(|_| {
         let url = url.clone();
-        async move { common::post_sql(&url, sql, "application/vnd.apache.arrow.stream").await }
+        async move { fresh(&url, sql).await }
     }))
     .await;
     for response in runs {

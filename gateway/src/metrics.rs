@@ -114,7 +114,7 @@ impl GatewayMetrics {
             )?,
             routing_decisions: counter(
                 "flotilla_gateway_routing_decisions_total",
-                "Routing decisions: affinity (first candidate) or spill (bounded load)",
+                "Routing decisions: affinity (first candidate), spill (bounded load) or together (an identical statement in flight there)",
                 &["decision"],
             )?,
             retries: counter(

@@ -26,6 +26,8 @@ pub struct QueryRequest {
     pub timeout: Duration,
     /// Its record: phase times, shard, TaskManager, outcome; and its trace context.
     pub timeline: Arc<Timeline>,
+    /// The client asked for a fresh answer (`cache-control: no-cache`): no result cache.
+    pub no_cache: bool,
 }
 
 impl QueryRequest {
@@ -40,6 +42,7 @@ impl QueryRequest {
             pool: flotilla_protocol::DEFAULT_POOL.to_string(),
             timeout: Duration::from_secs(300),
             timeline: Arc::new(Timeline::new(query_id, TraceContext::root())),
+            no_cache: false,
         }
     }
 
@@ -113,6 +116,25 @@ pub(crate) async fn first_batch(
     Ok((head, messages))
 }
 
+/// What the result cache did for a query, as the shard said it.
+#[derive(Clone, Debug)]
+pub struct CacheReport {
+    /// `hit`, `miss`, `bypass` or `uncachable`.
+    pub outcome: String,
+    /// The tables the result was read from, `name@version, ...`.
+    pub table_versions: String,
+}
+
+/// Says whether a `cache-control` value asks for a fresh answer (`no-cache` or `no-store`).
+pub(crate) fn wants_fresh(cache_control: Option<&str>) -> bool {
+    cache_control.is_some_and(|value| {
+        value
+            .split(',')
+            .map(|directive| directive.trim().to_ascii_lowercase())
+            .any(|directive| directive == "no-cache" || directive == "no-store")
+    })
+}
+
 /// A result whose first Flight message (the schema) has arrived: from here on, bytes can flow
 /// to the client.
 pub struct QueryResult {
@@ -120,6 +142,8 @@ pub struct QueryResult {
     pub shard: String,
     /// The TaskManager streaming the result; `None` when the shard answered itself (catalog).
     pub taskmanager: Option<String>,
+    /// What the result cache did, when the shard said.
+    pub cache: Option<CacheReport>,
     /// Every Flight message of the result, the already-received first one included.
     pub messages: Messages,
 }

@@ -46,6 +46,8 @@ function fields(record) {
     // No TaskManager once planned: the shard answered itself (the catalog).
     ['Result from', record.taskmanager || record.phases?.planned_ms == null ? hostPort(record.taskmanager) : 'the shard'],
     ['Stages on', (record.taskmanagers ?? []).map(hostPort).join(', ') || '–'],
+    // hit: served from a TaskManager's memory; miss: run and kept; bypass; uncachable.
+    ['Result cache', record.cache ? [record.cache.outcome, record.cache.table_versions].filter(Boolean).join(' · ') : '–'],
     ['Attempts', count(record.attempts)],
     ['Rows', count(record.rows)],
     ['Bytes', bytes(record.bytes)],

@@ -27,6 +27,10 @@ pub struct QueryCommand {
     /// unanswered calls to. Empty: no preference.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub avoid: Vec<String>,
+    /// The client asked for a fresh answer (`cache-control: no-cache`): the result cache is
+    /// neither read nor filled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
 }
 
 /// Where a handed-over query runs, as a shard says it in its `FlightInfo` endpoint's
@@ -38,6 +42,13 @@ pub struct QueryPlacement {
     /// The TaskManagers' gRPC URLs.
     #[serde(default)]
     pub taskmanagers: Vec<String>,
+    /// What the result cache did ([`CACHE_HEADER`](crate::CACHE_HEADER)): `hit`, `miss`,
+    /// `bypass`, `uncachable`; empty from a shard that did not say.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cache: String,
+    /// The versions of the tables the result was (or is being) read from, `name@version`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table_versions: Vec<String>,
 }
 
 impl QueryPlacement {
@@ -112,6 +123,19 @@ fn default_pool() -> String {
 }
 
 impl QueryCommand {
+    /// A command for `sql`, of the default tenant and pool, with a fresh id.
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self {
+            query_id: QueryId::new(),
+            sql: sql.into(),
+            tenant: default_tenant(),
+            pool: default_pool(),
+            params: Vec::new(),
+            avoid: Vec::new(),
+            no_cache: false,
+        }
+    }
+
     /// Encodes the command as a descriptor's `cmd` bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()

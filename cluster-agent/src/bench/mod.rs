@@ -125,7 +125,7 @@ struct Measured {
 impl Measured {
     fn row(&self, name: &str) -> String {
         format!(
-            "{name:<28} {:>10.1} {:>10.3} {:>10.3} {:>8} {:>8}",
+            "{name:<34} {:>10.1} {:>10.3} {:>10.3} {:>8} {:>8}",
             self.qps, self.p50_ms, self.p99_ms, self.failed, self.wrong
         )
     }
@@ -198,7 +198,20 @@ async fn in_process(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Recor
 }
 
 async fn flotilla(client: &flotilla_client::Client, sql: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let stream = client.query(sql).await?;
+    flotilla_with(client, sql, false).await
+}
+
+/// Runs `sql` through the gateway; `fresh`: bypassing the result cache.
+async fn flotilla_with(
+    client: &flotilla_client::Client,
+    sql: &str,
+    fresh: bool,
+) -> anyhow::Result<Vec<RecordBatch>> {
+    let options = flotilla_client::QueryOptions {
+        no_cache: fresh,
+        ..Default::default()
+    };
+    let stream = client.query_with(sql, &options).await?;
     Ok(stream.try_collect().await?)
 }
 
@@ -229,7 +242,7 @@ async fn short(args: ShortArgs) -> anyhow::Result<()> {
         args.seconds
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "{:<34} {:>10} {:>10} {:>10} {:>8} {:>8}",
         "", "q/s", "p50 ms", "p99 ms", "failed", "wrong"
     );
     let rounds: &[usize] = if args.flotilla_only {
@@ -238,22 +251,30 @@ async fn short(args: ShortArgs) -> anyhow::Result<()> {
         &[args.concurrency, 1][..]
     };
     for &tasks in rounds {
-        let remote = {
+        let mut flotilla_rows = Vec::new();
+        for (fresh, name) in [(true, "no cache"), (false, "result cache")] {
             let (client, next, expected) =
                 (client.clone(), in_turn(&queries), Arc::clone(&expected));
-            closed_loop(tasks, args.seconds, move || {
+            let remote = closed_loop(tasks, args.seconds, move || {
                 let (client, sql, expected) = (client.clone(), next(), Arc::clone(&expected));
-                async move { Ok(canonical(&flotilla(&client, &sql).await?)? == expected[&sql]) }
+                async move {
+                    let answer = flotilla_with(&client, &sql, fresh).await?;
+                    Ok(canonical(&answer)? == expected[&sql])
+                }
             })
-            .await
-        };
-        println!("{}", remote.row(&format!("Flotilla, {tasks} clients")));
-        if args.flotilla_only {
+            .await;
+            println!(
+                "{}",
+                remote.row(&format!("Flotilla {name}, {tasks} clients"))
+            );
             anyhow::ensure!(
                 remote.wrong == 0,
                 "{} answers differed from DataFusion's",
                 remote.wrong
             );
+            flotilla_rows.push((name, remote));
+        }
+        if args.flotilla_only {
             continue;
         }
         let local = {
@@ -265,18 +286,15 @@ async fn short(args: ShortArgs) -> anyhow::Result<()> {
             .await
         };
         println!("{}", local.row(&format!("in-process, {tasks} tasks")));
-        println!(
-            "{:<28} {:>10.2} {:>10.2} {:>10.2}",
-            "ratio Flotilla / in-process",
-            remote.qps / local.qps,
-            remote.p50_ms / local.p50_ms,
-            remote.p99_ms / local.p99_ms
-        );
-        anyhow::ensure!(
-            remote.wrong == 0,
-            "{} answers differed from DataFusion's",
-            remote.wrong
-        );
+        for (name, remote) in &flotilla_rows {
+            println!(
+                "{:<34} {:>10.2} {:>10.2} {:>10.2}",
+                format!("ratio {name} / in-process"),
+                remote.qps / local.qps,
+                remote.p50_ms / local.p50_ms,
+                remote.p99_ms / local.p99_ms
+            );
+        }
     }
     Ok(())
 }

@@ -107,6 +107,38 @@ impl CatalogVersions {
         changed
     }
 
+    /// Lists the tables `names` now: their current versions (None when one is not in the
+    /// catalog or cannot be listed), and the names whose stored version this changed (the
+    /// stored versions are updated, as a refresh would).
+    pub(crate) async fn current(
+        &self,
+        names: &[String],
+    ) -> Option<(Vec<(String, Version)>, Vec<String>)> {
+        let watched = names
+            .iter()
+            .map(|name| self.tables.iter().find(|table| &table.name == name))
+            .collect::<Option<Vec<_>>>()?;
+        let listed = futures::future::join_all(watched.iter().map(|table| async {
+            self.list(table)
+                .await
+                .ok()
+                .map(|files| (table.name.clone(), version_of(files)))
+        }))
+        .await
+        .into_iter()
+        .collect::<Option<Vec<_>>>()?;
+        let mut versions = self
+            .versions
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = listed
+            .iter()
+            .filter(|(name, version)| versions.insert(name.clone(), *version) != Some(*version))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Some((listed, changed))
+    }
+
     /// Refreshes every `catalog.refresh_ms` in the background (unless that is 0), calling
     /// `changed` with the tables whose version changed.
     pub(crate) fn spawn_refresher(

@@ -56,6 +56,7 @@ impl MemberFlight for JobManager {
             query_id = %command.query_id,
             trace_id = %trace.trace_id(),
             cached = tracing::field::Empty,
+            cache_us = tracing::field::Empty,
             prepare_us = tracing::field::Empty,
             lease_us = tracing::field::Empty,
             plan_us = tracing::field::Empty,

@@ -1,6 +1,7 @@
 //! How a shard hands a query over: plan it, lease slots (or let a TaskManager reserve them),
 //! and give the encoded plan to the query's head TaskManager, which keeps it under a ticket.
 
+use super::cached::{Lookup, entry_id};
 use super::introspection;
 use super::leasing::{Leased, SlotLeaser};
 use super::plan_cache::{PlanKey, reused_tables};
@@ -34,6 +35,13 @@ impl JobManager {
     ) -> Result<FlightInfo, AgentError> {
         let inner = &self.inner;
         let mut step = Instant::now();
+        let caching = match self.look_up_result(command).await {
+            Lookup::Hit(info) => {
+                record_step("cache_us", &mut step);
+                return Ok(info);
+            }
+            Lookup::Run(caching) => caching,
+        };
         if inner.versions.checks_every_query() {
             let changed = inner.versions.refresh().await;
             inner.plans.invalidate(&changed);
@@ -54,12 +62,15 @@ impl JobManager {
             Some(self.planned(command, &mut logical, &targets).await?)
         };
         record_step("plan_us", &mut step);
+        let mut entry = self.cache_entry(&caching, planned.as_deref()).await;
         let want = planned.as_ref().map_or(1, |planned| planned.width);
         if let (1, Some(planned)) = (want, &planned)
-            && let Some(info) = self.hand_over_reserving(command, planned).await?
+            && let Some(info) = self
+                .hand_over_reserving(command, planned, entry_id(&entry))
+                .await?
         {
             record_step("handover_us", &mut step);
-            return Ok(info);
+            return Ok(self.remember(caching, entry, info));
         }
         let mut guard = LeaseGuard {
             leaser: Arc::clone(&inner.leaser),
@@ -74,16 +85,24 @@ impl JobManager {
             // did, since datafusion-distributed cannot run two tasks of one stage on one
             // TaskManager ("WorkerConnections stream ... already consumed").
             _ => {
-                self.planned(command, &mut logical, &guard.leased.holders)
-                    .await?
+                let planned = self
+                    .planned(command, &mut logical, &guard.leased.holders)
+                    .await?;
+                // Planned again: its result is kept only if read from the same versions.
+                if planned.reads.is_none()
+                    || entry.as_ref().is_some_and(|entry| !entry.reads(&planned))
+                {
+                    entry = None;
+                }
+                planned
             }
         };
         let result = self
-            .hand_over_leased(command, &planned, &guard.leased)
+            .hand_over_leased(command, &planned, &guard.leased, entry_id(&entry))
             .await;
         // From a successful hand-over on, the head TaskManager owns the lease.
         guard.armed = result.is_err();
-        result
+        result.map(|info| self.remember(caching, entry, info))
     }
 
     /// Returns the plan of `command` with its stages sized for `workers`: the cached one if it
@@ -111,7 +130,9 @@ impl JobManager {
                 .map(|name| inner.versions.version(&name).map(|version| (name, version)))
                 .collect::<Option<Vec<_>>>()
         });
-        let planned = Arc::new(inner.planner.plan(logical, workers).await?);
+        let mut planned = inner.planner.plan(logical, workers).await?;
+        planned.reads = tables.clone();
+        let planned = Arc::new(planned);
         if let Some(tables) = tables {
             inner.plans.insert(key, Arc::clone(&planned), tables);
         }
@@ -148,13 +169,14 @@ impl JobManager {
         &self,
         command: &QueryCommand,
         planned: &PlannedQuery,
+        cache_entry: &str,
     ) -> Result<Option<FlightInfo>, AgentError> {
         let leaser = &self.inner.leaser;
         let Some(head) = leaser.solo_head(command) else {
             return Ok(None);
         };
         let first_head = head.0.clone();
-        let mut first = std::pin::pin!(self.hand_over_solo(command, planned, head));
+        let mut first = std::pin::pin!(self.hand_over_solo(command, planned, head, cache_entry));
         if let Ok(result) = tokio::time::timeout(HANDOVER_HEDGE_AFTER, first.as_mut()).await {
             return result;
         }
@@ -166,7 +188,7 @@ impl JobManager {
         let Some(rival) = rival.filter(|_| leaser.hedge_allowed()) else {
             return first.await;
         };
-        let mut second = std::pin::pin!(self.hand_over_solo(command, planned, rival));
+        let mut second = std::pin::pin!(self.hand_over_solo(command, planned, rival, cache_entry));
         tokio::select! {
             result = first.as_mut() => match result {
                 Ok(Some(info)) => Ok(Some(info)),
@@ -200,12 +222,14 @@ impl JobManager {
         command: &QueryCommand,
         planned: &PlannedQuery,
         (head, lease_id, slots): (String, String, u64),
+        cache_entry: &str,
     ) -> Result<Option<FlightInfo>, AgentError> {
         let leaser = &self.inner.leaser;
         let workers = [head.clone()];
         let request = HandoverRequest {
             reserve_slots: slots,
             holder: leaser.node_id().to_string(),
+            cache_entry: cache_entry.to_string(),
             ..self.handover_request(command, planned, &head, &workers, &lease_id)
         };
         // Dropped mid-call (the gateway gave up): release what the head may have reserved.
@@ -260,6 +284,7 @@ impl JobManager {
             lease_ttl_ms: self.inner.leaser.lease_ttl_ms(),
             reserve_slots: 0,
             holder: String::new(),
+            cache_entry: String::new(),
         }
     }
 
@@ -284,12 +309,15 @@ impl JobManager {
         command: &QueryCommand,
         planned: &PlannedQuery,
         leased: &Leased,
+        cache_entry: &str,
     ) -> Result<FlightInfo, AgentError> {
         let mut step = Instant::now();
         let mut last_error = None;
         for head in &leased.holders {
-            let request =
-                self.handover_request(command, planned, head, &leased.holders, &leased.lease_id);
+            let request = HandoverRequest {
+                cache_entry: cache_entry.to_string(),
+                ..self.handover_request(command, planned, head, &leased.holders, &leased.lease_id)
+            };
             match self.send_handover(head, &request).await {
                 Ok(response) => {
                     record_step("handover_us", &mut step);
@@ -318,6 +346,7 @@ fn decode_handover(body: bytes::Bytes) -> Result<HandoverResponse, ErrorBody> {
 fn flight_info(response: HandoverResponse, head: &str, holders: &[String]) -> FlightInfo {
     let placement = flotilla_protocol::QueryPlacement {
         taskmanagers: holders.to_vec(),
+        ..flotilla_protocol::QueryPlacement::default()
     };
     let endpoint = FlightEndpoint::new()
         .with_ticket(Ticket::new(response.ticket))

@@ -179,6 +179,20 @@ impl SlotLeaser {
         ))
     }
 
+    /// Says whether `url` takes work now as far as this shard knows: up in its table, not
+    /// silent on calls.
+    pub(super) fn serves(&self, url: &str) -> bool {
+        let up = match &self.taskmanagers {
+            TaskManagers::Static(membership) => {
+                flotilla_cluster::Membership::healthy(membership.as_ref())
+                    .iter()
+                    .any(|member| member == url)
+            }
+            TaskManagers::Reports(reported) => reported.0.with_table(|table| table.is_up_at(url)),
+        };
+        up && !self.unanswered.with(|table| table.silent(url))
+    }
+
     /// Takes one extra hand-over from the budget, counted; false when it is spent.
     pub(super) fn hedge_allowed(&self) -> bool {
         let allowed = self.budget.withdraw();

@@ -2,6 +2,7 @@
 //! and answers with where the result can be fetched. It never touches a table's row: only
 //! questions about the catalog are answered here (`introspection.rs`).
 
+mod cached;
 mod candidates;
 mod checks;
 mod coop;
@@ -12,6 +13,7 @@ mod leasing;
 mod metrics;
 mod plan_cache;
 pub(crate) mod planner;
+mod result_index;
 mod series;
 mod service;
 #[cfg(test)]

@@ -244,6 +244,7 @@ mod tests {
             plan: Bytes::from(vec![0; bytes]),
             options: Default::default(),
             width: 1,
+            reads: None,
         })
     }
 

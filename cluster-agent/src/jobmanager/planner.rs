@@ -31,6 +31,9 @@ pub(crate) struct PlannedQuery {
     pub(crate) options: HashMap<String, String>,
     /// The most tasks any of its stages runs: how many TaskManagers it can use (at least 1).
     pub(crate) width: usize,
+    /// The catalog tables it reads, at the versions read before it listed their files; None
+    /// when neither it nor its result may be reused (see `plan_cache::reused_tables`).
+    pub(crate) reads: Option<Vec<(String, crate::catalog::versions::Version)>>,
 }
 
 /// Plans queries against the catalog, distributing them over the live TaskManagers.
@@ -194,6 +197,7 @@ impl Planner {
             plan,
             options: self.options.clone(),
             width,
+            reads: None,
         })
     }
 }

@@ -7,6 +7,7 @@ use super::leasing::SlotLeaser;
 use super::metrics::JobManagerMetrics;
 use super::plan_cache::PlanCache;
 use super::planner::Planner;
+use super::result_index::ResultIndex;
 use crate::catalog::versions::CatalogVersions;
 use crate::config::{Config, Role};
 use crate::member_flight::MemberFlightService;
@@ -32,6 +33,8 @@ pub(super) struct Inner {
     pub(super) node_id: String,
     pub(super) planner: Planner,
     pub(super) plans: Arc<PlanCache>,
+    /// Which TaskManager keeps the result of which statement.
+    pub(super) results: Arc<ResultIndex>,
     pub(super) versions: Arc<CatalogVersions>,
     pub(super) leaser: Arc<SlotLeaser>,
     pub(super) metrics: JobManagerMetrics,
@@ -121,13 +124,18 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
     )?);
     versions.refresh().await;
     let plans = Arc::new(PlanCache::new(section.plan_cache_bytes, metrics.clone()));
-    let invalidated = Arc::clone(&plans);
-    versions.spawn_refresher(move |tables| invalidated.invalidate(tables));
+    let results = Arc::new(ResultIndex::new(section.result_index_entries, &registry)?);
+    let (invalidated, forgotten) = (Arc::clone(&plans), Arc::clone(&results));
+    versions.spawn_refresher(move |tables| {
+        invalidated.invalidate(tables);
+        forgotten.invalidate(tables);
+    });
     let jobmanager = JobManager {
         inner: Arc::new(Inner {
             node_id: node_id.clone(),
             planner,
             plans,
+            results,
             versions,
             leaser: Arc::new(SlotLeaser::new(
                 node_id,
@@ -285,6 +293,7 @@ impl JobManager {
                 "entries": inner.metrics.plan_cache_entries.get(),
                 "bytes": inner.metrics.plan_cache_bytes.get(),
             },
+            "result_cache": inner.results.json(),
             "response_bytes": inner.metrics.response_bytes.get(),
             "taskmanagers": inner.leaser.taskmanagers_json(asked.filter.as_deref(), asked.offset, asked.limit),
         })

@@ -2,6 +2,7 @@
 //! streams its result; `DoAction` takes hand-overs and lease actions.
 
 use super::keeper::keep_leases;
+use super::result_cache::{CACHE_TICKET_PREFIX, Tee};
 use super::results::{ResultStream, StreamingGuard, flight_result};
 use super::service::TaskManager;
 use crate::error::AgentError;
@@ -16,6 +17,54 @@ use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+// === impl TaskManager ===
+
+impl TaskManager {
+    /// Streams a result kept in the result cache (waiting for its first run when it still
+    /// runs): no plan, no slot. An entry this TaskManager does not hold is `ticket_not_found`
+    /// before the first byte, and the gateway runs the query again.
+    async fn serve_cached(
+        &self,
+        entry: &str,
+        trace: &flotilla_protocol::TraceContext,
+    ) -> Result<Response<FlightStream<FlightData>>, Status> {
+        let inner = &self.inner;
+        let span =
+            tracing::info_span!("result", cache_entry = %entry, trace_id = %trace.trace_id());
+        let wait = inner.tickets.ttl();
+        let (stored, waited) = inner
+            .results
+            .get(entry, inner.fetch_window, wait)
+            .instrument(span.clone())
+            .await
+            .map_err(|reason| {
+                AgentError::TicketNotFound(format!(
+                    "cached result {entry} is not held here ({reason})"
+                ))
+            })?;
+        tracing::debug!(parent: &span, waited, bytes = stored.bytes, "result served from the cache");
+        let metrics = &inner.metrics;
+        metrics.tickets_served.inc();
+        metrics.results_streaming.inc();
+        let guard = StreamingGuard {
+            streaming: metrics.results_streaming.clone(),
+            span,
+            started: std::time::Instant::now(),
+            bytes: 0,
+            outcome: "dropped",
+        };
+        let messages = stored.messages.clone().into_iter().map(Ok);
+        let flight = ResultStream {
+            inner: futures::stream::iter(messages).boxed(),
+            guard,
+            bytes_sent: metrics.flight_bytes_sent.clone(),
+            _keep_alive: (),
+        };
+        Ok(Response::new(flight.boxed()))
+    }
+}
 
 // === impl MemberFlight for TaskManager ===
 
@@ -28,6 +77,9 @@ impl MemberFlight for TaskManager {
         let trace = flotilla_cluster::incoming_trace(request.metadata());
         let ticket = String::from_utf8(request.into_inner().ticket.to_vec())
             .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
+        if let Some(entry) = ticket.strip_prefix(CACHE_TICKET_PREFIX) {
+            return self.serve_cached(entry, &trace).await;
+        }
         let pending = self
             .inner
             .tickets
@@ -80,6 +132,13 @@ impl MemberFlight for TaskManager {
         let flight = crate::memory::Tracked::new(flight, account, |reason: &str| {
             Err(super::results::memory_stop_status(reason))
         });
+        if let Some(filler) = &pending.fill {
+            filler.running();
+        }
+        let flight = Tee {
+            inner: flight.boxed(),
+            filler: pending.fill,
+        };
         let flight = ResultStream {
             inner: flight.boxed(),
             guard,

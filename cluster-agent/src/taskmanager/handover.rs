@@ -184,7 +184,8 @@ impl TaskManager {
             head_url: request.head_url.clone(),
             ttl: Duration::from_millis(request.lease_ttl_ms.clamp(300, 600_000)),
         };
-        let pending = PendingQuery::new(request.query_id.clone(), plan, task_ctx, lease);
+        let mut pending = PendingQuery::new(request.query_id.clone(), plan, task_ctx, lease);
+        pending.fill = inner.results.start(&request.cache_entry);
         match inner.tickets.insert(ticket.clone(), pending) {
             Some(expired) => {
                 inner.metrics.tickets_expired.inc_by(expired as u64);

@@ -8,6 +8,7 @@ mod keeper;
 mod leases;
 mod metrics;
 mod query_memory;
+mod result_cache;
 mod results;
 mod running;
 mod service;

@@ -5,6 +5,7 @@
 use super::leases::LeaseTable;
 use super::metrics::TaskManagerMetrics;
 use super::query_memory::QueryMemory;
+use super::result_cache::ResultCache;
 use super::running::CountTasks;
 use super::sessions::WorkerSessions;
 use super::tickets::TicketStore;
@@ -48,6 +49,8 @@ pub(super) struct Inner {
     /// A session with every built-in function; cloned for each handed-over query.
     pub(super) base_state: SessionState,
     pub(super) tickets: TicketStore,
+    /// Results kept for repeated statements (and waited for by identical ones meanwhile).
+    pub(super) results: Arc<ResultCache>,
     pub(super) metrics: TaskManagerMetrics,
     pub(super) leases: Arc<LeaseTable>,
     pub(super) peers: Arc<FlightClients>,
@@ -130,6 +133,10 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
                 Duration::from_secs(section.ticket_ttl_secs),
                 section.max_pending_tickets,
             ),
+            results: Arc::new(ResultCache::new(
+                usize::try_from(section.result_cache_mb.saturating_mul(1024 * 1024))?,
+                &registry,
+            )?),
             metrics,
             leases,
             peers: Arc::new(FlightClients::new(RENEWAL_TIMEOUT, secret.clone())),
@@ -232,6 +239,7 @@ impl TaskManager {
             "memory_limit_bytes": inner.metrics.memory_limit.get(),
             "flight_bytes_sent": inner.metrics.flight_bytes_sent.get(),
             "query_memory": inner.memory_guard.snapshot(20),
+            "result_cache": inner.results.json(),
         })
     }
 

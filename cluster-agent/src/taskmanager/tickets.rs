@@ -12,6 +12,8 @@ pub(crate) struct PendingQuery {
     pub(crate) plan: Arc<dyn ExecutionPlan>,
     pub(crate) task_ctx: Arc<TaskContext>,
     pub(crate) lease: QueryLease,
+    /// The result cache entry its stream fills, when the shard may reuse its result.
+    pub(crate) fill: Option<super::result_cache::Filler>,
     created: Instant,
 }
 
@@ -38,6 +40,7 @@ impl PendingQuery {
             plan,
             task_ctx,
             lease,
+            fill: None,
             created: Instant::now(),
         }
     }
@@ -110,6 +113,11 @@ impl TicketStore {
         old.iter()
             .filter_map(|ticket| pending.remove(ticket))
             .collect()
+    }
+
+    /// How long a handed-over plan waits for its fetch.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Returns how many plans wait.

@@ -6,7 +6,7 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
 use flotilla_cluster::ClusterSecret;
 use flotilla_cluster::keys::Signed;
-use flotilla_protocol::{QueryCommand, QueryId};
+use flotilla_protocol::QueryCommand;
 
 /// A connected gRPC channel to `url` (`http://host:port`).
 pub async fn channel(url: &str) -> tonic::transport::Channel {
@@ -31,15 +31,12 @@ pub async fn signed(
     FlightServiceClient::new(keys.signed(channel(url).await))
 }
 
-/// A query command for `sql`, as a gateway sends a shard.
+/// A query command for `sql`, as a gateway sends a shard; it bypasses the result cache, so
+/// that every call plans and hands over.
 pub fn command(sql: &str) -> FlightDescriptor {
     let command = QueryCommand {
-        query_id: QueryId::new(),
-        sql: sql.to_string(),
-        tenant: flotilla_protocol::DEFAULT_TENANT.to_string(),
-        pool: flotilla_protocol::DEFAULT_POOL.to_string(),
-        params: Vec::new(),
-        avoid: Vec::new(),
+        no_cache: true,
+        ..QueryCommand::new(sql)
     };
     FlightDescriptor::new_cmd(command.to_bytes())
 }

@@ -44,6 +44,7 @@ fn background_load(
                     ("content-type", "text/plain"),
                     ("accept", "application/json"),
                     ("x-flotilla-routing-key", &key),
+                    ("cache-control", "no-cache"),
                 ],
                 REGIONS,
             )

@@ -230,6 +230,11 @@ impl TaskManagerTable {
         self.entries.get(id).is_some_and(Entry::choosable)
     }
 
+    /// Says whether the TaskManager at gRPC `url` is choosable now.
+    pub fn is_up_at(&self, url: &str) -> bool {
+        self.by_url.get(url).is_some_and(|id| self.is_up(id))
+    }
+
     /// Returns the number of TaskManagers known.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -129,6 +129,7 @@ mod tests {
         QueryResult {
             shard: "s".into(),
             taskmanager: Some("tm".into()),
+            cache: None,
             messages: futures::stream::pending().boxed(),
         }
     }

@@ -36,6 +36,8 @@ struct Marks {
     shard: Option<String>,
     taskmanager: Option<String>,
     taskmanagers: Vec<String>,
+    /// What the result cache did, as the shard said it.
+    cache: Option<crate::query::CacheReport>,
     outcome: Option<(String, Option<String>)>,
 }
 
@@ -152,6 +154,11 @@ impl Timeline {
         marks.taskmanagers = taskmanagers;
     }
 
+    /// Records what the result cache did for the planned attempt.
+    pub fn cache(&self, report: Option<&crate::query::CacheReport>) {
+        self.marks().cache = report.cloned();
+    }
+
     /// The TaskManagers the query's last planned attempt runs on.
     pub fn taskmanagers(&self) -> Vec<String> {
         self.marks().taskmanagers.clone()
@@ -234,6 +241,10 @@ impl Timeline {
             "shard": marks.shard,
             "taskmanager": marks.taskmanager,
             "taskmanagers": marks.taskmanagers,
+            "cache": marks.cache.as_ref().map(|cache| serde_json::json!({
+                "outcome": cache.outcome,
+                "table_versions": cache.table_versions,
+            })),
             "attempts": marks.attempts,
             "rows": self.rows(),
             "bytes": self.bytes(),

@@ -176,6 +176,7 @@ impl FlightSql {
             pool: permit.pool().to_string(),
             params: Vec::new(),
             avoid: Vec::new(),
+            no_cache: false,
         };
         let key = crate::query::normalized(&request.query);
         let answer = self
@@ -246,7 +247,7 @@ impl FlightSql {
         metadata: &MetadataMap,
         command: CommandPreparedStatementQuery,
         descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo, Status> {
+    ) -> Result<tonic::Response<FlightInfo>, Status> {
         let caller = self.caller(metadata)?;
         let (sql, params) = self.inner.prepared.with(
             &command.prepared_statement_handle,

@@ -47,10 +47,8 @@ impl FlightSqlService for FlightSql {
             return Err(not_supported("transactions"));
         }
         let (metadata, _, descriptor) = request.into_parts();
-        let info = self
-            .start(&metadata, query.query, Vec::new(), descriptor)
-            .await?;
-        Ok(Response::new(info))
+        self.start(&metadata, query.query, Vec::new(), descriptor)
+            .await
     }
 
     async fn do_get_statement(
@@ -68,10 +66,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (metadata, _, descriptor) = request.into_parts();
-        let info = self
-            .execute_prepared(&metadata, command, descriptor)
-            .await?;
-        Ok(Response::new(info))
+        self.execute_prepared(&metadata, command, descriptor).await
     }
 
     async fn do_action_create_prepared_statement(

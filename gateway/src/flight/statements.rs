@@ -14,8 +14,8 @@ use arrow_flight::{
 };
 use arrow_schema::Schema;
 use flotilla_protocol::{
-    DEFAULT_POOL, ErrorBody, ErrorCode, QueryId, ROUTING_KEY_HEADER, TENANT_HEADER, TIMEOUT_HEADER,
-    TRACEPARENT_HEADER, TraceContext,
+    CACHE_HEADER, DEFAULT_POOL, ErrorBody, ErrorCode, QueryId, ROUTING_KEY_HEADER,
+    TABLE_VERSIONS_HEADER, TENANT_HEADER, TIMEOUT_HEADER, TRACEPARENT_HEADER, TraceContext,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -44,7 +44,7 @@ impl FlightSql {
         sql: String,
         params: Vec<u8>,
         descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo, Status> {
+    ) -> Result<tonic::Response<FlightInfo>, Status> {
         let caller = self.caller(metadata)?;
         self.check_size(sql.len())?;
         let text = |name: &str| {
@@ -87,6 +87,7 @@ impl FlightSql {
                 pool: DEFAULT_POOL.to_string(),
                 timeout,
                 timeline: Arc::clone(&timeline),
+                no_cache: crate::query::wants_fresh(text("cache-control").as_deref()),
             };
             let result = self
                 .inner
@@ -108,14 +109,14 @@ impl FlightSql {
             let messages = futures::stream::iter(head.into_iter().map(Ok))
                 .chain(rest)
                 .boxed();
-            Ok::<_, GatewayError>((schema, tenant, messages))
+            Ok::<_, GatewayError>((schema, tenant, messages, result.cache))
         }
         .instrument(span.clone())
         .await;
-        let (schema, handle) = match started {
-            Ok((schema, tenant, messages)) => {
+        let (schema, handle, cache) = match started {
+            Ok((schema, tenant, messages, cache)) => {
                 let pending = Pending::new(tenant, messages, outcome);
-                (schema, self.inner.results.insert(query_id, pending))
+                (schema, self.inner.results.insert(query_id, pending), cache)
             }
             Err(error) => {
                 if timeline.tenant().is_empty() {
@@ -138,10 +139,24 @@ impl FlightSql {
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        FlightInfo::new()
+        let info = FlightInfo::new()
             .try_with_schema(&schema)
             .map(|info| info.with_endpoint(endpoint).with_descriptor(descriptor))
-            .map_err(|error| client_status(&GatewayError::Internal(error.to_string())))
+            .map_err(|error| client_status(&GatewayError::Internal(error.to_string())))?;
+        // What the result cache did, in the response metadata as on HTTP.
+        let mut response = tonic::Response::new(info);
+        let headers = response.metadata_mut();
+        for (name, value) in cache.iter().flat_map(|cache| {
+            [
+                (CACHE_HEADER, &cache.outcome),
+                (TABLE_VERSIONS_HEADER, &cache.table_versions),
+            ]
+        }) {
+            if let Ok(value) = value.parse() {
+                headers.insert(name, value);
+            }
+        }
+        Ok(response)
     }
 
     /// Streams the result of `handle` to the caller of `metadata`, once.

@@ -13,8 +13,9 @@ use crate::outcome::{Outcome, record_end};
 use crate::query::{QueryRequest, first_batch};
 use bytes::Bytes;
 use flotilla_protocol::{
-    DEFAULT_POOL, MediaType, QUERY_ID_HEADER, QueryId, ROUTING_KEY_HEADER, SHARD_HEADER,
-    TASKMANAGER_HEADER, TENANT_HEADER, TIMEOUT_HEADER, TRACEPARENT_HEADER, TraceContext,
+    CACHE_HEADER, DEFAULT_POOL, MediaType, QUERY_ID_HEADER, QueryId, ROUTING_KEY_HEADER,
+    SHARD_HEADER, TABLE_VERSIONS_HEADER, TASKMANAGER_HEADER, TENANT_HEADER, TIMEOUT_HEADER,
+    TRACEPARENT_HEADER, TraceContext,
 };
 use futures::StreamExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
@@ -111,6 +112,9 @@ impl Gateway {
             header_text(&request, http::HeaderName::from_static(TIMEOUT_HEADER))?.as_deref(),
             self.inner.timeout,
         )?;
+        let no_cache = crate::query::wants_fresh(
+            header_text(&request, http::header::CACHE_CONTROL)?.as_deref(),
+        );
         let declared_length =
             header_text(&request, CONTENT_LENGTH)?.and_then(|length| length.parse::<usize>().ok());
         let limit = self.inner.max_body_bytes;
@@ -157,6 +161,7 @@ impl Gateway {
             pool: DEFAULT_POOL.to_string(),
             timeout,
             timeline: Arc::clone(&timeline),
+            no_cache,
         };
         let result = self
             .inner
@@ -193,6 +198,12 @@ impl Gateway {
         insert_header(headers, SHARD_HEADER, &result.shard);
         if let Some(taskmanager) = &result.taskmanager {
             insert_header(headers, TASKMANAGER_HEADER, taskmanager);
+        }
+        if let Some(cache) = &result.cache {
+            insert_header(headers, CACHE_HEADER, &cache.outcome);
+            if !cache.table_versions.is_empty() {
+                insert_header(headers, TABLE_VERSIONS_HEADER, &cache.table_versions);
+            }
         }
         Ok(response)
     }

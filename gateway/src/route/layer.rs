@@ -36,6 +36,7 @@ impl RouteLayer {
                 ),
                 hedging: super::hedge::Hedging::new(&config),
                 sideline: super::sideline::Sideline::new(probe, metrics.sidelined.clone()),
+                together: super::together::Together::default(),
                 config,
                 metrics,
             }),

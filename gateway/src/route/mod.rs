@@ -10,6 +10,7 @@ mod quarantine;
 pub(crate) mod ring;
 mod service;
 mod sideline;
+mod together;
 
 pub use layer::RouteLayer;
 pub use service::Route;

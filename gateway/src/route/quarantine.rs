@@ -8,6 +8,7 @@
 //! that broke counts as a strike, and only strikes from several distinct statements within
 //! [`STRIKE_WINDOW`] mark the shard down (the probes see a member that really died).
 
+use crate::error::GatewayError;
 use crate::query::normalized;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -26,6 +27,46 @@ pub(super) fn fingerprint(sql: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
     normalized(sql).hash(&mut hasher);
     hasher.finish()
+}
+
+/// A TaskManager failed an attempt: later attempts avoid it, and it counts towards quarantine
+/// when it died under the statement.
+pub(super) async fn charge_taskmanager(
+    taskmanager: &str,
+    message: &str,
+    failed_under: &mut Vec<String>,
+    avoid: &mut Vec<String>,
+) {
+    avoid.push(taskmanager.to_string());
+    if blame(message, taskmanager).await == Failure::Died {
+        failed_under.push(taskmanager.to_string());
+    }
+}
+
+// === impl Shared ===
+
+impl super::service::Shared {
+    /// Ends a statement that broke a member twice: it is not run a third time, and when two
+    /// different members failed under it, it is quarantined.
+    pub(super) fn give_up(
+        &self,
+        fingerprint: u64,
+        failed_under: &[String],
+        last: GatewayError,
+    ) -> GatewayError {
+        let mut members = failed_under.to_vec();
+        members.dedup();
+        if members.len() < 2 || !self.quarantine.add(fingerprint) {
+            return last;
+        }
+        self.metrics.quarantined.inc();
+        tracing::warn!(members = ?members, error = %last, "statement quarantined as a query of death");
+        GatewayError::Quarantined(format!(
+            "two members ({}) failed while this statement ran ({last}); it is taken for a query of death and refused for {} s (routing.quarantine_ms)",
+            members.join(", "),
+            self.quarantine.duration().as_secs()
+        ))
+    }
 }
 
 /// How a failed attempt bears on its member and its statement.

@@ -5,6 +5,7 @@ use super::hedge::{self, Hedge, Hedging};
 use super::quarantine::{self, Failure, Quarantine};
 use super::ring::RingCache;
 use super::sideline::Sideline;
+use super::together::Together;
 use crate::config::RoutingConfig;
 use crate::error::{BoxError, GatewayError};
 use crate::metrics::GatewayMetrics;
@@ -25,6 +26,7 @@ pub(super) struct Shared {
     pub(super) quarantine: Quarantine,
     pub(super) hedging: Hedging,
     pub(super) sideline: Sideline,
+    pub(super) together: Together,
     pub(super) config: RoutingConfig,
     pub(super) metrics: GatewayMetrics,
 }
@@ -97,11 +99,10 @@ impl Shared {
         let mut taskmanager_retries = 0;
         let mut reruns = 0;
         let mut last_error = None;
+        let statement = Together::key(&request);
         for attempt in 0.. {
             let passed = [failed.as_slice(), poolless.as_slice()].concat();
-            let Some(shard) = self
-                .choose(&candidates, &passed)
-                .or_else(|| self.choose(&candidates, &failed))
+            let Some((shard, _together)) = self.pick(statement, &candidates, &passed, &failed)
             else {
                 break;
             };
@@ -170,7 +171,13 @@ impl Shared {
                     taskmanager,
                     message,
                 } => {
-                    charge_taskmanager(taskmanager, message, &mut failed_under, &mut avoid).await;
+                    quarantine::charge_taskmanager(
+                        taskmanager,
+                        message,
+                        &mut failed_under,
+                        &mut avoid,
+                    )
+                    .await;
                     taskmanager_retries += 1;
                     (taskmanager_retries <= self.config.taskmanager_retries)
                         .then_some("taskmanager")
@@ -249,7 +256,7 @@ impl Shared {
             GatewayError::TaskManagerUnavailable {
                 taskmanager,
                 message,
-            } => charge_taskmanager(taskmanager, message, failed_under, avoid).await,
+            } => quarantine::charge_taskmanager(taskmanager, message, failed_under, avoid).await,
             _ => {}
         }
     }
@@ -287,31 +294,9 @@ impl Shared {
             .map_err(GatewayError::from_boxed)
     }
 
-    /// Ends a statement that broke a member twice: it is not run a third time, and when two
-    /// different members failed under it, it is quarantined.
-    fn give_up(
-        &self,
-        fingerprint: u64,
-        failed_under: &[String],
-        last: GatewayError,
-    ) -> GatewayError {
-        let mut members = failed_under.to_vec();
-        members.dedup();
-        if members.len() < 2 || !self.quarantine.add(fingerprint) {
-            return last;
-        }
-        self.metrics.quarantined.inc();
-        tracing::warn!(members = ?members, error = %last, "statement quarantined as a query of death");
-        GatewayError::Quarantined(format!(
-            "two members ({}) failed while this statement ran ({last}); it is taken for a query of death and refused for {} s (routing.quarantine_ms)",
-            members.join(", "),
-            self.quarantine.duration().as_secs()
-        ))
-    }
-
     /// Returns the first untried candidate whose load is within the bound: in-flight below
     /// `load_factor × (total + 1) / shards`, rounded up (consistent hashing with bounded loads).
-    fn choose(&self, candidates: &[String], tried: &[String]) -> Option<String> {
+    pub(super) fn choose(&self, candidates: &[String], tried: &[String]) -> Option<String> {
         let in_flight = self
             .in_flight
             .lock()
@@ -336,20 +321,6 @@ impl Shared {
                 .inc();
         }
         Some(chosen)
-    }
-}
-
-/// A TaskManager failed an attempt: later attempts avoid it, and it counts towards quarantine
-/// when it died under the statement.
-async fn charge_taskmanager(
-    taskmanager: &str,
-    message: &str,
-    failed_under: &mut Vec<String>,
-    avoid: &mut Vec<String>,
-) {
-    avoid.push(taskmanager.to_string());
-    if quarantine::blame(message, taskmanager).await == Failure::Died {
-        failed_under.push(taskmanager.to_string());
     }
 }
 
@@ -398,4 +369,4 @@ impl Drop for InFlight<'_> {
 
 #[cfg(test)]
 #[path = "service_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -4,7 +4,7 @@ use super::*;
 use flotilla_cluster::StaticMembership;
 use flotilla_protocol::QueryId;
 
-fn shared(shards: &[&str]) -> Shared {
+pub(in crate::route) fn shared(shards: &[&str]) -> Shared {
     Shared {
         shards: StaticMembership::new(shards.iter().map(|shard| shard.to_string())),
         ring: RingCache::new(64),
@@ -15,6 +15,7 @@ fn shared(shards: &[&str]) -> Shared {
             std::sync::Arc::new(|_, _| Box::pin(async { true })),
             prometheus::IntCounter::new("sidelined", "test").unwrap(),
         ),
+        together: super::super::together::Together::default(),
         config: RoutingConfig::default(),
         metrics: GatewayMetrics::new(&prometheus::Registry::new()).unwrap(),
     }
@@ -59,6 +60,7 @@ async fn retries_the_next_shard_when_one_fails_before_answering() {
     respond.send_response(QueryResult {
         shard: second.shard.clone(),
         taskmanager: Some("tm".into()),
+        cache: None,
         messages: Box::pin(futures::stream::empty()),
     });
     let result = call.await.unwrap().unwrap();
@@ -132,6 +134,7 @@ async fn a_shard_that_sees_no_taskmanager_up_is_passed_over_not_marked_down() {
     respond.send_response(QueryResult {
         shard: third.shard.clone(),
         taskmanager: Some("tm".into()),
+        cache: None,
         messages: Box::pin(futures::stream::empty()),
     });
     assert_eq!(call.await.unwrap().unwrap().shard, first.shard);

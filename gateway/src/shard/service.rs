@@ -7,6 +7,7 @@
 //! An endpoint without a location (the shard's answer to a question about its catalog) is
 //! redeemed at the shard itself, as Flight prescribes.
 
+use crate::control::Timeline;
 use crate::error::{BoxError, GatewayError};
 use crate::query::{QueryResult, Routed};
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -86,14 +87,38 @@ impl ShardClient {
             avoid,
         } = routed;
         let timeline = request.timeline;
-        let command = QueryCommand {
+        let mut command = QueryCommand {
             query_id: request.query_id,
             sql: request.sql,
             tenant: request.tenant,
             pool: request.pool,
             params: request.params,
             avoid,
+            no_cache: request.no_cache,
         };
+        // A kept result its TaskManager no longer holds (evicted, not kept after all, or the
+        // TaskManager restarted): asked again at once, the shard forgets it and runs the
+        // statement. No fault, so no backoff and nothing spent from the retry budget.
+        for _ in 0..2 {
+            match self.try_plan_and_fetch(&shard, &command, &timeline).await {
+                Err(Fetch::Gone(taskmanager)) => command.avoid.push(taskmanager),
+                Err(Fetch::Failed(error)) => return Err(error),
+                Ok(result) => return Ok(result),
+            }
+        }
+        Err(GatewayError::Internal(format!(
+            "shard {shard} named cached results its TaskManagers do not hold, twice"
+        )))
+    }
+
+    /// Plans `command` on `shard` and fetches its result up to the first batch.
+    async fn try_plan_and_fetch(
+        &self,
+        shard: &str,
+        command: &QueryCommand,
+        timeline: &Timeline,
+    ) -> Result<QueryResult, Fetch> {
+        let shard = shard.to_string();
         let descriptor = FlightDescriptor::new_cmd(command.to_bytes());
         let info = self
             .client(&shard)?
@@ -115,7 +140,12 @@ impl ShardClient {
             .into_iter()
             .next()
             .map(|location| location.uri);
+        let cache = (!placement.cache.is_empty()).then(|| crate::query::CacheReport {
+            outcome: placement.cache.clone(),
+            table_versions: placement.table_versions.join(", "),
+        });
         timeline.planned(located.as_deref(), placement.taskmanagers);
+        timeline.cache(cache.as_ref());
         let source = located.clone().unwrap_or_else(|| shard.clone());
         let taskmanager = source.as_str();
 
@@ -124,13 +154,18 @@ impl ShardClient {
             .client(taskmanager)?
             .do_get(self.internal(
                 Ticket {
-                    ticket: ticket.ticket,
+                    ticket: ticket.ticket.clone(),
                 },
                 &timeline.trace(),
             ))
             .instrument(span.clone())
             .await
-            .map_err(|status| taskmanager_error(taskmanager, &status))?
+            .map_err(|status| {
+                if ticket.ticket.starts_with(CACHE_TICKET) && is_ticket_not_found(&status) {
+                    return Fetch::Gone(taskmanager.to_string());
+                }
+                Fetch::Failed(taskmanager_error(taskmanager, &status))
+            })?
             .into_inner();
         // Read up to the first record batch (or the end): the schema and dictionaries come
         // first, and a query that fails before producing data fails here, as an error the
@@ -150,14 +185,15 @@ impl ShardClient {
             }
         }
         if head.is_empty() {
-            return Err(GatewayError::Internal(format!(
+            return Err(Fetch::Failed(GatewayError::Internal(format!(
                 "{taskmanager} sent an empty result"
-            )));
+            ))));
         }
         let messages = futures::stream::iter(head).chain(messages).boxed();
         Ok(QueryResult {
             shard,
             taskmanager: located,
+            cache,
             messages,
         })
     }
@@ -217,6 +253,28 @@ impl ShardClient {
                 ))
             })
     }
+}
+
+/// The prefix of a ticket naming a result a TaskManager keeps in its result cache.
+const CACHE_TICKET: &[u8] = b"cache:";
+
+/// Why an attempt did not get its result's first batch.
+enum Fetch {
+    /// The `cache:` ticket's TaskManager does not hold that result (any more).
+    Gone(String),
+    Failed(GatewayError),
+}
+
+impl From<GatewayError> for Fetch {
+    fn from(error: GatewayError) -> Self {
+        Self::Failed(error)
+    }
+}
+
+/// Says whether a TaskManager's answer is `ticket_not_found`.
+fn is_ticket_not_found(status: &tonic::Status) -> bool {
+    !status.details().is_empty()
+        && ErrorBody::from(status).code == flotilla_protocol::ErrorCode::TicketNotFound
 }
 
 /// Returns the row count of a Flight message carrying a record batch.
