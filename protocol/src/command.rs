@@ -63,6 +63,10 @@ impl QueryPlacement {
     }
 }
 
+/// The prefix of a ticket that names a result a TaskManager keeps in its result cache
+/// (`cache:<entry id>`) rather than a handed-over plan.
+pub const CACHE_TICKET_PREFIX: &str = "cache:";
+
 /// The `DoAction` type that asks a shard to plan a [`QueryCommand`] without running it. The
 /// answer's body is a Flight SQL `ActionCreatePreparedStatementResult` (empty handle) with
 /// the result's schema and the schema of its parameters.

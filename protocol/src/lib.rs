@@ -12,8 +12,8 @@ mod query_id;
 mod trace;
 
 pub use command::{
-    CATALOG_ACTION, DEFAULT_POOL, DEFAULT_TENANT, DESCRIBE_ACTION, QueryCommand, QueryPlacement,
-    TASKMANAGERS_ACTION, TaskManagersRequest,
+    CACHE_TICKET_PREFIX, CATALOG_ACTION, DEFAULT_POOL, DEFAULT_TENANT, DESCRIBE_ACTION,
+    QueryCommand, QueryPlacement, TASKMANAGERS_ACTION, TaskManagersRequest,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use headers::{

@@ -181,7 +181,11 @@ fn hit_info(indexed: &Indexed) -> FlightInfo {
         ..QueryPlacement::default()
     };
     let endpoint = FlightEndpoint::new()
-        .with_ticket(Ticket::new(format!("cache:{}", indexed.entry)))
+        .with_ticket(Ticket::new(format!(
+            "{}{}",
+            flotilla_protocol::CACHE_TICKET_PREFIX,
+            indexed.entry
+        )))
         .with_location(indexed.taskmanager.clone())
         .with_app_metadata(placement.to_bytes());
     with_cache(

@@ -2,7 +2,6 @@
 //! streams its result; `DoAction` takes hand-overs and lease actions.
 
 use super::keeper::keep_leases;
-use super::result_cache::{CACHE_TICKET_PREFIX, Tee};
 use super::results::{ResultStream, StreamingGuard, flight_result};
 use super::service::TaskManager;
 use crate::error::AgentError;
@@ -60,6 +59,7 @@ impl TaskManager {
             inner: futures::stream::iter(messages).boxed(),
             guard,
             bytes_sent: metrics.flight_bytes_sent.clone(),
+            filler: None,
             _keep_alive: (),
         };
         Ok(Response::new(flight.boxed()))
@@ -77,7 +77,7 @@ impl MemberFlight for TaskManager {
         let trace = flotilla_cluster::incoming_trace(request.metadata());
         let ticket = String::from_utf8(request.into_inner().ticket.to_vec())
             .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
-        if let Some(entry) = ticket.strip_prefix(CACHE_TICKET_PREFIX) {
+        if let Some(entry) = ticket.strip_prefix(flotilla_protocol::CACHE_TICKET_PREFIX) {
             return self.serve_cached(entry, &trace).await;
         }
         let pending = self
@@ -135,14 +135,11 @@ impl MemberFlight for TaskManager {
         if let Some(filler) = &pending.fill {
             filler.running();
         }
-        let flight = Tee {
-            inner: flight.boxed(),
-            filler: pending.fill,
-        };
         let flight = ResultStream {
             inner: flight.boxed(),
             guard,
             bytes_sent,
+            filler: pending.fill,
             _keep_alive: keep_alive,
         };
         drop(span);

@@ -18,9 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// A ticket naming a cached result rather than a handed-over plan: `cache:<entry id>`.
-pub(crate) const CACHE_TICKET_PREFIX: &str = "cache:";
-
 /// The share of the cache that admits new results (the rest holds results asked for twice).
 const WINDOW_SHARE: usize = 8;
 
@@ -296,43 +293,6 @@ impl Drop for Filler {
         if !self.ended {
             self.cache.end(&self.id, None, "failed");
         }
-    }
-}
-
-/// A result stream that fills a cache entry as it goes.
-pub(crate) struct Tee<S> {
-    pub(crate) inner: S,
-    pub(crate) filler: Option<Filler>,
-}
-
-impl<S> futures::Stream for Tee<S>
-where
-    S: futures::Stream<Item = Result<FlightData, tonic::Status>> + Unpin,
-{
-    type Item = S::Item;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use futures::StreamExt;
-        let polled = self.inner.poll_next_unpin(cx);
-        match &polled {
-            std::task::Poll::Ready(Some(Ok(message))) => {
-                if let Some(filler) = &mut self.filler {
-                    filler.push(message);
-                }
-            }
-            // A failed result is not kept.
-            std::task::Poll::Ready(Some(Err(_))) => self.filler = None,
-            std::task::Poll::Ready(None) => {
-                if let Some(filler) = self.filler.take() {
-                    filler.finish();
-                }
-            }
-            std::task::Poll::Pending => {}
-        }
-        polled
     }
 }
 

@@ -52,12 +52,15 @@ impl Drop for StreamingGuard {
     }
 }
 
-/// A result's Flight stream: counts its bytes, keeps its slot leases alive, and logs how it
-/// ended (`complete`, `failed`, or `dropped` when the reader went away).
+/// A result's Flight stream: counts its bytes, keeps its slot leases alive, fills its result
+/// cache entry, and logs how it ended (`complete`, `failed`, or `dropped` when the reader went
+/// away).
 pub(super) struct ResultStream<K> {
     pub(super) inner: BoxStream<'static, Result<FlightData, Status>>,
     pub(super) guard: StreamingGuard,
     pub(super) bytes_sent: prometheus::IntCounter,
+    /// The result cache entry the stream fills, if its result may be kept.
+    pub(super) filler: Option<super::result_cache::Filler>,
     pub(super) _keep_alive: K,
 }
 
@@ -74,10 +77,20 @@ impl<K: Unpin> futures::Stream for ResultStream<K> {
                 let bytes = (data.data_header.len() + data.data_body.len()) as u64;
                 self.bytes_sent.inc_by(bytes);
                 self.guard.bytes += bytes;
+                if let Some(filler) = &mut self.filler {
+                    filler.push(data);
+                }
             }
-            std::task::Poll::Ready(Some(Err(_))) => self.guard.outcome = "failed",
+            std::task::Poll::Ready(Some(Err(_))) => {
+                self.guard.outcome = "failed";
+                // A failed result is not kept.
+                self.filler = None;
+            }
             std::task::Poll::Ready(None) if self.guard.outcome == "dropped" => {
                 self.guard.outcome = "complete";
+                if let Some(filler) = self.filler.take() {
+                    filler.finish();
+                }
             }
             _ => {}
         }

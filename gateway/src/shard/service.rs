@@ -161,7 +161,11 @@ impl ShardClient {
             .instrument(span.clone())
             .await
             .map_err(|status| {
-                if ticket.ticket.starts_with(CACHE_TICKET) && is_ticket_not_found(&status) {
+                if ticket
+                    .ticket
+                    .starts_with(flotilla_protocol::CACHE_TICKET_PREFIX.as_bytes())
+                    && is_ticket_not_found(&status)
+                {
                     return Fetch::Gone(taskmanager.to_string());
                 }
                 Fetch::Failed(taskmanager_error(taskmanager, &status))
@@ -254,9 +258,6 @@ impl ShardClient {
             })
     }
 }
-
-/// The prefix of a ticket naming a result a TaskManager keeps in its result cache.
-const CACHE_TICKET: &[u8] = b"cache:";
 
 /// Why an attempt did not get its result's first batch.
 enum Fetch {
