@@ -59,6 +59,8 @@ pub struct GatewayMetrics {
     pub tenant_queued: IntGaugeVec,
     /// Length of each tenant's queue.
     pub tenant_queue_limit: IntGaugeVec,
+    /// Flight SQL tickets presented to `DoGet`, by how they were served.
+    pub flight_tickets: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -162,6 +164,14 @@ impl GatewayMetrics {
                 "Length of the tenant's admission queue",
                 &["tenant"],
             )?,
+            flight_tickets: counter(
+                "flotilla_gateway_flight_tickets_total",
+                "Flight SQL tickets presented to DoGet, by how they were served: parked (the \
+                 gateway that issued it streamed the result it had started), rerun (another \
+                 gateway ran the statement sealed in it), refused (not sealed by this cluster, \
+                 expired, or another tenant's)",
+                &["served"],
+            )?,
         };
         // Every series a dashboard or alert reads exists from the start, at zero.
         for protocol in PROTOCOLS {
@@ -176,7 +186,10 @@ impl GatewayMetrics {
                 metrics.phase_seconds.with_label_values(&[phase, protocol]);
             }
         }
-        for decision in ["affinity", "spill"] {
+        for served in ["parked", "rerun", "refused"] {
+            metrics.flight_tickets.with_label_values(&[served]);
+        }
+        for decision in ["affinity", "spill", "together"] {
             metrics.routing_decisions.with_label_values(&[decision]);
         }
         for reason in ["shard", "taskmanager"] {
@@ -202,6 +215,7 @@ impl GatewayMetrics {
         registry.register(Box::new(metrics.admission_rejected.clone()))?;
         registry.register(Box::new(metrics.tenant_queued.clone()))?;
         registry.register(Box::new(metrics.tenant_queue_limit.clone()))?;
+        registry.register(Box::new(metrics.flight_tickets.clone()))?;
         Ok(metrics)
     }
 

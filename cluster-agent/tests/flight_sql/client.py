@@ -6,6 +6,7 @@ Rust side checks it against in-process DataFusion.
     client.py check  --uri U --token T --busy-token B --samples DIR --out DIR
     client.py loop   --uri U --seconds S --max-queries N --samples DIR --out DIR
     client.py cancel --uri U --token T --sql-file F --out DIR
+    client.py gateways --uri U --other-uri V --token T --busy-token B --out DIR
 """
 
 import argparse
@@ -249,6 +250,57 @@ def pyarrow_flight(args):
     return seen
 
 
+def attempt(call):
+    """None if `call` succeeds, else what the client saw of its error."""
+    try:
+        call()
+        return None
+    except Exception as error:  # noqa: BLE001 - pyarrow maps codes to several classes
+        return failure(error)
+
+
+def gateways(args):
+    """Stateless gateways: a statement's FlightInfo asked of one gateway, its ticket fetched
+    from another, through pyarrow.flight and through ADBC's partitioned reads."""
+    sql = "SELECT n_regionkey, count(*) AS nations FROM nation GROUP BY n_regionkey ORDER BY n_regionkey"
+
+    def bearer(token):
+        return flight.FlightCallOptions(headers=[(b"authorization", ("Bearer " + token).encode())])
+
+    options = bearer(args.token)
+    issuer, other = flight.connect(args.uri), flight.connect(args.other_uri)
+    descriptor = flight.FlightDescriptor.for_command(any_command("CommandStatementQuery", [(1, sql)]))
+    seen = {"sql": sql}
+    info = issuer.get_flight_info(descriptor, options)
+    table = other.do_get(info.endpoints[0].ticket, options).read_all()
+    write_table(os.path.join(args.out, "other_gateway.arrow"), table)
+    seen["schema_matches"] = info.schema.equals(table.schema, check_metadata=True)
+    # On the gateway that issued it: the result it started, spent once.
+    info = issuer.get_flight_info(descriptor, options)
+    ticket = info.endpoints[0].ticket
+    write_table(os.path.join(args.out, "same_gateway.arrow"), issuer.do_get(ticket, options).read_all())
+    seen["refetch"] = attempt(lambda: issuer.do_get(ticket, options).read_all())
+    # Another tenant's caller, and a ticket with one bit changed: refused on the other gateway.
+    info = issuer.get_flight_info(descriptor, options)
+    ticket = info.endpoints[0].ticket
+    seen["other_tenant"] = attempt(lambda: other.do_get(ticket, bearer(args.busy_token)).read_all())
+    tampered = bytearray(ticket.ticket)
+    tampered[-5] ^= 1
+    seen["tampered"] = attempt(lambda: other.do_get(flight.Ticket(bytes(tampered)), options).read_all())
+    issuer.close()
+    other.close()
+    # ADBC: the partitions of a statement executed on one gateway, read on the other.
+    with connect(args.uri, args.token) as conn, conn.cursor() as cursor:
+        partitions, schema = cursor.adbc_execute_partitions(sql)
+    with connect(args.other_uri, args.token) as conn, conn.cursor() as cursor:
+        cursor.adbc_read_partition(partitions[0])
+        table = cursor.fetch_arrow_table()
+    write_table(os.path.join(args.out, "adbc_other_gateway.arrow"), table)
+    seen["adbc_partitions"] = len(partitions)
+    seen["adbc_schema_matches"] = schema is None or schema.equals(table.schema)
+    json.dump(seen, open(os.path.join(args.out, "gateways.json"), "w"), indent=1)
+
+
 def loop(args):
     """Short queries one after another for a bounded time and count; every answer of a query
     must equal its first, which the Rust side checks against DataFusion."""
@@ -302,8 +354,9 @@ def cancel(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["check", "loop", "cancel"])
+    parser.add_argument("mode", choices=["check", "loop", "cancel", "gateways"])
     parser.add_argument("--uri", required=True)
+    parser.add_argument("--other-uri")
     parser.add_argument("--token")
     parser.add_argument("--busy-token")
     parser.add_argument("--samples")
@@ -313,9 +366,10 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--max-queries", type=int, default=2000)
     args = parser.parse_args()
-    if not re.match(r"^grpc(\+tls)?://(127\.0\.0\.1|localhost|\[::1\]):\d+$", args.uri):
-        sys.exit("refusing a gateway that is not on loopback: " + args.uri)
-    {"check": check, "loop": loop, "cancel": cancel}[args.mode](args)
+    for uri in filter(None, [args.uri, args.other_uri]):
+        if not re.match(r"^grpc(\+tls)?://(127\.0\.0\.1|localhost|\[::1\]):\d+$", uri):
+            sys.exit("refusing a gateway that is not on loopback: " + uri)
+    {"check": check, "loop": loop, "cancel": cancel, "gateways": gateways}[args.mode](args)
 
 
 if __name__ == "__main__":

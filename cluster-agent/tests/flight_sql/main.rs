@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod gateways;
 mod limits;
 mod python;
 
@@ -45,17 +46,25 @@ fn assert_failed(seen: &Value, what: &str, code: &str, status: Option<&str>) {
 
 pub(crate) const FLIGHT_TOML: &str = "[flight]\nlisten = \"127.0.0.1:0\"\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn adbc_and_pyarrow_flight_get_what_http_clients_get() {
-    let gateway_toml = format!(
+/// Flight SQL on, with authentication: tokens `alpha-token` (tenant alpha), `busy-token`
+/// (tenant busy) and `ops-token` (an admin).
+pub(crate) fn tokens_toml() -> String {
+    format!(
         "{FLIGHT_TOML}[auth]\nenabled = true\nopen_metrics = true\n\
          [[auth.tokens]]\nsha256 = \"{}\"\ntenant = \"alpha\"\n\
          [[auth.tokens]]\nsha256 = \"{}\"\ntenant = \"busy\"\n\
-         [[auth.tokens]]\nsha256 = \"{}\"\ntenant = \"ops\"\nadmin = true\n\
-         [tenants.busy]\nmax_concurrent = 1\nqueue_length = 0\n",
+         [[auth.tokens]]\nsha256 = \"{}\"\ntenant = \"ops\"\nadmin = true\n",
         sha256_hex("alpha-token"),
         sha256_hex("busy-token"),
         sha256_hex("ops-token"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn adbc_and_pyarrow_flight_get_what_http_clients_get() {
+    let gateway_toml = format!(
+        "{}[tenants.busy]\nmax_concurrent = 1\nqueue_length = 0\n",
+        tokens_toml()
     );
     let federation = Federation::start_with_options(FederationOptions {
         gateway_toml,

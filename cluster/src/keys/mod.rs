@@ -9,6 +9,7 @@
 //!  gossip key ── seals every gossip datagram      (XChaCha20-Poly1305, seal.rs)
 //!  reports key ─ seals every load report and shard list
 //!  calls key ─── signs every internal gRPC call   (HMAC-SHA256, calls.rs)
+//!  tickets key ─ seals the Flight SQL tickets gateways hand to clients (seal.rs)
 //! ```
 //! A datagram or call that fails is dropped before it is parsed and counted in
 //! `flotilla_cluster_refused_total{traffic, reason}`.
@@ -43,6 +44,8 @@ pub enum Traffic {
     Reports,
     /// Internal gRPC calls.
     Calls,
+    /// Flight SQL tickets: sealed by one gateway, opened by any.
+    Tickets,
 }
 
 impl Traffic {
@@ -52,6 +55,7 @@ impl Traffic {
             Self::Gossip => "gossip",
             Self::Reports => "reports",
             Self::Calls => "calls",
+            Self::Tickets => "tickets",
         }
     }
 }
@@ -102,7 +106,12 @@ pub(crate) static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("a valid metric");
     // Every series exists from the start, at 0: rates and alerts see a healthy member too.
-    for traffic in [Traffic::Gossip, Traffic::Reports, Traffic::Calls] {
+    for traffic in [
+        Traffic::Gossip,
+        Traffic::Reports,
+        Traffic::Calls,
+        Traffic::Tickets,
+    ] {
         for reason in [
             Refused::Unsealed,
             Refused::UnknownKey,

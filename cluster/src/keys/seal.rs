@@ -112,6 +112,18 @@ impl Sealer {
     /// this cluster within [`MAX_SKEW_MS`] of now. Replays are the caller's to refuse (with a
     /// [`super::ReplayWindow`] or the protocol's own sequence numbers).
     pub fn open(&self, datagram: &[u8], now_ms: u64) -> Result<Opened, Refused> {
+        self.open_within(datagram, now_ms, MAX_SKEW_MS)
+    }
+
+    /// Opens `datagram` as [`Self::open`] does, but accepts it for `max_age_ms` after it was
+    /// sealed (plus the clock skew [`MAX_SKEW_MS`] allows): for what a client holds a while, a
+    /// Flight SQL ticket.
+    pub fn open_within(
+        &self,
+        datagram: &[u8],
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Result<Opened, Refused> {
         let Some((keys, ciphers)) = &self.keys else {
             return Ok(Opened {
                 payload: datagram.to_vec(),
@@ -144,7 +156,8 @@ impl Sealer {
             let mut time = [0u8; TIME];
             time.copy_from_slice(&nonce[..TIME]);
             let sent_ms = u64::from_le_bytes(time);
-            if sent_ms.abs_diff(now_ms) > MAX_SKEW_MS {
+            let from_future = sent_ms > now_ms.saturating_add(MAX_SKEW_MS);
+            if from_future || now_ms > sent_ms.saturating_add(max_age_ms.max(MAX_SKEW_MS)) {
                 return Err(keys.refuse(Refused::Stale));
             }
             return Ok(Opened {

@@ -179,3 +179,31 @@ fn the_replay_window_remembers_nonces_for_twice_the_skew() {
     );
     assert_eq!(window.len(), 2);
 }
+
+#[test]
+fn a_ticket_opens_for_its_lifetime_and_not_after_nor_from_the_future() {
+    let now = unix_ms();
+    let sealer = Sealer::new(&secrets(&["s3cret"]), Traffic::Tickets);
+    let sealed = sealer.seal(b"statement", now);
+    let life = 60_000;
+    assert!(sealer.open_within(&sealed, now + life, life).is_ok());
+    assert_eq!(
+        sealer
+            .open_within(&sealed, now + life + 1, life)
+            .unwrap_err(),
+        Refused::Stale
+    );
+    assert_eq!(
+        sealer
+            .open_within(&sealed, now - MAX_SKEW_MS - 1, life)
+            .unwrap_err(),
+        Refused::Stale,
+        "sealed more than the allowed skew ahead of this clock"
+    );
+    // Another traffic's key does not open it.
+    let calls = Sealer::new(&secrets(&["s3cret"]), Traffic::Reports);
+    assert_eq!(
+        calls.open_within(&sealed, now, life).unwrap_err(),
+        Refused::UnknownKey
+    );
+}

@@ -3,13 +3,15 @@
 //!
 //! ```text
 //!  GetFlightInfo(statement) ─▶ the query stack (control → admission → route → shard client),
-//!                              as for HTTP; the result's stream waits here under a ticket
-//!  DoGet(ticket)            ─▶ the same stream, proxied from its TaskManager
+//!                              as for HTTP; the result's stream waits here, and the client
+//!                              gets a sealed, self-contained ticket (`tickets.rs`)
+//!  DoGet(ticket)            ─▶ on this gateway: the same stream, proxied from its TaskManager;
+//!                              on any other: the ticket's statement, run again there
 //! ```
 //!
-//! Tickets and prepared-statement handles name state kept on this gateway under random
-//! 128-bit ids (with a TTL), bound to the caller's tenant: they cannot be forged into a call to
-//! another host, and every call checks the caller's token again.
+//! Tickets are sealed with the cluster's tickets key, bound to the caller's tenant and open
+//! for `flight.ticket_ttl_ms`; every call checks the caller's token again. Prepared-statement
+//! handles still name state kept on this gateway (random 128-bit ids, closed when idle).
 
 mod auth;
 mod metadata;
@@ -20,6 +22,7 @@ mod service;
 mod shards;
 mod state;
 mod statements;
+mod tickets;
 mod types;
 
 pub(crate) use server::{FlightServer, start};

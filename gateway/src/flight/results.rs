@@ -34,10 +34,12 @@ impl Pending {
     }
 }
 
-/// The waiting results of this gateway.
+/// The waiting results of this gateway, and the handles it has served or dropped (for as
+/// long as their tickets open), so that a ticket is spent once on the gateway that issued it.
 pub(super) struct Results {
     ttl: Duration,
     waiting: Mutex<HashMap<[u8; HANDLE_BYTES], Pending>>,
+    spent: Mutex<HashMap<[u8; HANDLE_BYTES], Instant>>,
 }
 
 impl Results {
@@ -45,7 +47,21 @@ impl Results {
         Self {
             ttl,
             waiting: Mutex::default(),
+            spent: Mutex::default(),
         }
+    }
+
+    fn spent(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; HANDLE_BYTES], Instant>> {
+        self.spent
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Says whether `handle`'s result was started here and is already served, cancelled or
+    /// expired.
+    pub(super) fn is_spent(&self, handle: &[u8]) -> bool {
+        <[u8; HANDLE_BYTES]>::try_from(handle)
+            .is_ok_and(|handle| self.spent().contains_key(&handle))
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; HANDLE_BYTES], Pending>> {
@@ -74,7 +90,9 @@ impl Results {
         if !allowed(&waiting.get(&handle)?.tenant) {
             return None;
         }
-        waiting.remove(&handle)
+        let pending = waiting.remove(&handle);
+        self.spent().insert(handle, Instant::now());
+        pending
     }
 
     /// Drops every result that waited longer than the TTL, cancelling its query; returns how
@@ -88,10 +106,17 @@ impl Results {
                 .filter(|(_, pending)| pending.created.elapsed() > ttl)
                 .map(|(handle, _)| *handle)
                 .collect();
+            self.spent()
+                .extend(old.iter().map(|handle| (*handle, Instant::now())));
             old.iter()
                 .filter_map(|handle| waiting.remove(handle))
                 .collect()
         };
+        // A spent handle is remembered while its ticket still opens (the TTL, and the clock
+        // skew a ticket from another gateway's clock may have).
+        let remembered = ttl + Duration::from_millis(flotilla_cluster::keys::MAX_SKEW_MS);
+        self.spent()
+            .retain(|_, spent| spent.elapsed() <= remembered);
         for pending in &expired {
             tracing::info!(
                 parent: &pending.outcome.span,
@@ -160,6 +185,7 @@ mod tests {
                 .is_some()
         );
         assert!(results.take_if(&handle, |_| true).is_none(), "taken once");
+        assert!(results.is_spent(&handle) && !results.is_spent(&forged));
     }
 
     #[test]
@@ -167,10 +193,11 @@ mod tests {
         let metrics = GatewayMetrics::new(&prometheus::Registry::new()).unwrap();
         let results = Results::new(Duration::ZERO);
         let (query_id, waiting) = pending("alpha", &metrics);
-        results.insert(query_id, waiting);
+        let handle = results.insert(query_id, waiting);
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(results.expire(), 1);
         assert_eq!(results.len(), 0);
+        assert!(results.is_spent(&handle), "its ticket is spent");
         let cancelled = metrics
             .queries
             .with_label_values(&["cancelled", "http"])

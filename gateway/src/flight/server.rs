@@ -6,6 +6,7 @@ use super::prepared::Prepared;
 use super::results::Results;
 use super::shards::Shards;
 use super::state::{FlightSql, Inner};
+use super::tickets::Tickets;
 use crate::admission::Tenants;
 use crate::auth::Auth;
 use crate::config::Config;
@@ -76,6 +77,12 @@ pub(crate) async fn start(
             attempts: config.routing.max_attempts,
         },
         results: Results::new(Duration::from_millis(flight.ticket_ttl_ms)),
+        tickets: Tickets::new(
+            config
+                .cluster
+                .sealer(flotilla_cluster::keys::Traffic::Tickets),
+            Duration::from_millis(flight.ticket_ttl_ms),
+        ),
         prepared: Prepared::new(
             flight.max_prepared_statements,
             flight.tenant_max_prepared_statements,

@@ -5,7 +5,7 @@ use super::auth::client_status;
 use super::metadata::{self, batch_stream, empty};
 use super::prepared::not_supported;
 use super::state::FlightSql;
-use super::statements::{CloseSessionResult, SESSION_CLOSED, cancel_status, handle_of};
+use super::statements::{CloseSessionResult, SESSION_CLOSED, cancel_status, ticket_of};
 use crate::error::GatewayError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -56,8 +56,8 @@ impl FlightSqlService for FlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let stream = self.fetch(request.metadata(), &ticket.statement_handle)?;
-        Ok(Response::new(stream))
+        self.fetch(request.metadata(), &ticket.statement_handle)
+            .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -102,7 +102,7 @@ impl FlightSqlService for FlightSql {
         let info = FlightInfo::decode(query.info).map_err(|error| {
             client_status(&GatewayError::BadRequest(format!("FlightInfo: {error}")))
         })?;
-        let cancelled = self.cancel(request.metadata(), &handle_of(&info)?)?;
+        let cancelled = self.cancel(request.metadata(), &ticket_of(&info)?)?;
         Ok(ActionCancelQueryResult {
             result: cancel_status(cancelled) as i32,
         })
@@ -121,7 +121,7 @@ impl FlightSqlService for FlightSql {
                         )))
                     })?;
                 let info = cancel.info.unwrap_or_default();
-                let cancelled = self.cancel(request.metadata(), &handle_of(&info)?)?;
+                let cancelled = self.cancel(request.metadata(), &ticket_of(&info)?)?;
                 CancelFlightInfoResult {
                     status: cancel_status(cancelled) as i32,
                 }

@@ -6,6 +6,7 @@ use super::metadata::info_for;
 use super::prepared::Prepared;
 use super::results::Results;
 use super::shards::Shards;
+use super::tickets::Tickets;
 use crate::admission::Tenants;
 use crate::auth::Auth;
 use crate::control::Registry as QueryRegistry;
@@ -38,6 +39,7 @@ pub(super) struct Inner {
     pub(super) metrics: GatewayMetrics,
     pub(super) shards: Shards,
     pub(super) results: Results,
+    pub(super) tickets: Tickets,
     pub(super) prepared: Prepared,
     pub(super) sql_info: SqlInfoData,
     pub(super) xdbc_types: XdbcTypeInfoData,

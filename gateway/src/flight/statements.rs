@@ -1,13 +1,15 @@
 //! Statements over Flight SQL: `GetFlightInfo` runs the query through the same tower stack as
-//! HTTP and keeps its result under a ticket; `DoGet` streams it; `CancelFlightInfo` ends it.
+//! HTTP and parks its result under a sealed ticket (`tickets.rs`); `DoGet` on this gateway
+//! streams it, on another runs the ticket's statement again; `CancelFlightInfo` ends it.
 
 use super::auth::client_status;
 use super::results::{Pending, query_of};
 use super::state::FlightSql;
+use super::tickets::Statement;
 use crate::control::{Protocol, Timeline};
 use crate::error::GatewayError;
 use crate::outcome::{Outcome, record_end};
-use crate::query::{Messages, QueryRequest, first_batch};
+use crate::query::{CacheReport, Messages, QueryRequest, first_batch};
 use arrow_flight::sql::{Any, ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{
     CancelStatus, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket,
@@ -35,9 +37,27 @@ pub(super) enum Cancelled {
     NotRunning,
 }
 
+/// A query's bookkeeping from its start.
+pub(super) struct Begun {
+    pub(super) query_id: QueryId,
+    pub(super) timeline: Arc<Timeline>,
+    pub(super) span: tracing::Span,
+    /// Records its end; until the result waits or streams, a dropped call is `cancelled`.
+    pub(super) outcome: Outcome,
+}
+
+/// A statement run to its first batch.
+pub(super) struct Started {
+    pub(super) schema: Schema,
+    pub(super) messages: Messages,
+    pub(super) cache: Option<CacheReport>,
+}
+
 impl FlightSql {
-    /// Runs `sql` with `params` for the caller of `metadata`: the answer names a ticket for
-    /// this gateway (no location) and the result's exact schema, read from its first message.
+    /// Runs `sql` with `params` for the caller of `metadata` up to its first batch and parks
+    /// its result here; the answer has the result's exact schema (read from its first message)
+    /// and a sealed ticket any gateway of the cluster serves (no location: the client comes
+    /// back to the address it called).
     pub(super) async fn start(
         &self,
         metadata: &MetadataMap,
@@ -53,6 +73,97 @@ impl FlightSql {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_string)
         };
+        let begun = self.begin(metadata);
+        let started = async {
+            let tenant = caller.tenant_for(text(TENANT_HEADER).as_deref())?;
+            let timeout =
+                crate::query::query_timeout(text(TIMEOUT_HEADER).as_deref(), self.inner.timeout)?;
+            let statement = Statement {
+                tenant,
+                sql,
+                params,
+                routing_key: text(ROUTING_KEY_HEADER).unwrap_or_default(),
+                timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                no_cache: crate::query::wants_fresh(text("cache-control").as_deref()),
+                ..Statement::default()
+            };
+            let started = self.run(&statement, &begun).await?;
+            let info = FlightInfo::new()
+                .try_with_schema(&started.schema)
+                .map_err(|error| GatewayError::Internal(format!("result schema: {error}")))?;
+            Ok::<_, GatewayError>((statement, started, info))
+        }
+        .instrument(begun.span.clone())
+        .await;
+        let (mut statement, started, info) = match started {
+            Ok(started) => started,
+            Err(error) => return Err(self.failed(begun, error)),
+        };
+        statement.schema = info.schema.to_vec();
+        let pending = Pending::new(statement.tenant.clone(), started.messages, begun.outcome);
+        statement.handle = self.inner.results.insert(begun.query_id, pending);
+        let ticket = TicketStatementQuery {
+            statement_handle: self.inner.tickets.seal(&statement).into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        let mut response =
+            tonic::Response::new(info.with_endpoint(endpoint).with_descriptor(descriptor));
+        cache_headers(response.metadata_mut(), started.cache.as_ref());
+        Ok(response)
+    }
+
+    /// Streams the result of `ticket` to the caller of `metadata`: the parked result when
+    /// this gateway issued the ticket, else a new run of the statement it carries.
+    pub(super) async fn fetch(
+        &self,
+        metadata: &MetadataMap,
+        ticket: &[u8],
+    ) -> Result<tonic::Response<BoxStream<'static, Result<FlightData, Status>>>, Status> {
+        let caller = self.caller(metadata)?;
+        let served = |how: &str| {
+            self.inner
+                .metrics
+                .flight_tickets
+                .with_label_values(&[how])
+                .inc()
+        };
+        let refused = |why: &str| {
+            served("refused");
+            ErrorBody::new(ErrorCode::TicketNotFound, why).to_client_status()
+        };
+        let statement = self.inner.tickets.open(ticket).map_err(|reason| {
+            tracing::info!(%reason, "Flight SQL ticket refused");
+            refused(
+                "the ticket is not one this cluster issued, or it expired (flight.ticket_ttl_ms)",
+            )
+        })?;
+        if !caller.sees(&statement.tenant) {
+            return Err(refused("the ticket is not one this cluster issued to you"));
+        }
+        if let Some(pending) = self
+            .inner
+            .results
+            .take_if(&statement.handle, |tenant| caller.sees(tenant))
+        {
+            served("parked");
+            pending.outcome.timeline.first_byte();
+            return Ok(tonic::Response::new(stream(
+                pending.messages,
+                pending.outcome,
+            )));
+        }
+        if self.inner.results.is_spent(&statement.handle) {
+            return Err(refused(
+                "the ticket is already fetched, cancelled or expired on the gateway that issued it",
+            ));
+        }
+        served("rerun");
+        self.rerun(metadata, statement).await
+    }
+
+    /// A query's id, timeline, span and outcome, in the trace of `metadata`.
+    pub(super) fn begin(&self, metadata: &MetadataMap) -> Begun {
         let trace = trace_of(metadata);
         let query_id = QueryId::new();
         let timeline = Arc::new(Timeline::with_protocol(
@@ -66,129 +177,101 @@ impl FlightSql {
             trace_id = %trace.trace_id(),
             protocol = "flight_sql"
         );
-        // Until the result waits under its ticket, a client that gives up the call (dropping
-        // this future) leaves the query recorded as `cancelled`.
         let outcome = Outcome::new(
             self.inner.metrics.clone(),
             Arc::clone(&timeline),
             span.clone(),
         );
-        let started = async {
-            let tenant = caller.tenant_for(text(TENANT_HEADER).as_deref())?;
-            let timeout =
-                crate::query::query_timeout(text(TIMEOUT_HEADER).as_deref(), self.inner.timeout)?;
-            timeline.describe(&tenant, &sql);
-            let request = QueryRequest {
-                query_id,
-                sql,
-                params,
-                routing_key: text(ROUTING_KEY_HEADER).filter(|key| !key.is_empty()),
-                tenant: tenant.clone(),
-                pool: DEFAULT_POOL.to_string(),
-                timeout,
-                timeline: Arc::clone(&timeline),
-                no_cache: crate::query::wants_fresh(text("cache-control").as_deref()),
-            };
-            let result = self
-                .inner
-                .queries
-                .clone()
-                .oneshot(request)
-                .await
-                .map_err(GatewayError::from_boxed)?;
-            // As on HTTP, the limits apply from the first message, and the query's status is
-            // known once its first batch (or its end) has arrived.
-            let limited = self.inner.limits.of(&tenant).apply(result.messages);
-            let (head, rest) = first_batch(limited).await?;
-            let schema = head
-                .first()
-                .map(Schema::try_from)
-                .transpose()
-                .map_err(|error| GatewayError::Internal(format!("result schema: {error}")))?
-                .ok_or_else(|| GatewayError::Internal("the result has no schema".into()))?;
-            let messages = futures::stream::iter(head.into_iter().map(Ok))
-                .chain(rest)
-                .boxed();
-            Ok::<_, GatewayError>((schema, tenant, messages, result.cache))
+        Begun {
+            query_id,
+            timeline,
+            span,
+            outcome,
         }
-        .instrument(span.clone())
-        .await;
-        let (schema, handle, cache) = match started {
-            Ok((schema, tenant, messages, cache)) => {
-                let pending = Pending::new(tenant, messages, outcome);
-                (schema, self.inner.results.insert(query_id, pending), cache)
-            }
-            Err(error) => {
-                if timeline.tenant().is_empty() {
-                    self.inner.running.remember(Arc::clone(&timeline));
-                }
-                let code = error.code();
-                let message = error.to_string();
-                record_end(
-                    &self.inner.metrics,
-                    &timeline,
-                    code.as_str(),
-                    Some(&message),
-                    &span,
-                );
-                return Err(error.to_body().with_query_id(query_id).to_client_status());
-            }
-        };
-        let ticket = TicketStatementQuery {
-            statement_handle: handle.into(),
-        };
-        let endpoint =
-            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        let info = FlightInfo::new()
-            .try_with_schema(&schema)
-            .map(|info| info.with_endpoint(endpoint).with_descriptor(descriptor))
-            .map_err(|error| client_status(&GatewayError::Internal(error.to_string())))?;
-        // What the result cache did, in the response metadata as on HTTP.
-        let mut response = tonic::Response::new(info);
-        let headers = response.metadata_mut();
-        for (name, value) in cache.iter().flat_map(|cache| {
-            [
-                (CACHE_HEADER, &cache.outcome),
-                (TABLE_VERSIONS_HEADER, &cache.table_versions),
-            ]
-        }) {
-            if let Ok(value) = value.parse() {
-                headers.insert(name, value);
-            }
-        }
-        Ok(response)
     }
 
-    /// Streams the result of `handle` to the caller of `metadata`, once.
-    pub(super) fn fetch(
+    /// Runs `statement` through the query stack up to its first batch: as on HTTP, the
+    /// tenant's limits apply from the first message, and the query's status is known once its
+    /// first batch (or its end) has arrived.
+    pub(super) async fn run(
         &self,
-        metadata: &MetadataMap,
-        handle: &[u8],
-    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
-        let caller = self.caller(metadata)?;
-        let Some(pending) = self
-            .inner
-            .results
-            .take_if(handle, |tenant| caller.sees(tenant))
-        else {
-            let error = ErrorBody::new(
-                ErrorCode::TicketNotFound,
-                "the ticket is unknown, expired (flight.ticket_ttl_ms) or already fetched",
-            );
-            return Err(error.to_client_status());
+        statement: &Statement,
+        begun: &Begun,
+    ) -> Result<Started, GatewayError> {
+        begun.timeline.describe(&statement.tenant, &statement.sql);
+        let request = QueryRequest {
+            query_id: begun.query_id,
+            sql: statement.sql.clone(),
+            params: statement.params.clone(),
+            routing_key: Some(statement.routing_key.clone()).filter(|key| !key.is_empty()),
+            tenant: statement.tenant.clone(),
+            pool: DEFAULT_POOL.to_string(),
+            timeout: statement.timeout(),
+            timeline: Arc::clone(&begun.timeline),
+            no_cache: statement.no_cache,
         };
-        pending.outcome.timeline.first_byte();
-        Ok(stream(pending.messages, pending.outcome))
+        let result = self
+            .inner
+            .queries
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(GatewayError::from_boxed)?;
+        let limited = self
+            .inner
+            .limits
+            .of(&statement.tenant)
+            .apply(result.messages);
+        let (head, rest) = first_batch(limited).await?;
+        let schema = head
+            .first()
+            .map(Schema::try_from)
+            .transpose()
+            .map_err(|error| GatewayError::Internal(format!("result schema: {error}")))?
+            .ok_or_else(|| GatewayError::Internal("the result has no schema".into()))?;
+        let messages = futures::stream::iter(head.into_iter().map(Ok))
+            .chain(rest)
+            .boxed();
+        Ok(Started {
+            schema,
+            messages,
+            cache: result.cache,
+        })
     }
 
-    /// Ends the query of `handle` if the caller of `metadata` may see it: a result waiting for
-    /// its `DoGet` is dropped, a streaming one is cancelled through the registry.
+    /// Records the end of a query that failed before its result streamed; the client's status.
+    pub(super) fn failed(&self, begun: Begun, error: GatewayError) -> Status {
+        if begun.timeline.tenant().is_empty() {
+            self.inner.running.remember(Arc::clone(&begun.timeline));
+        }
+        let code = error.code();
+        let message = error.to_string();
+        record_end(
+            &self.inner.metrics,
+            &begun.timeline,
+            code.as_str(),
+            Some(&message),
+            &begun.span,
+        );
+        error
+            .to_body()
+            .with_query_id(begun.query_id)
+            .to_client_status()
+    }
+
+    /// Ends the query of `ticket` if the caller of `metadata` may see it: a result waiting for
+    /// its `DoGet` is dropped, a streaming one is cancelled through the registry. A ticket of
+    /// another gateway is not running here.
     pub(super) fn cancel(
         &self,
         metadata: &MetadataMap,
-        handle: &[u8],
+        ticket: &[u8],
     ) -> Result<Cancelled, Status> {
         let caller = self.caller(metadata)?;
+        let Ok(statement) = self.inner.tickets.open(ticket) else {
+            return Ok(Cancelled::NotRunning);
+        };
+        let handle = statement.handle.as_slice();
         if let Some(pending) = self
             .inner
             .results
@@ -212,6 +295,20 @@ impl FlightSql {
     }
 }
 
+/// What the result cache did, in the response metadata as on HTTP.
+pub(super) fn cache_headers(headers: &mut MetadataMap, cache: Option<&CacheReport>) {
+    for (name, value) in cache.iter().flat_map(|cache| {
+        [
+            (CACHE_HEADER, &cache.outcome),
+            (TABLE_VERSIONS_HEADER, &cache.table_versions),
+        ]
+    }) {
+        if let Ok(value) = value.parse() {
+            headers.insert(name, value);
+        }
+    }
+}
+
 /// `CloseSession`'s answer (Flight's `CloseSessionResult`, which arrow-flight does not
 /// generate): status `CLOSED`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -230,8 +327,8 @@ pub(super) fn cancel_status(cancelled: Cancelled) -> CancelStatus {
     }
 }
 
-/// The statement handle in a `FlightInfo`'s first ticket.
-pub(super) fn handle_of(info: &FlightInfo) -> Result<Vec<u8>, Status> {
+/// The sealed ticket in a `FlightInfo`'s first endpoint.
+pub(super) fn ticket_of(info: &FlightInfo) -> Result<Vec<u8>, Status> {
     let bad = || client_status(&GatewayError::BadRequest("not a Flotilla statement".into()));
     let ticket = info
         .endpoint
@@ -255,7 +352,10 @@ pub(super) fn trace_of(metadata: &MetadataMap) -> TraceContext {
 
 /// The client's stream: counts rows and bytes, turns errors into client statuses, and records
 /// the outcome when it ends or is dropped.
-fn stream(messages: Messages, outcome: Outcome) -> BoxStream<'static, Result<FlightData, Status>> {
+pub(super) fn stream(
+    messages: Messages,
+    outcome: Outcome,
+) -> BoxStream<'static, Result<FlightData, Status>> {
     futures::stream::unfold(
         (messages, Some(outcome)),
         |(mut messages, mut outcome)| async move {
