@@ -109,6 +109,9 @@ impl FlightSql {
         metadata: &MetadataMap,
         statement: Statement,
     ) -> Result<tonic::Response<BoxStream<'static, Result<FlightData, Status>>>, Status> {
+        // What a gateway sealed passed this check; an unsealed ticket (a cluster without a
+        // secret) is the client's own text.
+        self.check_size(statement.sql.len().max(statement.params.len()))?;
         let begun = self.begin(metadata);
         tracing::info!(
             parent: &begun.span,
