@@ -5,7 +5,7 @@ DataFusion Ballista (its scheduler started with `--flight-sql`). One system at a
 
     peers.py --name NAME --uri grpc://127.0.0.1:PORT --data DIR --queries DIR --out FILE
              [--dialect none|spark|datafusion] [--sequential 300] [--clients 8] [--seconds 10]
-             [--tpch DIR] [--kill-pid PID] [--kill-at 3]
+             [--tpch DIR] [--kill-pid PID] [--kill-at 3] [--header NAME=VALUE ...]
 
 Figures: the trivial statement (`SELECT 1`) sequential p50/p99 and its q/s with N client
 threads; the same for the short mix (the files of --queries, in turn); with --tpch, the 22
@@ -51,7 +51,9 @@ class Client:
     """One ADBC connection with one cursor, its tables registered."""
 
     def __init__(self, args):
-        self.conn = flight_sql.connect(args.uri, autocommit=True)
+        headers = dict(header.split("=", 1) for header in args.header)
+        db_kwargs = {"adbc.flight.sql.rpc.call_header." + name: value for name, value in headers.items()}
+        self.conn = flight_sql.connect(args.uri, db_kwargs=db_kwargs, autocommit=True)
         self.cursor = self.conn.cursor()
         for statement in setup_statements(args.dialect, args.data):
             self.cursor.execute(statement)
@@ -194,6 +196,8 @@ def main():
     parser.add_argument("--tpch")
     parser.add_argument("--kill-pid", type=int)
     parser.add_argument("--kill-at", type=float, default=3)
+    parser.add_argument("--header", action="append", default=[],
+                        help="NAME=VALUE sent with every call (cache-control=no-cache)")
     args = parser.parse_args()
     if not args.uri.startswith(("grpc://127.0.0.1:", "grpc://localhost:")):
         sys.exit("refusing a system that is not on loopback: " + args.uri)
