@@ -151,6 +151,11 @@ pub struct JobManagerConfig {
     pub queue_max_wait_ms: u64,
     /// How long the hand-over of a plan to a TaskManager may take, in milliseconds.
     pub handover_timeout_ms: u64,
+    /// A query that runs on one TaskManager (and fills no result cache entry) is handed over
+    /// inside its ticket, sealed: the TaskManager reserves its slots when the gateway fetches
+    /// it, and the shard makes no call (one round trip fewer). False: every hand-over is a
+    /// call from the shard.
+    pub handover_in_ticket: bool,
     /// DataFusion `target_partitions` per stage; 0 means the number of cores.
     pub target_partitions: usize,
     /// DataFusion batch size, in rows.
@@ -194,6 +199,7 @@ impl Default for JobManagerConfig {
             queue_length: 256,
             queue_max_wait_ms: 5_000,
             handover_timeout_ms: 5000,
+            handover_in_ticket: true,
             target_partitions: 0,
             batch_size: 8192,
             scan_bytes_per_partition: 0,

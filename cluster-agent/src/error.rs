@@ -51,6 +51,24 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// Rebuilds an error received from a TaskManager so that it keeps its code.
+    pub(crate) fn from_body(body: flotilla_protocol::ErrorBody) -> Self {
+        match body.code {
+            ErrorCode::SqlSyntax => Self::SqlSyntax(body.message),
+            ErrorCode::SqlPlanning => Self::SqlPlanning(body.message),
+            ErrorCode::BadRequest => Self::BadRequest(body.message),
+            ErrorCode::Unavailable => Self::NoTaskManager(body.message),
+            ErrorCode::ClusterBusy => Self::ClusterBusy(body.message),
+            ErrorCode::Internal => Self::Internal(
+                body.message
+                    .strip_prefix("internal error: ")
+                    .unwrap_or(&body.message)
+                    .to_string(),
+            ),
+            _ => Self::Internal(format!("{}: {}", body.code, body.message)),
+        }
+    }
+
     /// Returns the stable code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -12,6 +12,10 @@
 //!  TM₁ ──release(lease)──▶ TM₁, TM₂                    (stream ended, failed or dropped)
 //!  TM₂ runs a task only with header x-flotilla-lease naming a live lease
 //! ```
+//!
+//! A query that runs on one TaskManager is reserved by the head itself: in the reserving
+//! hand-over call, or when the gateway presents the ticket that carries the hand-over
+//! (`handover.rs`); nothing is held before.
 
 /// The Flight action that reserves slots.
 pub const RESERVE_ACTION: &str = "flotilla.lease.reserve";

@@ -30,6 +30,7 @@ pub use error::AgentError;
 pub use gendata::{TPCH_TABLES, generate as generate_tpch, is_generated as is_tpch_generated};
 pub use handover::{HANDOVER_ACTION, HandoverRequest, HandoverResponse};
 pub use jobmanager::{JobManager, JobManagerMetrics, start_jobmanager};
+pub use lease::{LeaseIds, RELEASE_ACTION, RESERVE_ACTION, ReserveRequest};
 pub use node::{Drain, NodeHandle};
 pub use taskmanager::{TaskManager, TaskManagerMetrics, start_taskmanager};
 

@@ -31,6 +31,12 @@ pub struct QueryCommand {
     /// neither read nor filled.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_cache: bool,
+    /// The shard must hand the query over itself rather than put the hand-over in the ticket
+    /// ([`HANDOVER_TICKET_PREFIX`]): an earlier attempt's ticket was refused by its TaskManager
+    /// (no free slot, or already presented), and a hand-over waits for slots in the shard's
+    /// queue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub via_handover: bool,
 }
 
 /// Where a handed-over query runs, as a shard says it in its `FlightInfo` endpoint's
@@ -66,6 +72,11 @@ impl QueryPlacement {
 /// The prefix of a ticket that names a result a TaskManager keeps in its result cache
 /// (`cache:<entry id>`) rather than a handed-over plan.
 pub const CACHE_TICKET_PREFIX: &str = "cache:";
+
+/// The prefix of a ticket that carries its own hand-over (a query that runs on one
+/// TaskManager: its plan and slot lease, sealed by the shard): the TaskManager reserves the
+/// slots and runs it when the ticket is presented, so the shard makes no call of its own.
+pub const HANDOVER_TICKET_PREFIX: &[u8] = b"handover:";
 
 /// The `DoAction` type that asks a shard to plan a [`QueryCommand`] without running it. The
 /// answer's body is a Flight SQL `ActionCreatePreparedStatementResult` (empty handle) with
@@ -137,6 +148,7 @@ impl QueryCommand {
             params: Vec::new(),
             avoid: Vec::new(),
             no_cache: false,
+            via_handover: false,
         }
     }
 

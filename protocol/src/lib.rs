@@ -13,7 +13,7 @@ mod trace;
 
 pub use command::{
     CACHE_TICKET_PREFIX, CATALOG_ACTION, DEFAULT_POOL, DEFAULT_TENANT, DESCRIBE_ACTION,
-    QueryCommand, QueryPlacement, TASKMANAGERS_ACTION, TaskManagersRequest,
+    HANDOVER_TICKET_PREFIX, QueryCommand, QueryPlacement, TASKMANAGERS_ACTION, TaskManagersRequest,
 };
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 pub use headers::{

@@ -64,13 +64,24 @@ impl JobManager {
         record_step("plan_us", &mut step);
         let mut entry = self.cache_entry(&caching, planned.as_deref()).await;
         let want = planned.as_ref().map_or(1, |planned| planned.width);
-        if let (1, Some(planned)) = (want, &planned)
-            && let Some(info) = self
-                .hand_over_reserving(command, planned, entry_id(&entry))
-                .await?
-        {
-            record_step("handover_us", &mut step);
-            return Ok(self.remember(caching, entry, info));
+        if let (1, Some(planned)) = (want, &planned) {
+            // A result to keep is handed over by call: readers of its entry must find it
+            // running on the TaskManager as soon as the shard's index names it.
+            let in_ticket = entry
+                .is_none()
+                .then(|| self.hand_over_in_ticket(command, planned))
+                .flatten();
+            let handed = match in_ticket {
+                Some(info) => Some(info),
+                None => {
+                    self.hand_over_reserving(command, planned, entry_id(&entry))
+                        .await?
+                }
+            };
+            if let Some(info) = handed {
+                record_step("handover_us", &mut step);
+                return Ok(self.remember(caching, entry, info));
+            }
         }
         let mut guard = LeaseGuard {
             leaser: Arc::clone(&inner.leaser),
@@ -260,13 +271,13 @@ impl JobManager {
             Err(error) => {
                 // The head gave back what it reserved before it answered.
                 guard.armed = false;
-                Err(body_to_error(error))
+                Err(AgentError::from_body(error))
             }
         }
     }
 
     /// The hand-over of `planned` to `head`, under a lease held on `workers`.
-    fn handover_request(
+    pub(super) fn handover_request(
         &self,
         command: &QueryCommand,
         planned: &PlannedQuery,
@@ -285,6 +296,7 @@ impl JobManager {
             reserve_slots: 0,
             holder: String::new(),
             cache_entry: String::new(),
+            issued_unix_ms: 0,
         }
     }
 
@@ -329,7 +341,7 @@ impl JobManager {
                     self.inner.metrics.handover_retries.inc();
                     last_error = Some(error.message);
                 }
-                Err(error) => return Err(body_to_error(error)),
+                Err(error) => return Err(AgentError::from_body(error)),
             }
         }
         Err(AgentError::NoTaskManager(last_error.unwrap_or_default()))
@@ -343,7 +355,11 @@ fn decode_handover(body: bytes::Bytes) -> Result<HandoverResponse, ErrorBody> {
 
 /// Where the gateway fetches a handed-over query's result (the head, with its ticket), and
 /// where the query runs (`holders`, for the query's record).
-fn flight_info(response: HandoverResponse, head: &str, holders: &[String]) -> FlightInfo {
+pub(super) fn flight_info(
+    response: HandoverResponse,
+    head: &str,
+    holders: &[String],
+) -> FlightInfo {
     let placement = flotilla_protocol::QueryPlacement {
         taskmanagers: holders.to_vec(),
         ..flotilla_protocol::QueryPlacement::default()
@@ -359,24 +375,6 @@ fn flight_info(response: HandoverResponse, head: &str, holders: &[String]) -> Fl
 fn record_step(field: &'static str, step: &mut Instant) {
     tracing::Span::current().record(field, step.elapsed().as_micros() as u64);
     *step = Instant::now();
-}
-
-/// Rebuilds an error received from a TaskManager so that it keeps its code.
-fn body_to_error(body: ErrorBody) -> AgentError {
-    match body.code {
-        ErrorCode::SqlSyntax => AgentError::SqlSyntax(body.message),
-        ErrorCode::SqlPlanning => AgentError::SqlPlanning(body.message),
-        ErrorCode::BadRequest => AgentError::BadRequest(body.message),
-        ErrorCode::Unavailable => AgentError::NoTaskManager(body.message),
-        ErrorCode::ClusterBusy => AgentError::ClusterBusy(body.message),
-        ErrorCode::Internal => AgentError::Internal(
-            body.message
-                .strip_prefix("internal error: ")
-                .unwrap_or(&body.message)
-                .to_string(),
-        ),
-        _ => AgentError::Internal(format!("{}: {}", body.code, body.message)),
-    }
 }
 
 /// Returns a query's slots unless its hand-over succeeded: on an error, and also when the

@@ -29,6 +29,8 @@ pub struct JobManagerMetrics {
     pub handover_hedges: IntCounterVec,
     /// Reservations a query stopped waiting for once another TaskManager had granted one.
     pub stragglers: IntCounter,
+    /// Queries handed over inside their ticket (no call from the shard).
+    pub handovers_in_ticket: IntCounter,
     /// Queries whose plan came from the plan cache.
     pub plan_cache_hits: IntCounter,
     /// Queries planned because the cache had no current plan for them.
@@ -73,6 +75,10 @@ impl JobManagerMetrics {
             stragglers: families.counter(
                 "flotilla_jobmanager_reservation_stragglers_total",
                 "Reservations a query stopped waiting for once another TaskManager had granted one (the query ran narrower)",
+            )?,
+            handovers_in_ticket: families.counter(
+                "flotilla_jobmanager_handovers_in_ticket_total",
+                "Queries handed over inside their ticket, sealed, for the TaskManager to reserve and run when the gateway fetches it (no call from the shard)",
             )?,
             queries_planned: families.counter(
                 "flotilla_jobmanager_queries_planned_total",

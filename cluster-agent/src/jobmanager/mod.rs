@@ -8,6 +8,7 @@ mod checks;
 mod coop;
 mod flight;
 mod handover;
+mod in_ticket;
 mod introspection;
 mod leasing;
 mod metrics;

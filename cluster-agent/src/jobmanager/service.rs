@@ -41,6 +41,9 @@ pub(super) struct Inner {
     pub(super) drain: Drain,
     /// What each statement's planning allocates here, and the process's watermark.
     pub(super) memory_guard: Arc<crate::memory::MemoryGuard>,
+    /// Seals the hand-overs put in tickets; None: every hand-over is a call
+    /// (`jobmanager.handover_in_ticket` off).
+    pub(super) handover_tickets: Option<flotilla_cluster::keys::Sealer>,
 }
 
 /// Starts a shard on the configured addresses, joins gossip, and returns its handle.
@@ -147,6 +150,9 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
             metrics,
             drain: Drain::default(),
             memory_guard,
+            handover_tickets: section
+                .handover_in_ticket
+                .then(|| config.cluster.sealer(Traffic::Handovers)),
         }),
     };
     let router = crate::node::grpc_server(&config.cluster, &secret)?.add_service(

@@ -4,6 +4,7 @@
 use super::keeper::keep_leases;
 use super::results::{ResultStream, StreamingGuard, flight_result};
 use super::service::TaskManager;
+use super::tickets::PendingQuery;
 use crate::error::AgentError;
 use crate::handover::{HANDOVER_ACTION, HandoverRequest};
 use crate::lease::{RELEASE_ACTION, RENEW_ACTION, RESERVE_ACTION};
@@ -64,35 +65,16 @@ impl TaskManager {
         };
         Ok(Response::new(flight.boxed()))
     }
-}
 
-// === impl MemberFlight for TaskManager ===
-
-#[async_trait]
-impl MemberFlight for TaskManager {
-    async fn do_get(
+    /// Runs a taken query's head stage and streams its result, keeping its slots leased until
+    /// the stream ends.
+    fn serve(
         &self,
-        request: Request<Ticket>,
+        pending: PendingQuery,
+        trace: &flotilla_protocol::TraceContext,
     ) -> Result<Response<FlightStream<FlightData>>, Status> {
-        let trace = flotilla_cluster::incoming_trace(request.metadata());
-        let ticket = String::from_utf8(request.into_inner().ticket.to_vec())
-            .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
-        if let Some(entry) = ticket.strip_prefix(flotilla_protocol::CACHE_TICKET_PREFIX) {
-            return self.serve_cached(entry, &trace).await;
-        }
-        let pending = self
-            .inner
-            .tickets
-            .take(&ticket)
-            .ok_or_else(|| AgentError::TicketNotFound(ticket.clone()))?;
-        let lease = pending.lease;
-        if !self.inner.leases.is_valid(&lease.lease_id) {
-            return Err(AgentError::TicketNotFound(format!(
-                "{ticket} (its slot lease expired before the result was fetched)"
-            ))
-            .into());
-        }
         // From the first fetch on, the head keeps the query's slots until the stream ends.
+        let lease = pending.lease;
         let keep_alive = keep_leases(
             lease.lease_id,
             lease.holders,
@@ -144,6 +126,41 @@ impl MemberFlight for TaskManager {
         };
         drop(span);
         Ok(Response::new(flight.boxed()))
+    }
+}
+
+// === impl MemberFlight for TaskManager ===
+
+#[async_trait]
+impl MemberFlight for TaskManager {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<FlightStream<FlightData>>, Status> {
+        let trace = flotilla_cluster::incoming_trace(request.metadata());
+        let ticket = request.into_inner().ticket;
+        if ticket.starts_with(flotilla_protocol::HANDOVER_TICKET_PREFIX) {
+            let span = tracing::info_span!("handover", trace_id = %trace.trace_id());
+            let pending = span.in_scope(|| self.take_ticket_handover(&ticket, trace))?;
+            return self.serve(pending, &trace);
+        }
+        let ticket = String::from_utf8(ticket.to_vec())
+            .map_err(|_| AgentError::BadRequest("ticket is not UTF-8".into()))?;
+        if let Some(entry) = ticket.strip_prefix(flotilla_protocol::CACHE_TICKET_PREFIX) {
+            return self.serve_cached(entry, &trace).await;
+        }
+        let pending = self
+            .inner
+            .tickets
+            .take(&ticket)
+            .ok_or_else(|| AgentError::TicketNotFound(ticket.clone()))?;
+        if !self.inner.leases.is_valid(&pending.lease.lease_id) {
+            return Err(AgentError::TicketNotFound(format!(
+                "{ticket} (its slot lease expired before the result was fetched)"
+            ))
+            .into());
+        }
+        self.serve(pending, &trace)
     }
 
     async fn do_action(

@@ -60,6 +60,37 @@ impl TaskManager {
         trace: TraceContext,
     ) -> Result<HandoverResponse, AgentError> {
         let inner = &self.inner;
+        let mut pending = self.take_over(&request, trace)?;
+        pending.fill = inner.results.start(&request.cache_entry);
+        let ticket = format!("{}.{}", request.query_id, uuid::Uuid::new_v4().simple());
+        match inner.tickets.insert(ticket.clone(), pending) {
+            Some(expired) => {
+                inner.metrics.tickets_expired.inc_by(expired as u64);
+                Ok(HandoverResponse {
+                    ticket: ticket.into_bytes(),
+                })
+            }
+            None => {
+                if request.reserve_slots > 0 {
+                    inner
+                        .leases
+                        .release(std::slice::from_ref(&request.lease_id));
+                }
+                Err(AgentError::NoTaskManager(format!(
+                    "taskmanager {} holds too many unfetched results",
+                    inner.node_id
+                )))
+            }
+        }
+    }
+
+    /// Takes a hand-over: reserves its slots first when it says so (and gives them back if
+    /// anything after fails), adopts its lease and decodes its plan, ready to run.
+    pub(super) fn take_over(
+        &self,
+        request: &HandoverRequest,
+        trace: TraceContext,
+    ) -> Result<PendingQuery, AgentError> {
         let head_url = Url::parse(&request.head_url)
             .map_err(|error| AgentError::BadRequest(format!("head url: {error}")))?;
         let worker_urls = request
@@ -68,25 +99,24 @@ impl TaskManager {
             .map(|url| Url::parse(url))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| AgentError::BadRequest(format!("worker url: {error}")))?;
-
-        if request.reserve_slots > 0 {
-            self.reserve(
-                &request.lease_id,
-                &request.query_id,
-                &request.holder,
-                request.reserve_slots,
-                request.lease_ttl_ms,
-            )?;
-            // Reserved here: any failure from now on gives the slots back.
-            let accepted = self.adopt_and_stage(&request, head_url, worker_urls, trace);
-            if accepted.is_err() {
-                inner
-                    .leases
-                    .release(std::slice::from_ref(&request.lease_id));
-            }
-            return accepted;
+        if request.reserve_slots == 0 {
+            return self.adopt_and_decode(request, head_url, worker_urls, trace);
         }
-        self.adopt_and_stage(&request, head_url, worker_urls, trace)
+        self.reserve(
+            &request.lease_id,
+            &request.query_id,
+            &request.holder,
+            request.reserve_slots,
+            request.lease_ttl_ms,
+        )?;
+        // Reserved here: any failure from now on gives the slots back.
+        let taken = self.adopt_and_decode(request, head_url, worker_urls, trace);
+        if taken.is_err() {
+            self.inner
+                .leases
+                .release(std::slice::from_ref(&request.lease_id));
+        }
+        taken
     }
 
     /// Reserves `slots` under `lease_id`, unless draining or short of free slots.
@@ -117,14 +147,14 @@ impl TaskManager {
             })
     }
 
-    /// Adopts the query's lease, decodes its plan and keeps it under a new ticket.
-    fn adopt_and_stage(
+    /// Adopts the query's lease and decodes its plan.
+    fn adopt_and_decode(
         &self,
         request: &HandoverRequest,
         head_url: Url,
         worker_urls: Vec<Url>,
         trace: TraceContext,
-    ) -> Result<HandoverResponse, AgentError> {
+    ) -> Result<PendingQuery, AgentError> {
         let inner = &self.inner;
         if !inner.leases.adopt(&request.lease_id, inner.fetch_window) {
             return Err(AgentError::NoLease(format!(
@@ -177,27 +207,18 @@ impl TaskManager {
                     crate::error::root_message(&error)
                 )),
             })?;
-        let ticket = format!("{}.{}", request.query_id, uuid::Uuid::new_v4().simple());
         let lease = QueryLease {
             lease_id: request.lease_id.clone(),
             holders: request.worker_urls.clone(),
             head_url: request.head_url.clone(),
             ttl: Duration::from_millis(request.lease_ttl_ms.clamp(300, 600_000)),
         };
-        let mut pending = PendingQuery::new(request.query_id.clone(), plan, task_ctx, lease);
-        pending.fill = inner.results.start(&request.cache_entry);
-        match inner.tickets.insert(ticket.clone(), pending) {
-            Some(expired) => {
-                inner.metrics.tickets_expired.inc_by(expired as u64);
-                inner.metrics.handovers.inc();
-                Ok(HandoverResponse {
-                    ticket: ticket.into_bytes(),
-                })
-            }
-            None => Err(AgentError::NoTaskManager(format!(
-                "taskmanager {} holds too many unfetched results",
-                inner.node_id
-            ))),
-        }
+        inner.metrics.handovers.inc();
+        Ok(PendingQuery::new(
+            request.query_id.clone(),
+            plan,
+            task_ctx,
+            lease,
+        ))
     }
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics of a TaskManager.
 
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
 /// Sets a counter that mirrors a running total kept elsewhere (it only ever rises).
 pub(crate) fn catch_up(counter: &IntCounter, total: u64) {
@@ -17,6 +17,9 @@ pub struct TaskManagerMetrics {
     pub flight_bytes_sent: IntCounter,
     /// Plans handed over by shards.
     pub handovers: IntCounter,
+    /// Hand-overs presented inside tickets, by `outcome`: `run`, `busy` (no free slot),
+    /// `refused` (presented before, stale, forged).
+    pub handovers_in_ticket: IntCounterVec,
     /// Result tickets served.
     pub tickets_served: IntCounter,
     /// Handed-over plans dropped because nobody fetched them in time.
@@ -76,6 +79,17 @@ impl TaskManagerMetrics {
                 "flotilla_taskmanager_handovers_total",
                 "Query plans handed over by shards",
             )?,
+            handovers_in_ticket: {
+                let family = families.counter_vec(
+                    "flotilla_taskmanager_handovers_in_ticket_total",
+                    "Hand-overs presented inside a ticket, by outcome: run, busy (no free slot, refused before the first byte), refused (presented before, stale or forged)",
+                    &["outcome"],
+                )?;
+                for outcome in ["run", "busy", "refused"] {
+                    family.with_label_values(&[outcome]);
+                }
+                family
+            },
             tickets_served: families.counter(
                 "flotilla_taskmanager_tickets_served_total",
                 "Result tickets fetched with DoGet",

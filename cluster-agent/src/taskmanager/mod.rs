@@ -4,6 +4,7 @@
 mod compact;
 mod flight;
 mod handover;
+mod in_ticket;
 mod keeper;
 mod leases;
 mod metrics;

@@ -49,6 +49,8 @@ pub(super) struct Inner {
     /// A session with every built-in function; cloned for each handed-over query.
     pub(super) base_state: SessionState,
     pub(super) tickets: TicketStore,
+    /// Opens the hand-overs shards put in tickets, and remembers those taken.
+    pub(super) ticket_handovers: super::in_ticket::TicketHandovers,
     /// Results kept for repeated statements (and waited for by identical ones meanwhile).
     pub(super) results: Arc<ResultCache>,
     pub(super) metrics: TaskManagerMetrics,
@@ -132,6 +134,11 @@ pub async fn start_taskmanager(config: Config, registry: Registry) -> anyhow::Re
             tickets: TicketStore::new(
                 Duration::from_secs(section.ticket_ttl_secs),
                 section.max_pending_tickets,
+            ),
+            ticket_handovers: super::in_ticket::TicketHandovers::new(
+                config
+                    .cluster
+                    .sealer(flotilla_cluster::keys::Traffic::Handovers),
             ),
             results: Arc::new(ResultCache::new(
                 usize::try_from(section.result_cache_mb.saturating_mul(1024 * 1024))?,

@@ -41,11 +41,28 @@ pub fn command(sql: &str) -> FlightDescriptor {
     FlightDescriptor::new_cmd(command.to_bytes())
 }
 
-/// Asks the shard for a query's ticket, as the gateway does; returns the head and the ticket.
+/// Asks the shard for a query's ticket as a gateway does after its TaskManager refused one:
+/// the plan handed over by call and kept on its head under a ticket until fetched. Returns the
+/// head and the ticket.
 pub async fn plan(shard_url: &str, secret: &str) -> (String, Ticket) {
+    plan_with(shard_url, secret, true).await
+}
+
+/// Asks the shard for a query's ticket as a gateway first does: the hand-over sealed in the
+/// ticket, nothing held on the head until it is presented. Returns the head and the ticket.
+pub async fn plan_in_ticket(shard_url: &str, secret: &str) -> (String, Ticket) {
+    plan_with(shard_url, secret, false).await
+}
+
+async fn plan_with(shard_url: &str, secret: &str, via_handover: bool) -> (String, Ticket) {
+    let command = QueryCommand {
+        no_cache: true,
+        via_handover,
+        ..QueryCommand::new("SELECT * FROM region")
+    };
     let info = signed(shard_url, secret)
         .await
-        .get_flight_info(command("SELECT * FROM region"))
+        .get_flight_info(FlightDescriptor::new_cmd(command.to_bytes()))
         .await
         .unwrap()
         .into_inner();

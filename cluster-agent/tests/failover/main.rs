@@ -6,6 +6,7 @@
 mod cancel;
 #[path = "../common/mod.rs"]
 mod common;
+mod in_ticket;
 mod shards;
 mod taskmanagers;
 

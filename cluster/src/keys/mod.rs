@@ -46,6 +46,9 @@ pub enum Traffic {
     Calls,
     /// Flight SQL tickets: sealed by one gateway, opened by any.
     Tickets,
+    /// Hand-overs a shard puts in a ticket: sealed by a shard, opened by the TaskManager the
+    /// ticket names.
+    Handovers,
 }
 
 impl Traffic {
@@ -56,6 +59,7 @@ impl Traffic {
             Self::Reports => "reports",
             Self::Calls => "calls",
             Self::Tickets => "tickets",
+            Self::Handovers => "handovers",
         }
     }
 }
@@ -111,6 +115,7 @@ pub(crate) static REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         Traffic::Reports,
         Traffic::Calls,
         Traffic::Tickets,
+        Traffic::Handovers,
     ] {
         for reason in [
             Refused::Unsealed,

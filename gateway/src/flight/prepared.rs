@@ -177,6 +177,7 @@ impl FlightSql {
             params: Vec::new(),
             avoid: Vec::new(),
             no_cache: false,
+            via_handover: false,
         };
         let key = crate::query::normalized(&request.query);
         let answer = self

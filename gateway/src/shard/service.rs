@@ -14,7 +14,10 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightDescriptor, Ticket};
 use flotilla_cluster::ClusterSecret;
 use flotilla_cluster::keys::Signed;
-use flotilla_protocol::{ErrorBody, QueryCommand, QueryPlacement, TraceContext};
+use flotilla_protocol::{
+    CACHE_TICKET_PREFIX, ErrorBody, ErrorCode, HANDOVER_TICKET_PREFIX, QueryCommand,
+    QueryPlacement, TraceContext,
+};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -95,19 +98,23 @@ impl ShardClient {
             params: request.params,
             avoid,
             no_cache: request.no_cache,
+            via_handover: false,
         };
         // A kept result its TaskManager no longer holds (evicted, not kept after all, or the
         // TaskManager restarted): asked again at once, the shard forgets it and runs the
-        // statement. No fault, so no backoff and nothing spent from the retry budget.
-        for _ in 0..2 {
+        // statement. A hand-over in a ticket its TaskManager refused before the first byte (no
+        // free slot): asked again for a hand-over by call, which waits in the shard's queue.
+        // Neither is a fault, so no backoff and nothing spent from the retry budget.
+        for _ in 0..3 {
             match self.try_plan_and_fetch(&shard, &command, &timeline).await {
                 Err(Fetch::Gone(taskmanager)) => command.avoid.push(taskmanager),
+                Err(Fetch::Refused) => command.via_handover = true,
                 Err(Fetch::Failed(error)) => return Err(error),
                 Ok(result) => return Ok(result),
             }
         }
         Err(GatewayError::Internal(format!(
-            "shard {shard} named cached results its TaskManagers do not hold, twice"
+            "shard {shard} named results or hand-overs its TaskManagers refused, three times"
         )))
     }
 
@@ -161,12 +168,17 @@ impl ShardClient {
             .instrument(span.clone())
             .await
             .map_err(|status| {
-                if ticket
-                    .ticket
-                    .starts_with(flotilla_protocol::CACHE_TICKET_PREFIX.as_bytes())
-                    && is_ticket_not_found(&status)
+                let code = error_code(&status);
+                let refused = [ErrorCode::TicketNotFound, ErrorCode::ClusterBusy];
+                if ticket.ticket.starts_with(CACHE_TICKET_PREFIX.as_bytes())
+                    && code == Some(ErrorCode::TicketNotFound)
                 {
                     return Fetch::Gone(taskmanager.to_string());
+                }
+                if ticket.ticket.starts_with(HANDOVER_TICKET_PREFIX)
+                    && code.is_some_and(|code| refused.contains(&code))
+                {
+                    return Fetch::Refused;
                 }
                 Fetch::Failed(taskmanager_error(taskmanager, &status))
             })?
@@ -263,6 +275,8 @@ impl ShardClient {
 enum Fetch {
     /// The `cache:` ticket's TaskManager does not hold that result (any more).
     Gone(String),
+    /// The hand-over the ticket carried was refused (no free slot, or presented before).
+    Refused,
     Failed(GatewayError),
 }
 
@@ -272,10 +286,9 @@ impl From<GatewayError> for Fetch {
     }
 }
 
-/// Says whether a TaskManager's answer is `ticket_not_found`.
-fn is_ticket_not_found(status: &tonic::Status) -> bool {
-    !status.details().is_empty()
-        && ErrorBody::from(status).code == flotilla_protocol::ErrorCode::TicketNotFound
+/// The error code of a TaskManager's own answer; None for a transport failure.
+fn error_code(status: &tonic::Status) -> Option<ErrorCode> {
+    (!status.details().is_empty()).then(|| ErrorBody::from(status).code)
 }
 
 /// Returns the row count of a Flight message carrying a record batch.
@@ -331,7 +344,7 @@ fn taskmanager_error(taskmanager: &str, status: &tonic::Status) -> GatewayError 
         };
     }
     let body = ErrorBody::from(status);
-    if body.code.is_retryable() || body.code == flotilla_protocol::ErrorCode::TicketNotFound {
+    if body.code.is_retryable() || body.code == ErrorCode::TicketNotFound {
         return GatewayError::TaskManagerUnavailable {
             taskmanager: taskmanager.to_string(),
             message: body.message,
