@@ -1,8 +1,13 @@
 //! The table catalog every process reads: names, formats, locations (local paths or
 //! `s3://` objects) and partition columns; where files may be read from (`location.rs`); the
-//! object stores (`stores.rs`); and the tables' versions (`versions.rs`).
+//! object stores (`stores.rs`); the tables' versions (`versions.rs`); Delta Lake tables
+//! (`delta/`) and the schema that names their versions (`lake.rs`); ORC files (`orc.rs`).
 
+pub(crate) mod delta;
+pub(crate) mod lake;
 mod location;
+pub(crate) mod orc;
+mod register;
 pub(crate) mod stores;
 pub(crate) mod versions;
 
@@ -11,7 +16,7 @@ pub use stores::ObjectStoreConfig;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
-use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -87,6 +92,11 @@ pub enum TableFormat {
     Csv,
     /// Newline-delimited JSON: one object per line.
     Ndjson,
+    /// Apache ORC (read with orc-rust, through datafusion-orc).
+    Orc,
+    /// A Delta Lake table: the location holds `_delta_log/`, which says which Parquet files
+    /// make up each version, and the partition columns.
+    Delta,
 }
 
 impl TableFormat {
@@ -97,9 +107,25 @@ impl TableFormat {
             "parquet" | "parq" => Some(Self::Parquet),
             "csv" => Some(Self::Csv),
             "ndjson" | "jsonl" | "json" => Some(Self::Ndjson),
+            "orc" => Some(Self::Orc),
             _ => None,
         }
     }
+
+    /// Returns the format `--table NAME=PATH:FORMAT` names, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "parquet" => Some(Self::Parquet),
+            "csv" => Some(Self::Csv),
+            "ndjson" | "json" | "jsonl" => Some(Self::Ndjson),
+            "orc" => Some(Self::Orc),
+            "delta" => Some(Self::Delta),
+            _ => None,
+        }
+    }
+
+    /// The formats' names, for messages.
+    pub const NAMES: &'static str = "parquet, csv, ndjson, orc and delta";
 
     /// The extension of a directory's files, as DataFusion selects them.
     fn default_extension(self) -> &'static str {
@@ -107,6 +133,8 @@ impl TableFormat {
             Self::Parquet => ".parquet",
             Self::Csv => ".csv",
             Self::Ndjson => ".json",
+            Self::Orc => ".orc",
+            Self::Delta => ".parquet",
         }
     }
 }
@@ -205,6 +233,13 @@ impl CatalogConfig {
                 return Err(format!("table `{}` is listed twice", table.name));
             }
             table.partition_columns()?;
+            if table.format == TableFormat::Delta && !table.partitions.is_empty() {
+                return Err(format!(
+                    "table `{}`: a Delta table's partition columns come from its log; \
+                     remove `partitions`",
+                    table.name
+                ));
+            }
             match table.parsed_location()? {
                 Location::Local(path) if !path.exists() => {
                     return Err(format!(
@@ -263,61 +298,6 @@ pub struct UnreachableTable {
     pub table: TableConfig,
     /// Why, naming its location: `table `t` at s3://bucket/t/: <the store's error>`.
     pub reason: String,
-}
-
-/// How a table's files are listed: where, which extension, which partition columns.
-struct Listing {
-    location: String,
-    extension: String,
-    partitions: Vec<(String, DataType)>,
-}
-
-impl TableConfig {
-    /// How its files are listed; an error is the config's.
-    fn listing(&self) -> Result<Listing, String> {
-        Ok(Listing {
-            location: self.listing_location()?,
-            extension: self.file_extension()?,
-            partitions: self.partition_columns()?,
-        })
-    }
-
-    /// Registers the table in `ctx`, which reads its schema from its files: an error (one line,
-    /// naming the location) is the store's or the files'.
-    pub async fn register(&self, ctx: &SessionContext) -> Result<(), String> {
-        let Listing {
-            location,
-            extension,
-            partitions,
-        } = self.listing()?;
-        let name = &self.name;
-        let registered = match self.format {
-            TableFormat::Parquet => {
-                let options = ParquetReadOptions::default()
-                    .file_extension(&extension)
-                    .table_partition_cols(partitions);
-                ctx.register_parquet(name, &location, options).await
-            }
-            TableFormat::Csv => {
-                let options = CsvReadOptions::new()
-                    .has_header(self.has_header)
-                    .file_extension(&extension)
-                    .table_partition_cols(partitions);
-                ctx.register_csv(name, &location, options).await
-            }
-            TableFormat::Ndjson => {
-                let options = JsonReadOptions::default()
-                    .file_extension(&extension)
-                    .table_partition_cols(partitions);
-                ctx.register_json(name, &location, options).await
-            }
-        };
-        // One line: object store errors repeat their sources in their own text.
-        registered.map_err(|error| {
-            let reason = crate::error::root_message(&error);
-            format!("table `{name}` at {location}: {reason}")
-        })
-    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,16 @@
 //! Table versions: a table is a set of files that changes while the cluster runs. Its version
 //! is a hash of its file list (paths, sizes, modification times), listed again at least every
-//! `catalog.refresh_ms`. A cached plan is valid only for the versions it was planned from.
+//! `catalog.refresh_ms`; a Delta table's is its latest commit number, read from its log (no
+//! file listing). A cached plan is valid only for the versions it was planned from.
 //!
 //! The shard plans with DataFusion's list-files cache turned off, so a plan lists its tables
-//! when it is made: a plan made after a version was read is never older than that version.
+//! when it is made: a plan made after a version was read is never older than that version. A
+//! Delta table's plan says itself which commit it reads (`DeltaSnapshotTable::version`); a
+//! pinned reference (`orders@v3`) is at that version forever.
 
-use super::CatalogConfig;
+use super::delta::LatestVersion;
+use super::lake::Reference;
+use super::{CatalogConfig, TableFormat};
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::TryStreamExt;
@@ -31,13 +36,15 @@ pub(crate) struct CatalogVersions {
     every: Duration,
 }
 
-/// A table whose files are listed.
+/// A table whose files are listed, or whose log is read.
 struct Watched {
     name: String,
     url: ListingTableUrl,
     extension: String,
     /// Whether its files lie in partition directories below the location.
     partitioned: bool,
+    /// A Delta table's latest commit.
+    delta: Option<LatestVersion>,
 }
 
 impl CatalogVersions {
@@ -48,13 +55,17 @@ impl CatalogVersions {
             .tables
             .iter()
             .map(|table| {
+                let url =
+                    ListingTableUrl::parse(table.listing_location().map_err(anyhow::Error::msg)?)?;
+                let delta = (table.format == TableFormat::Delta)
+                    .then(|| LatestVersion::new(&url, &runtime))
+                    .transpose()?;
                 Ok(Watched {
                     name: table.name.clone(),
-                    url: ListingTableUrl::parse(
-                        table.listing_location().map_err(anyhow::Error::msg)?,
-                    )?,
+                    url,
                     extension: table.file_extension().map_err(anyhow::Error::msg)?,
                     partitioned: !table.partitions.is_empty(),
+                    delta,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -72,8 +83,12 @@ impl CatalogVersions {
         self.every.is_zero()
     }
 
-    /// Returns the current version of the table named `name`, if it is in the catalog.
+    /// Returns the current version of the table named `name`, if it is in the catalog (a
+    /// Delta table's pinned version, `orders@v3`, is 3).
     pub(crate) fn version(&self, name: &str) -> Option<Version> {
+        if let Some(version) = self.pinned(name) {
+            return Some(version);
+        }
         self.versions
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -81,13 +96,22 @@ impl CatalogVersions {
             .copied()
     }
 
+    /// The version `name` is pinned to, when it names a Delta table's version.
+    fn pinned(&self, name: &str) -> Option<Version> {
+        let (table, version) = Reference::pinned_version(name)?;
+        self.tables
+            .iter()
+            .any(|watched| watched.name == table && watched.delta.is_some())
+            .then_some(version)
+    }
+
     /// Lists every table now and returns the names of those whose version changed.
     pub(crate) async fn refresh(&self) -> Vec<String> {
         let listed = futures::future::join_all(self.tables.iter().map(|table| async {
-            let version = match self.list(table).await {
-                Ok(files) => version_of(files),
+            let version = match self.read(table).await {
+                Ok(version) => version,
                 Err(error) => {
-                    tracing::warn!(table = %table.name, %error, "cannot list the table's files");
+                    tracing::warn!(table = %table.name, %error, "cannot read the table's version");
                     UNLISTABLE
                 }
             };
@@ -114,15 +138,17 @@ impl CatalogVersions {
         &self,
         names: &[String],
     ) -> Option<(Vec<(String, Version)>, Vec<String>)> {
+        let (pinned, names): (Vec<&String>, Vec<&String>) =
+            names.iter().partition(|name| self.pinned(name).is_some());
         let watched = names
             .iter()
-            .map(|name| self.tables.iter().find(|table| &table.name == name))
+            .map(|name| self.tables.iter().find(|table| &&table.name == name))
             .collect::<Option<Vec<_>>>()?;
-        let listed = futures::future::join_all(watched.iter().map(|table| async {
-            self.list(table)
+        let mut listed = futures::future::join_all(watched.iter().map(|table| async {
+            self.read(table)
                 .await
                 .ok()
-                .map(|files| (table.name.clone(), version_of(files)))
+                .map(|version| (table.name.clone(), version))
         }))
         .await
         .into_iter()
@@ -136,6 +162,12 @@ impl CatalogVersions {
             .filter(|(name, version)| versions.insert(name.clone(), *version) != Some(*version))
             .map(|(name, _)| name.clone())
             .collect();
+        listed.extend(
+            pinned
+                .into_iter()
+                .filter_map(|name| Some((name.clone(), self.pinned(name)?))),
+        );
+        listed.sort();
         Some((listed, changed))
     }
 
@@ -165,6 +197,14 @@ impl CatalogVersions {
                 }
             }
         });
+    }
+
+    /// Reads one table's version: its log's latest commit, or a hash of its files.
+    async fn read(&self, table: &Watched) -> anyhow::Result<Version> {
+        match &table.delta {
+            Some(latest) => latest.read().await,
+            None => self.list(table).await.map(version_of),
+        }
     }
 
     /// Lists one table's files as DataFusion's listing table does.

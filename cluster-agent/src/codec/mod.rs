@@ -20,6 +20,7 @@
 //! encoded once and run many times (the shard's plan cache): the head gives its stages fresh
 //! ids each time ([`restamp_stages`]).
 
+mod scans;
 mod subtree;
 
 use subtree::{ChunkingConverter, EncodedSubtree};
@@ -37,7 +38,7 @@ use datafusion_proto::physical_plan::{
     ComposedPhysicalExtensionCodec, DeduplicatingProtoConverter, PhysicalExtensionCodec,
     PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
 };
-use datafusion_proto::protobuf::PhysicalPlanNode;
+use datafusion_proto::protobuf::{FileScanExecConf, PhysicalPlanNode};
 use prost::Message;
 use std::sync::Arc;
 
@@ -48,7 +49,7 @@ pub struct FlotillaCodec;
 /// The wire form of the nodes this codec owns.
 #[derive(Clone, PartialEq, prost::Message)]
 struct FlotillaNodeProto {
-    #[prost(oneof = "FlotillaNode", tags = "1, 2, 3")]
+    #[prost(oneof = "FlotillaNode", tags = "1, 2, 3, 4")]
     node: Option<FlotillaNode>,
 }
 
@@ -65,6 +66,9 @@ enum FlotillaNode {
     /// A subtree encoded on its own (an `EncodedSubtree`): a `PhysicalPlanNode`'s bytes.
     #[prost(bytes, tag = "3")]
     Subtree(Vec<u8>),
+    /// An ORC file scan (`scans.rs`).
+    #[prost(message, tag = "4")]
+    OrcScan(FileScanExecConf),
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -126,6 +130,11 @@ impl PhysicalExtensionCodec for FlotillaCodec {
                 let decode_ctx = PhysicalPlanDecodeContext::new(ctx, &codec);
                 proto_converter.proto_to_execution_plan(&node, &decode_ctx)
             }
+            Some(FlotillaNode::OrcScan(config)) => {
+                let codec = composed();
+                let decode_ctx = PhysicalPlanDecodeContext::new(ctx, &codec);
+                scans::decode_orc(&config, &decode_ctx, proto_converter)
+            }
             None => Err(DataFusionError::Internal("empty flotilla plan node".into())),
         }
     }
@@ -152,6 +161,8 @@ impl PhysicalExtensionCodec for FlotillaCodec {
                 original: Some(original),
                 variants,
             })
+        } else if let Some(config) = scans::orc_scan(node.as_ref()) {
+            FlotillaNode::OrcScan(scans::encode_orc(config, &composed(), proto_converter)?)
         } else {
             return Err(DataFusionError::Internal(format!(
                 "flotilla codec cannot encode {}",

@@ -4,7 +4,7 @@
 use super::cached::{Lookup, entry_id};
 use super::introspection;
 use super::leasing::{Leased, SlotLeaser};
-use super::plan_cache::{PlanKey, reused_tables};
+use super::plan_cache::{PlanKey, reused_tables, snapshot_versions};
 use super::planner::PlannedQuery;
 use super::service::JobManager;
 use crate::error::AgentError;
@@ -135,10 +135,17 @@ impl JobManager {
         span.record("cached", false);
         let logical = self.logical(command, logical).await?;
         // Read before planning lists the files: the plan is never older than these versions.
+        // A Delta table's plan reads the commit its logical plan holds: that one.
+        let snapshots = snapshot_versions(logical);
         let tables = reused_tables(logical).and_then(|names| {
             names
                 .into_iter()
-                .map(|name| inner.versions.version(&name).map(|version| (name, version)))
+                .map(|name| {
+                    let read = snapshots.iter().find(|(table, _)| *table == name);
+                    read.map(|(_, version)| *version)
+                        .or_else(|| inner.versions.version(&name))
+                        .map(|version| (name, version))
+                })
                 .collect::<Option<Vec<_>>>()
         });
         let mut planned = inner.planner.plan(logical, workers).await?;

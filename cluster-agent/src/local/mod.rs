@@ -32,8 +32,9 @@ pub struct LocalArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Serve your own table instead of TPC-H: `NAME=PATH`, the format from the extension
-    /// (`.parquet`, `.csv`, `.json`/`.ndjson`/`.jsonl`; a directory from its files'), or
-    /// `NAME=PATH:FORMAT` (parquet, csv, ndjson). Repeatable.
+    /// (`.parquet`, `.csv`, `.json`/`.ndjson`/`.jsonl`, `.orc`; a directory from its files', or
+    /// a Delta table when it holds `_delta_log/`), or `NAME=PATH:FORMAT` (parquet, csv, ndjson,
+    /// orc, delta). Repeatable.
     #[arg(long = "table", value_name = "NAME=PATH[:FORMAT]")]
     tables: Vec<String>,
     /// Serve the tables of this TOML file's `[catalog]` section (tables, data_roots,

@@ -62,13 +62,11 @@ fn parse_table(flag: &str) -> anyhow::Result<TableConfig> {
     }
     let (path, format) = match rest.rsplit_once(':') {
         Some((path, format)) if !format.contains('/') => {
-            let format = match format.to_ascii_lowercase().as_str() {
-                "parquet" => TableFormat::Parquet,
-                "csv" => TableFormat::Csv,
-                "ndjson" | "json" | "jsonl" => TableFormat::Ndjson,
-                other => anyhow::bail!(
-                    "--table {flag}: unknown format `{other}`; the formats are parquet, csv and ndjson"
-                ),
+            let Some(format) = TableFormat::from_name(format) else {
+                anyhow::bail!(
+                    "--table {flag}: unknown format `{format}`; the formats are {}",
+                    TableFormat::NAMES
+                );
             };
             (path, Some(format))
         }
@@ -85,12 +83,18 @@ fn parse_table(flag: &str) -> anyhow::Result<TableConfig> {
     let first = first_file(&location);
     let format = match (format, &first) {
         (Some(format), _) => format,
+        // A Delta table's directory: its log says which of the files are the table.
+        _ if Path::new(&location).join("_delta_log").is_dir() => {
+            return Ok(TableConfig::new(name, TableFormat::Delta, location));
+        }
         (None, Some(file)) => {
             TableFormat::from_extension(&file.to_string_lossy()).context("no known extension")?
         }
         (None, None) => anyhow::bail!(
-            "--table {flag}: no .parquet, .csv, .json, .ndjson or .jsonl file there; \
-             say the format with NAME=PATH:parquet, :csv or :ndjson"
+            "--table {flag}: no _delta_log/ and no .parquet, .csv, .json, .ndjson, .jsonl or .orc \
+             file there; \
+             say the format with NAME=PATH:FORMAT ({})",
+            TableFormat::NAMES
         ),
     };
     let mut table = TableConfig::new(name, format, location.clone());

@@ -7,6 +7,7 @@ pub mod compare;
 mod federation;
 mod http;
 pub mod internal;
+pub mod s3;
 mod samples;
 
 #[allow(unused_imports)] // Not every test binary uses both.

@@ -1,0 +1,67 @@
+//! The TPC-H tables in another format, written once per test run by `write.py`.
+
+use crate::common::tpch_dir;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The Python of the project's tool venv (pyarrow and deltalake are installed there by
+/// `scripts/install-lake-writers`).
+pub fn python() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tools/venv/bin/python")
+}
+
+/// The writer, `write.py`.
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lake/write.py")
+}
+
+/// Returns the directory holding the shared TPC-H tables written as `format` (one
+/// subdirectory per table), writing them on first use.
+pub fn tpch_as(format: &str) -> PathBuf {
+    static WRITING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = WRITING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let parquet = tpch_dir();
+    let dir = parquet.with_file_name(format!(
+        "{}-{format}",
+        parquet.file_name().unwrap().to_string_lossy()
+    ));
+    if dir.join("_DONE").exists() {
+        return dir;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = std::process::Command::new(python())
+        .arg(script())
+        .arg(format)
+        .arg("--parquet")
+        .arg(&parquet)
+        .arg("--out")
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "{}: {error}; run scripts/install-lake-writers",
+                python().display()
+            )
+        });
+    assert!(
+        output.status.success(),
+        "write.py {format} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir
+}
+
+/// The `[catalog]` TOML naming each TPC-H table under `dir` as `format`.
+pub fn catalog(dir: &Path, format: &str) -> String {
+    cluster_agent::TPCH_TABLES
+        .iter()
+        .map(|table| {
+            format!(
+                "[[catalog.tables]]\nname = \"{table}\"\nformat = \"{format}\"\nlocation = \"{}\"\n",
+                dir.join(table).display()
+            )
+        })
+        .collect()
+}
