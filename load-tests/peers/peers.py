@@ -90,19 +90,27 @@ def percentile(samples, fraction):
 
 
 def sequential(args, answers, queries):
+    """`args.sequential` statements in a row on one connection; the latencies of the answered
+    ones (an error is counted, with its first words, and the run goes on)."""
     client = Client(args)
-    latencies, wrong = [], 0
+    latencies, wrong, errors = [], 0, {}
     try:
         for index in range(args.sequential):
             name, sql = queries[index % len(queries)]
             started = time.perf_counter()
-            table = client.run(sql)
+            try:
+                table = client.run(sql)
+            except Exception as error:  # noqa: BLE001 - every driver error counts
+                errors.setdefault(name, [0, str(error)[:200]])[0] += 1
+                continue
             latencies.append((time.perf_counter() - started) * 1e3)
             wrong += not answers.check(name, table)
     finally:
         client.close()
-    return {"p50_ms": round(statistics.median(latencies), 3),
-            "p99_ms": round(percentile(latencies, 0.99), 3), "wrong": wrong}
+    return {"p50_ms": round(statistics.median(latencies), 3) if latencies else None,
+            "p99_ms": percentile(latencies, 0.99) and round(percentile(latencies, 0.99), 3),
+            "wrong": wrong, "errors": sum(count for count, _ in errors.values()),
+            "first_errors": {name: message for name, (_, message) in errors.items()}}
 
 
 def closed_loop(args, answers, queries, seconds, on_tick=None):
