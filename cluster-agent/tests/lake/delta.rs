@@ -4,13 +4,9 @@
 //! them), the plan cache lets go of each version, and time travel and the history read the old
 //! versions; and a Delta table on the S3-compatible server.
 
-use crate::common::compare::assert_same;
 use crate::common::s3::{S3Server, SECRET_KEY};
-use crate::common::{
-    Federation, FederationOptions, is_ordered, metric_sum, post_sql, query_json, reference_context,
-    samples,
-};
-use crate::writer::{catalog, python, script, tpch_as};
+use crate::common::{Federation, FederationOptions, metric_sum, query_json};
+use crate::tables::{assert_samples_match, catalog, python, script, tpch_as};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,26 +18,8 @@ async fn tpch_as_delta_tables_matches_in_process_datafusion_on_parquet() {
         catalog_toml: Some(catalog(&delta, "delta")),
         ..FederationOptions::default()
     });
+    assert_samples_match(&federation, "Delta").await;
     let url = federation.url();
-    let reference = reference_context().await;
-    for (name, sql) in samples() {
-        let expected = reference.sql(&sql).await.unwrap().collect().await.unwrap();
-        let response = post_sql(&url, &sql, "application/vnd.apache.arrow.stream").await;
-        if response.status != 200 {
-            federation.dump_logs();
-            panic!(
-                "{name}: HTTP {}: {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-            );
-        }
-        assert_same(
-            &format!("{name} on Delta"),
-            &response.arrow(),
-            &expected,
-            is_ordered(&sql),
-        );
-    }
     // A filter on the partition column reads only that partition's files.
     let explained = query_json(
         &url,

@@ -7,4 +7,4 @@
 mod common;
 mod delta;
 mod orc;
-mod writer;
+mod tables;

@@ -1,6 +1,8 @@
-//! The TPC-H tables in another format, written once per test run by `write.py`.
+//! The TPC-H tables in another format: written once per test run by `write.py`, and every
+//! sample query on them checked against in-process DataFusion on the Parquet files.
 
-use crate::common::tpch_dir;
+use crate::common::compare::assert_same;
+use crate::common::{Federation, is_ordered, post_sql, reference_context, samples, tpch_dir};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -64,4 +66,28 @@ pub fn catalog(dir: &Path, format: &str) -> String {
             )
         })
         .collect()
+}
+
+/// Every sample query (the 22 TPC-H queries and the short ones) through `federation`, over HTTP
+/// as Arrow, equals in-process DataFusion on the Parquet files of the same rows.
+pub async fn assert_samples_match(federation: &Federation, format: &str) {
+    let url = federation.url();
+    let reference = reference_context().await;
+    let mut checked = 0;
+    for (name, sql) in samples() {
+        let expected = reference.sql(&sql).await.unwrap().collect().await.unwrap();
+        let response = post_sql(&url, &sql, "application/vnd.apache.arrow.stream").await;
+        if response.status != 200 {
+            federation.dump_logs();
+            panic!(
+                "{name} on {format}: HTTP {}: {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            );
+        }
+        let label = format!("{name} on {format}");
+        assert_same(&label, &response.arrow(), &expected, is_ordered(&sql));
+        checked += 1;
+    }
+    assert_eq!(checked, 22 + 7);
 }
