@@ -141,10 +141,9 @@ impl JobManager {
             names
                 .into_iter()
                 .map(|name| {
-                    let read = snapshots.iter().find(|(table, _)| *table == name);
-                    read.map(|(_, version)| *version)
-                        .or_else(|| inner.versions.version(&name))
-                        .map(|version| (name, version))
+                    let read = snapshots.get(&name).copied();
+                    let version = read.or_else(|| inner.versions.version(&name))?;
+                    Some((name, version))
                 })
                 .collect::<Option<Vec<_>>>()
         });

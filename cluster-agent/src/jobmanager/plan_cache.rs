@@ -16,6 +16,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{LogicalPlan, Volatility};
 use flotilla_protocol::QueryCommand;
 use lru::LruCache;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// What a plan depends on besides the tables' files. Session options are fixed per shard.
@@ -207,14 +208,14 @@ pub(super) fn reused_tables(plan: &LogicalPlan) -> Option<Vec<String>> {
 
 /// The versions `plan`'s Delta tables are read at, by the names the plan gives them: a plan
 /// says itself which commit it reads, which may be newer than the version last watched.
-pub(super) fn snapshot_versions(plan: &LogicalPlan) -> Vec<(String, Version)> {
-    let mut versions = Vec::new();
+pub(super) fn snapshot_versions(plan: &LogicalPlan) -> HashMap<String, Version> {
+    let mut versions = HashMap::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
             && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
             && let Some(snapshot) = provider.downcast_ref::<DeltaSnapshotTable>()
         {
-            versions.push((scan.table_name.table().to_string(), snapshot.version));
+            versions.insert(scan.table_name.table().to_string(), snapshot.version);
         }
         Ok(TreeNodeRecursion::Continue)
     });
