@@ -84,9 +84,7 @@ struct GenDataArgs {
 
 /// Runs the command line; `env` is the process environment (passed in for tests).
 pub async fn run(cli: Cli, env: BTreeMap<String, String>) -> ExitCode {
-    // deltalake-core's HTTP client brings rustls's aws-lc-rs provider beside the ring one the
-    // project uses; with two compiled in, rustls has no process default and TLS cannot start.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    flotilla_cluster::use_ring_provider();
     match cli.command {
         Command::Jobmanager(args) => run_agent(Role::JobManager, args, &env).await,
         Command::Taskmanager(args) => run_agent(Role::TaskManager, args, &env).await,

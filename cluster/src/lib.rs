@@ -32,4 +32,4 @@ pub use shutdown::shutdown_signal;
 pub use telemetry::{
     LogConfig, LogFormat, incoming_trace, init_tracing, inject_child_trace, spawn_instrumented,
 };
-pub use tls::{CertPair, self_signed};
+pub use tls::{CertPair, self_signed, use_ring_provider};

@@ -7,6 +7,14 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// Makes ring rustls's process-wide provider, for the TLS configs built by libraries (tonic's
+/// `ServerTlsConfig`, `ClientTlsConfig`). Call first thing in `main`: a build of the whole
+/// workspace also compiles in aws-lc-rs (deltalake-core's HTTP client asks for it), and with two
+/// providers rustls has no default, so those libraries would panic. Calling it twice is fine.
+pub fn use_ring_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A certificate chain and its private key, both PEM files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertPair {

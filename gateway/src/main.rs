@@ -22,6 +22,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    flotilla_cluster::use_ring_provider();
     let cli = Cli::parse();
     let env = std::env::vars().collect();
     let config = flotilla_cluster::parse_set(&cli.set).and_then(|mut overrides| {

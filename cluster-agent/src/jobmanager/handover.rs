@@ -3,7 +3,7 @@
 
 use super::cached::{Lookup, entry_id};
 use super::introspection;
-use super::leasing::{Leased, SlotLeaser};
+use super::leasing::{LeaseGuard, Leased};
 use super::plan_cache::{PlanKey, reused_tables, snapshot_versions};
 use super::planner::PlannedQuery;
 use super::service::JobManager;
@@ -381,20 +381,4 @@ pub(super) fn flight_info(
 fn record_step(field: &'static str, step: &mut Instant) {
     tracing::Span::current().record(field, step.elapsed().as_micros() as u64);
     *step = Instant::now();
-}
-
-/// Returns a query's slots unless its hand-over succeeded: on an error, and also when the
-/// gateway gives up on the call (cancel, timeout, disconnect) and tonic drops this future.
-struct LeaseGuard {
-    leaser: Arc<SlotLeaser>,
-    leased: Leased,
-    armed: bool,
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if self.armed {
-            self.leaser.release(&self.leased);
-        }
-    }
 }

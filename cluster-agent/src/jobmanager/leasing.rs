@@ -52,6 +52,23 @@ pub(super) struct Leased {
     pub(super) holders: Vec<String>,
 }
 
+/// Returns a query's slots unless it was disarmed: on an error, and also when the gateway
+/// gives up on the call (cancel, timeout, disconnect, a hedge that lost) and tonic drops the
+/// future holding it, before the hand-over or while reservations are still on the wire.
+pub(super) struct LeaseGuard {
+    pub(super) leaser: Arc<SlotLeaser>,
+    pub(super) leased: Leased,
+    pub(super) armed: bool,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if self.armed && !self.leased.holders.is_empty() {
+            self.leaser.release(&self.leased);
+        }
+    }
+}
+
 impl SlotLeaser {
     pub(super) fn new(
         node_id: String,

@@ -1,6 +1,6 @@
 //! Reserving slots on a batch of TaskManagers at once, without waiting on a silent one.
 
-use super::{Leased, STRAGGLER_WAIT, SlotLeaser};
+use super::{LeaseGuard, Leased, STRAGGLER_WAIT, SlotLeaser};
 use crate::lease::{RESERVE_ACTION, ReserveRequest};
 use flotilla_protocol::{ErrorCode, QueryCommand};
 use futures::StreamExt;
@@ -38,11 +38,23 @@ impl SlotLeaser {
         .encode_to_vec();
         let mut holders = Vec::with_capacity(want);
         let mut order = candidates.into_iter();
+        // Dropped before it answers (the gateway gave up on the query): every TaskManager
+        // asked is told to return the lease, since a reservation on the wire may still be
+        // granted and nobody would hand it over (it would hold its slots a whole TTL).
+        let mut asked = LeaseGuard {
+            leaser: Arc::clone(self),
+            leased: Leased {
+                lease_id: lease_id.to_string(),
+                holders: Vec::new(),
+            },
+            armed: true,
+        };
         while holders.len() < want {
             let batch: Vec<String> = order.by_ref().take(want - holders.len()).collect();
             if batch.is_empty() {
                 break;
             }
+            asked.leased.holders.extend(batch.iter().cloned());
             let mut answers: FuturesUnordered<_> = batch
                 .into_iter()
                 .map(|url| {
@@ -73,6 +85,7 @@ impl SlotLeaser {
                 break;
             }
         }
+        asked.armed = false;
         holders
     }
 

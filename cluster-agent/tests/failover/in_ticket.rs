@@ -161,7 +161,10 @@ async fn a_hand_over_in_its_ticket_keeps_the_lease_guarantees() {
         String::from_utf8_lossy(&response.body)
     );
     assert_eq!(response.json()[0]["n"], 5);
-    assert!(all_slots_free(&federation).await, "nothing stays leased");
+    if !all_slots_free(&federation).await {
+        let view = state(&federation.taskmanagers[0]).await;
+        panic!("nothing stays leased: {}", view["leases"]);
+    }
     let after = outcomes(&federation).await;
     let delta: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     println!("hand-overs in tickets: run, busy, refused = {delta:?}");
