@@ -176,6 +176,23 @@ async fn partitions_prune_ndjson_reads_and_the_catalog_answers_without_taskmanag
         })
         .collect();
     assert_eq!(column(&from_schema, "column_name"), expected_names);
+    // Flotilla's own view adds each table's format and current version.
+    let listed = query_json(
+        &url,
+        "SELECT table_name, format, version FROM system.tables ORDER BY table_name",
+        &[],
+    )
+    .await;
+    assert_eq!(column(&listed, "format"), ["parquet", "ndjson"]);
+    let versions = listed.json();
+    assert!(
+        versions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|row| row["version"].is_u64()),
+        "every table was listed: {versions}"
+    );
     assert_eq!(
         handovers(&federation).await,
         before,

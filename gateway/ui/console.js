@@ -1,6 +1,7 @@
 // The SQL console: runs a query as NDJSON, shows up to 1,000 rows (and how many were cut),
 // its time, rows and bytes, a link to its record, Cancel while it runs, and downloads as CSV
-// or Arrow. What it ran stays when you visit another page.
+// or Arrow. What it ran stays when you visit another page. Above the editor, the catalog's
+// tables with their format and version (`system.tables`); a click starts a query of one.
 
 import { getJson, newQueryId, request, runQuery } from './api.js';
 import { bytes, count, el, millis } from './format.js';
@@ -107,6 +108,22 @@ function summary(run, onCancel) {
   return el('div', { class: 'actions' }, parts);
 }
 
+const TABLES_SQL = 'SELECT table_name, format, version, version_of FROM system.tables ORDER BY table_name';
+
+/** The tables line: each table's name, format and (a Delta table's) commit. */
+async function listTables(into, onPick) {
+  try {
+    const tables = await (await runQuery(TABLES_SQL, newQueryId(), 'application/json')).json();
+    into.replaceChildren(el('span', { class: 'muted' }, 'Tables:'), ...tables.map((table) => {
+      const version = table.version_of === 'commit' && table.version !== null ? ` v${table.version}` : '';
+      return el('button', { class: 'secondary', 'data-table': table.table_name, title: `${table.format}${version}`, onclick: () => onPick(table.table_name) },
+        table.table_name, el('span', { class: 'muted' }, ` ${table.format}${version}`));
+    }));
+  } catch (error) {
+    into.replaceChildren(el('span', { class: 'muted', 'data-tables-error': error.code ?? 'error' }, `tables unavailable: ${error.message}`));
+  }
+}
+
 export function mount(root) {
   const editor = el('textarea', { spellcheck: 'false', 'aria-label': 'SQL' });
   editor.value = state.sql;
@@ -134,7 +151,13 @@ export function mount(root) {
     }
   });
   editor.addEventListener('input', () => { state.sql = editor.value; });
-  root.append(el('h1', {}, 'SQL console'), editor,
+  const tables = el('div', { class: 'actions', 'data-tables': '' });
+  listTables(tables, (name) => {
+    editor.value = `SELECT * FROM ${name} LIMIT 100`;
+    state.sql = editor.value;
+    editor.focus();
+  });
+  root.append(el('h1', {}, 'SQL console'), tables, editor,
     el('div', { class: 'actions' }, runButton, el('span', { class: 'muted' }, 'or Ctrl+Enter')), output);
   listener = render;
   render();

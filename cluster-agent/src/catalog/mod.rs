@@ -9,6 +9,7 @@ mod location;
 pub(crate) mod orc;
 mod register;
 pub(crate) mod stores;
+pub(crate) mod system;
 pub(crate) mod versions;
 
 pub use location::Location;

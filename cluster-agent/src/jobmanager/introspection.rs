@@ -8,6 +8,7 @@
 
 use super::planner::Planner;
 use super::service::JobManager;
+use crate::catalog::system;
 use crate::error::AgentError;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightData, FlightEndpoint, FlightInfo, Ticket};
@@ -32,16 +33,17 @@ const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// made arbitrarily large): a shard's time is every query's.
 const MAX_ANSWER_TIME: Duration = Duration::from_secs(5);
 
-/// Says whether `sql` may ask about the catalog: it names `information_schema`, or starts
-/// with `SHOW` or `DESCRIBE`. A cheap test on the text, so that cached plans skip parsing;
-/// [`reads_catalog`] decides on the plan.
+/// Says whether `sql` may ask about the catalog: it names `information_schema` or `system`,
+/// or starts with `SHOW` or `DESCRIBE`. A cheap test on the text, so that cached plans skip
+/// parsing; [`reads_catalog`] decides on the plan.
 pub(super) fn may_read_catalog(sql: &str) -> bool {
-    const SCHEMA: &[u8] = b"information_schema";
     let bytes = sql.as_bytes();
-    if bytes
-        .windows(SCHEMA.len())
-        .any(|window| window.eq_ignore_ascii_case(SCHEMA))
-    {
+    let names = |schema: &[u8]| {
+        bytes
+            .windows(schema.len())
+            .any(|window| window.eq_ignore_ascii_case(schema))
+    };
+    if names(b"information_schema") || names(system::SCHEMA.as_bytes()) {
         return true;
     }
     let first: String = skip_comments(sql)
@@ -74,7 +76,10 @@ pub(super) fn reads_catalog(plan: &LogicalPlan) -> Result<bool, AgentError> {
         match node {
             LogicalPlan::DescribeTable(_) => catalog = true,
             LogicalPlan::TableScan(scan) => {
-                if scan.table_name.schema() == Some("information_schema") {
+                if matches!(
+                    scan.table_name.schema(),
+                    Some("information_schema" | system::SCHEMA)
+                ) {
                     catalog = true;
                 } else {
                     tables = true;
@@ -86,7 +91,8 @@ pub(super) fn reads_catalog(plan: &LogicalPlan) -> Result<bool, AgentError> {
     });
     if catalog && tables {
         return Err(AgentError::SqlPlanning(
-            "a query reads either information_schema or tables, not both".into(),
+            "a query reads either the catalog (information_schema, system) or tables, not both"
+                .into(),
         ));
     }
     Ok(catalog)

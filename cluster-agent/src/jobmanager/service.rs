@@ -126,6 +126,7 @@ pub async fn start_jobmanager(config: Config, registry: Registry) -> anyhow::Res
         Arc::clone(planner.state.runtime_env()),
     )?);
     versions.refresh().await;
+    crate::catalog::system::register(&planner.state, &config.catalog, Arc::clone(&versions))?;
     let plans = Arc::new(PlanCache::new(section.plan_cache_bytes, metrics.clone()));
     let results = Arc::new(ResultIndex::new(section.result_index_entries, &registry)?);
     let (invalidated, forgotten) = (Arc::clone(&plans), Arc::clone(&results));

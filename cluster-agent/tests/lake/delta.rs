@@ -192,6 +192,18 @@ async fn a_delta_table_changing_under_load_gives_only_committed_versions() {
         versions,
         (0..committed.len() as u64).rev().collect::<Vec<_>>()
     );
+
+    // `system.tables` names its format and its current version: the last commit.
+    let listed = query_json(
+        &url,
+        "SELECT format, version, version_of FROM system.tables WHERE table_name = 'events'",
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(listed[0]["format"], "delta", "{listed}");
+    assert_eq!(listed[0]["version"], last.version, "{listed}");
+    assert_eq!(listed[0]["version_of"], "commit", "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

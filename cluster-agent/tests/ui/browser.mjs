@@ -108,6 +108,16 @@ async function overviewUnderLoad(page) {
 }
 
 async function consoleRows(page) {
+  await page.goto(`${gateway}/ui/#/console`);
+  const region = page.locator('[data-table="region"]');
+  await region.waitFor(WAIT);
+  const listed = await page.locator('[data-table]').count();
+  const label = await region.textContent();
+  check(listed === 8 && label === 'region parquet', `the console lists TPC-H's 8 tables with their format: ${listed}, "${label}"`);
+  await region.click();
+  const picked = await page.locator('textarea').inputValue();
+  check(picked === 'SELECT * FROM region LIMIT 100', `a table's name starts a query of it: "${picked}"`);
+
   const capped = await runInConsole(page, 'SELECT l_orderkey, l_linenumber FROM lineitem ORDER BY l_orderkey, l_linenumber LIMIT 1500');
   const summary = await page.locator('[data-summary]').textContent();
   const shown = await page.locator('table[data-result] tbody tr').count();
