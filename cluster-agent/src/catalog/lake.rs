@@ -1,17 +1,17 @@
-//! The schema SQL names tables in, with table formats that keep versions (Delta Lake): a plain
-//! name reads the latest version, read from the log when the query is planned, and a suffix
-//! picks another view of the same table:
+//! The schema SQL names tables in, with table formats that keep versions (Delta Lake, Iceberg):
+//! a plain name reads the latest version, read from the log or metadata when the query is
+//! planned, and a suffix picks another view of the same table:
 //!
 //! | name                                | reads                                       |
 //! |-------------------------------------|---------------------------------------------|
 //! | `orders`                            | the latest version                          |
-//! | `orders@v3`                         | version 3 (time travel)                     |
+//! | `orders@v3`                         | version 3 (time travel; Iceberg: snapshot id) |
 //! | `"orders@2026-12-07T10:00:00Z"`     | the version that was the latest at that time |
 //! | `"orders$history"`                  | the commits: version, time, operation, ...  |
 //!
 //! Other tables (Parquet, CSV, NDJSON, ORC files) are served by the schema this one wraps.
 
-use super::delta::DeltaLog;
+use super::snapshot::SnapshotTable;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result};
@@ -76,11 +76,24 @@ impl<'a> Reference<'a> {
     }
 }
 
+/// A table whose versions SQL names: a Delta table's commits, an Iceberg table's snapshots.
+#[async_trait::async_trait]
+pub(crate) trait VersionedTable: std::fmt::Debug + Send + Sync {
+    /// The latest version, read now: what a query that names the table reads.
+    async fn latest(&self) -> Result<Arc<SnapshotTable>>;
+    /// The version `version` (`name@v<N>`).
+    async fn at_version(&self, version: u64) -> Result<Arc<SnapshotTable>>;
+    /// The version that was the latest at `time`.
+    async fn at_time(&self, time: DateTime<Utc>) -> Result<Arc<SnapshotTable>>;
+    /// The versions, newest first, as a table (`name$history`).
+    async fn history(&self) -> Result<Arc<dyn TableProvider>>;
+}
+
 /// The default schema, with the versioned tables beside the others.
 #[derive(Debug)]
 pub(crate) struct LakeSchema {
     files: Arc<dyn SchemaProvider>,
-    delta: RwLock<BTreeMap<String, Arc<DeltaLog>>>,
+    versioned: RwLock<BTreeMap<String, Arc<dyn VersionedTable>>>,
 }
 
 impl LakeSchema {
@@ -100,22 +113,22 @@ impl LakeSchema {
         }
         let lake = Arc::new(LakeSchema {
             files: schema,
-            delta: RwLock::default(),
+            versioned: RwLock::default(),
         });
         catalog.register_schema(&options.default_schema, Arc::clone(&lake) as _)?;
         Ok(lake)
     }
 
-    /// Serves the Delta table `name` from `log`.
-    pub(crate) fn add_delta(&self, name: &str, log: DeltaLog) {
-        self.delta
+    /// Serves the versioned table `name` from `table`.
+    pub(crate) fn add(&self, name: &str, table: Arc<dyn VersionedTable>) {
+        self.versioned
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(name.to_string(), Arc::new(log));
+            .insert(name.to_string(), table);
     }
 
-    fn delta(&self, name: &str) -> Option<Arc<DeltaLog>> {
-        self.delta
+    fn versioned(&self, name: &str) -> Option<Arc<dyn VersionedTable>> {
+        self.versioned
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(name)
@@ -128,7 +141,7 @@ impl SchemaProvider for LakeSchema {
     fn table_names(&self) -> Vec<String> {
         let mut names = self.files.table_names();
         names.extend(
-            self.delta
+            self.versioned
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .keys()
@@ -153,11 +166,11 @@ impl SchemaProvider for LakeSchema {
             | Reference::AsOf(table, _)
             | Reference::History(table) => table,
         };
-        let Some(log) = self.delta(table) else {
+        let Some(log) = self.versioned(table) else {
             if table != name && self.files.table_exist(table) {
                 return Err(DataFusionError::Plan(format!(
-                    "table `{table}` is a set of files, not a Delta table: it has no versions \
-                     or history (`{name}`)"
+                    "table `{table}` is a set of files, not a Delta or Iceberg table: it has no \
+                     versions or history (`{name}`)"
                 )));
             }
             return Ok(None);
@@ -186,7 +199,7 @@ impl SchemaProvider for LakeSchema {
     fn table_exist(&self, name: &str) -> bool {
         self.files.table_exist(name)
             || self
-                .delta
+                .versioned
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .contains_key(name)

@@ -4,10 +4,12 @@
 //! (`delta/`) and the schema that names their versions (`lake.rs`); ORC files (`orc.rs`).
 
 pub(crate) mod delta;
+pub(crate) mod iceberg;
 pub(crate) mod lake;
 mod location;
 pub(crate) mod orc;
 mod register;
+pub(crate) mod snapshot;
 pub(crate) mod stores;
 pub(crate) mod system;
 pub(crate) mod versions;
@@ -98,6 +100,10 @@ pub enum TableFormat {
     /// A Delta Lake table: the location holds `_delta_log/`, which says which Parquet files
     /// make up each version, and the partition columns.
     Delta,
+    /// An Apache Iceberg table (v1 or v2): the location is the table's directory (its
+    /// `metadata/` holds the metadata files) or one metadata file; the manifests say which
+    /// Parquet files make up each snapshot.
+    Iceberg,
 }
 
 impl TableFormat {
@@ -121,12 +127,13 @@ impl TableFormat {
             "ndjson" | "json" | "jsonl" => Some(Self::Ndjson),
             "orc" => Some(Self::Orc),
             "delta" => Some(Self::Delta),
+            "iceberg" => Some(Self::Iceberg),
             _ => None,
         }
     }
 
     /// The formats' names, for messages.
-    pub const NAMES: &'static str = "parquet, csv, ndjson, orc and delta";
+    pub const NAMES: &'static str = "parquet, csv, ndjson, orc, delta and iceberg";
 
     /// The extension of a directory's files, as DataFusion selects them.
     fn default_extension(self) -> &'static str {
@@ -135,7 +142,7 @@ impl TableFormat {
             Self::Csv => ".csv",
             Self::Ndjson => ".json",
             Self::Orc => ".orc",
-            Self::Delta => ".parquet",
+            Self::Delta | Self::Iceberg => ".parquet",
         }
     }
 }
@@ -234,10 +241,11 @@ impl CatalogConfig {
                 return Err(format!("table `{}` is listed twice", table.name));
             }
             table.partition_columns()?;
-            if table.format == TableFormat::Delta && !table.partitions.is_empty() {
+            let versioned = matches!(table.format, TableFormat::Delta | TableFormat::Iceberg);
+            if versioned && !table.partitions.is_empty() {
                 return Err(format!(
-                    "table `{}`: a Delta table's partition columns come from its log; \
-                     remove `partitions`",
+                    "table `{}`: a Delta or Iceberg table's partitions come from its log or \
+                     metadata; remove `partitions`",
                     table.name
                 ));
             }

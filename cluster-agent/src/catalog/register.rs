@@ -1,7 +1,7 @@
 //! Registering a table in a session: a listing table over its files (Parquet, CSV, NDJSON,
-//! ORC), or a Delta table served by the lake schema.
+//! ORC), or a Delta or Iceberg table served by the lake schema.
 
-use super::{TableConfig, TableFormat, delta, lake, orc};
+use super::{TableConfig, TableFormat, delta, iceberg, lake, orc};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
@@ -62,7 +62,15 @@ impl TableConfig {
             }
             TableFormat::Delta => {
                 match delta::DeltaLog::open(name, &location, &ctx.runtime_env()).await {
-                    Ok(log) => lake::LakeSchema::of(ctx).map(|lake| lake.add_delta(name, log)),
+                    Ok(log) => lake::LakeSchema::of(ctx).map(|lake| lake.add(name, Arc::new(log))),
+                    Err(error) => Err(error),
+                }
+            }
+            TableFormat::Iceberg => {
+                match iceberg::IcebergTable::open(name, &location, &ctx.runtime_env()).await {
+                    Ok(table) => {
+                        lake::LakeSchema::of(ctx).map(|lake| lake.add(name, Arc::new(table)))
+                    }
                     Err(error) => Err(error),
                 }
             }

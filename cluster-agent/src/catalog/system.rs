@@ -1,5 +1,5 @@
 //! `system.tables`: every table of the catalog with its format, location and current version
-//! (a Delta table's commit; a file table's listing hash), as the shard sees them now. A shard
+//! (a Delta table's commit, an Iceberg table's snapshot id; a file table's listing hash), as the shard sees them now. A shard
 //! answers it from its catalog like `information_schema` (`jobmanager/introspection.rs`): no
 //! TaskManager runs it.
 
@@ -59,6 +59,7 @@ fn format_name(format: TableFormat) -> &'static str {
         TableFormat::Ndjson => "ndjson",
         TableFormat::Orc => "orc",
         TableFormat::Delta => "delta",
+        TableFormat::Iceberg => "iceberg",
     }
 }
 
@@ -89,7 +90,7 @@ fn schema() -> SchemaRef {
         Field::new("table_name", DataType::Utf8, false),
         Field::new("format", DataType::Utf8, false),
         Field::new("location", DataType::Utf8, false),
-        // A Delta table's latest commit; for files, a hash of their listing (it changes when a
+        // A Delta table's latest commit, an Iceberg table's current snapshot; for files, a hash of their listing (it changes when a
         // file is added, removed or rewritten); null until the table was first read.
         Field::new("version", DataType::UInt64, true),
         Field::new("version_of", DataType::Utf8, false),
@@ -123,6 +124,7 @@ impl TableProvider for SystemTables {
             .collect();
         let version_of = |table: &Listed| match table.format {
             "delta" => "commit",
+            "iceberg" => "snapshot",
             _ => "file listing",
         };
         let batch = RecordBatch::try_new(

@@ -5,10 +5,11 @@
 //!
 //! The shard plans with DataFusion's list-files cache turned off, so a plan lists its tables
 //! when it is made: a plan made after a version was read is never older than that version. A
-//! Delta table's plan says itself which commit it reads (`DeltaSnapshotTable::version`); a
+//! Delta table's plan says itself which commit it reads (`SnapshotTable::version`); a
 //! pinned reference (`orders@v3`) is at that version forever.
 
 use super::delta::LatestVersion;
+use super::iceberg::IcebergHead;
 use super::lake::Reference;
 use super::{CatalogConfig, TableFormat};
 use datafusion::datasource::listing::ListingTableUrl;
@@ -43,8 +44,16 @@ struct Watched {
     extension: String,
     /// Whether its files lie in partition directories below the location.
     partitioned: bool,
-    /// A Delta table's latest commit.
-    delta: Option<LatestVersion>,
+    /// A Delta table's latest commit, an Iceberg table's current snapshot.
+    log: Option<Box<dyn LatestCommit>>,
+}
+
+/// A table format's own pointer to its latest version (a Delta log, Iceberg metadata), read
+/// without listing the table's data files.
+#[async_trait::async_trait]
+pub(crate) trait LatestCommit: Send + Sync {
+    /// Reads the latest version now.
+    async fn read(&self) -> anyhow::Result<Version>;
 }
 
 impl CatalogVersions {
@@ -57,15 +66,17 @@ impl CatalogVersions {
             .map(|table| {
                 let url =
                     ListingTableUrl::parse(table.listing_location().map_err(anyhow::Error::msg)?)?;
-                let delta = (table.format == TableFormat::Delta)
-                    .then(|| LatestVersion::new(&url, &runtime))
-                    .transpose()?;
+                let log: Option<Box<dyn LatestCommit>> = match table.format {
+                    TableFormat::Delta => Some(Box::new(LatestVersion::new(&url, &runtime)?)),
+                    TableFormat::Iceberg => Some(Box::new(IcebergHead::new(&url, &runtime)?)),
+                    _ => None,
+                };
                 Ok(Watched {
                     name: table.name.clone(),
                     url,
                     extension: table.file_extension().map_err(anyhow::Error::msg)?,
                     partitioned: !table.partitions.is_empty(),
-                    delta,
+                    log,
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -101,7 +112,7 @@ impl CatalogVersions {
         let (table, version) = Reference::pinned_version(name)?;
         self.tables
             .iter()
-            .any(|watched| watched.name == table && watched.delta.is_some())
+            .any(|watched| watched.name == table && watched.log.is_some())
             .then_some(version)
     }
 
@@ -201,7 +212,7 @@ impl CatalogVersions {
 
     /// Reads one table's version: its log's latest commit, or a hash of its files.
     async fn read(&self, table: &Watched) -> anyhow::Result<Version> {
-        match &table.delta {
+        match &table.log {
             Some(latest) => latest.read().await,
             None => self.list(table).await.map(version_of),
         }

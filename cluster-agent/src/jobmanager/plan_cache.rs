@@ -10,7 +10,7 @@
 use super::metrics::JobManagerMetrics;
 use super::planner::PlannedQuery;
 use super::planner::calls_any;
-use crate::catalog::delta::DeltaSnapshotTable;
+use crate::catalog::snapshot::SnapshotTable;
 use crate::catalog::versions::{CatalogVersions, Version};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{LogicalPlan, Volatility};
@@ -206,14 +206,14 @@ pub(super) fn reused_tables(plan: &LogicalPlan) -> Option<Vec<String>> {
     (!explained).then_some(tables)
 }
 
-/// The versions `plan`'s Delta tables are read at, by the names the plan gives them: a plan
+/// The versions `plan`'s Delta and Iceberg tables are read at, by the names the plan gives them: a plan
 /// says itself which commit it reads, which may be newer than the version last watched.
 pub(super) fn snapshot_versions(plan: &LogicalPlan) -> HashMap<String, Version> {
     let mut versions = HashMap::new();
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
             && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
-            && let Some(snapshot) = provider.downcast_ref::<DeltaSnapshotTable>()
+            && let Some(snapshot) = provider.downcast_ref::<SnapshotTable>()
         {
             versions.insert(scan.table_name.table().to_string(), snapshot.version);
         }

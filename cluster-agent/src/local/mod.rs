@@ -33,8 +33,9 @@ pub struct LocalArgs {
     data_dir: Option<PathBuf>,
     /// Serve your own table instead of TPC-H: `NAME=PATH`, the format from the extension
     /// (`.parquet`, `.csv`, `.json`/`.ndjson`/`.jsonl`, `.orc`; a directory from its files', or
-    /// a Delta table when it holds `_delta_log/`), or `NAME=PATH:FORMAT` (parquet, csv, ndjson,
-    /// orc, delta). Repeatable.
+    /// a Delta table when it holds `_delta_log/`, an Iceberg table when it holds `metadata/`
+    /// or is a `.metadata.json` file), or `NAME=PATH:FORMAT` (parquet, csv, ndjson, orc,
+    /// delta, iceberg). Repeatable.
     #[arg(long = "table", value_name = "NAME=PATH[:FORMAT]")]
     tables: Vec<String>,
     /// Serve the tables of this TOML file's `[catalog]` section (tables, data_roots,

@@ -80,6 +80,10 @@ fn parse_table(flag: &str) -> anyhow::Result<TableConfig> {
             .to_string(),
         Location::Object { .. } => path.to_string(),
     };
+    if let Some(format @ (TableFormat::Delta | TableFormat::Iceberg)) = format {
+        // The table's log or metadata says which files are the table and how they are split.
+        return Ok(TableConfig::new(name, format, location));
+    }
     let first = first_file(&location);
     let format = match (format, &first) {
         (Some(format), _) => format,
@@ -87,12 +91,18 @@ fn parse_table(flag: &str) -> anyhow::Result<TableConfig> {
         _ if Path::new(&location).join("_delta_log").is_dir() => {
             return Ok(TableConfig::new(name, TableFormat::Delta, location));
         }
+        // An Iceberg table's directory, or one of its metadata files.
+        _ if Path::new(&location).join("metadata").is_dir()
+            || location.ends_with(".metadata.json") =>
+        {
+            return Ok(TableConfig::new(name, TableFormat::Iceberg, location));
+        }
         (None, Some(file)) => {
             TableFormat::from_extension(&file.to_string_lossy()).context("no known extension")?
         }
         (None, None) => anyhow::bail!(
-            "--table {flag}: no _delta_log/ and no .parquet, .csv, .json, .ndjson, .jsonl or .orc \
-             file there; \
+            "--table {flag}: no _delta_log/, no metadata/ (Iceberg) and no .parquet, .csv, .json, \
+             .ndjson, .jsonl or .orc file there; \
              say the format with NAME=PATH:FORMAT ({})",
             TableFormat::NAMES
         ),
@@ -177,6 +187,21 @@ mod tests {
         assert_eq!(table.format, TableFormat::Csv);
         let table = parse_table("lake=s3://bucket/orders/:parquet").unwrap();
         assert_eq!(table.location, "s3://bucket/orders/");
+        // Table formats: their log or metadata says the files and partitions.
+        let trips = dir.path().join("trips");
+        std::fs::create_dir_all(trips.join("metadata")).unwrap();
+        std::fs::create_dir_all(trips.join("data/day=1")).unwrap();
+        std::fs::write(trips.join("data/day=1/a.parquet"), "").unwrap();
+        std::fs::write(trips.join("metadata/00001-a.metadata.json"), "{}").unwrap();
+        for flag in [
+            format!("trips={}", trips.display()),
+            format!("trips={}:iceberg", trips.display()),
+            format!("trips={}/metadata/00001-a.metadata.json", trips.display()),
+        ] {
+            let table = parse_table(&flag).unwrap();
+            assert_eq!(table.format, TableFormat::Iceberg, "{flag}");
+            assert!(table.partitions.is_empty(), "{flag}");
+        }
 
         for (flag, expected) in [
             ("sales", "expected NAME=PATH"),

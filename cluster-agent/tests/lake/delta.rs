@@ -6,8 +6,9 @@
 
 use crate::common::s3::{S3Server, SECRET_KEY};
 use crate::common::{Federation, FederationOptions, metric_sum, query_json};
-use crate::tables::{assert_samples_match, catalog, python, script, tpch_as};
-use serde_json::Value;
+use crate::tables::{
+    assert_samples_match, catalog, count_and_sum, python, read_answers, script, tpch_as,
+};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,30 +34,6 @@ async fn tpch_as_delta_tables_matches_in_process_datafusion_on_parquet() {
         !plan.contains("l_returnflag=A/") && !plan.contains("l_returnflag=N/"),
         "{plan}"
     );
-}
-
-/// One committed version of the changing table, as deltalake read it.
-struct Committed {
-    version: u64,
-    answer: (i64, i64),
-    timestamp_ms: i64,
-}
-
-/// `count(*)` and `sum(x)` of `events` as the gateway answers `sql`.
-async fn count_and_sum(url: &str, sql: &str) -> Result<(i64, i64), String> {
-    let response = query_json(url, sql, &[]).await;
-    if response.status != 200 {
-        return Err(format!(
-            "HTTP {}: {}",
-            response.status,
-            String::from_utf8_lossy(&response.body)
-        ));
-    }
-    let row = &response.json()[0];
-    Ok((
-        row["n"].as_i64().unwrap_or(-1),
-        row["s"].as_i64().unwrap_or(-1),
-    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,22 +237,4 @@ async fn run_writer(dir: &Path, answers: &Path, commits: usize, pause_ms: u64) {
         "write.py changes failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// The versions `write.py changes` committed, with their answers.
-fn read_answers(path: &Path) -> Vec<Committed> {
-    let answers: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    answers
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|version| Committed {
-            version: version["version"].as_u64().unwrap(),
-            answer: (
-                version["answer"][0].as_i64().unwrap(),
-                version["answer"][1].as_i64().unwrap(),
-            ),
-            timestamp_ms: version["timestamp_ms"].as_i64().unwrap(),
-        })
-        .collect()
 }

@@ -2,7 +2,9 @@
 //! sample query on them checked against in-process DataFusion on the Parquet files.
 
 use crate::common::compare::assert_same;
+use crate::common::query_json;
 use crate::common::{Federation, is_ordered, post_sql, reference_context, samples, tpch_dir};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -90,4 +92,46 @@ pub async fn assert_samples_match(federation: &Federation, format: &str) {
         checked += 1;
     }
     assert_eq!(checked, 22 + 7);
+}
+
+/// One committed version of a changing table, as its format's own Python package read it.
+pub struct Committed {
+    pub version: u64,
+    pub answer: (i64, i64),
+    pub timestamp_ms: i64,
+}
+
+/// `count(*)` and `sum(x)` of `events` as the gateway answers `sql`.
+pub async fn count_and_sum(url: &str, sql: &str) -> Result<(i64, i64), String> {
+    let response = query_json(url, sql, &[]).await;
+    if response.status != 200 {
+        return Err(format!(
+            "HTTP {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        ));
+    }
+    let row = &response.json()[0];
+    Ok((
+        row["n"].as_i64().unwrap_or(-1),
+        row["s"].as_i64().unwrap_or(-1),
+    ))
+}
+
+/// The versions `write.py changes` (or `iceberg-changes`) committed, with their answers.
+pub fn read_answers(path: &Path) -> Vec<Committed> {
+    let answers: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|version| Committed {
+            version: version["version"].as_u64().unwrap(),
+            answer: (
+                version["answer"][0].as_i64().unwrap(),
+                version["answer"][1].as_i64().unwrap(),
+            ),
+            timestamp_ms: version["timestamp_ms"].as_i64().unwrap(),
+        })
+        .collect()
 }

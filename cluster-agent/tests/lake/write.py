@@ -1,9 +1,15 @@
 """Writes tables in the formats Flotilla reads, with the tools their users write them with:
-pyarrow.orc for ORC files, delta-rs's Python package (`deltalake`) for Delta Lake tables.
+pyarrow.orc for ORC files, delta-rs's Python package (`deltalake`) for Delta Lake tables,
+pyiceberg (with its SQL catalog on SQLite) for Iceberg tables.
 
     write.py orc --parquet DIR --out DIR      TPC-H (the Parquet files of gen-data) as ORC
     write.py delta --parquet DIR --out DIR    TPC-H as Delta tables (orders and lineitem
                                               partitioned)
+    write.py iceberg --parquet DIR --out DIR  TPC-H as Iceberg v2 tables (orders partitioned by
+                                              o_orderstatus, hidden)
+    write.py iceberg-changes --out DIR --answers FILE
+        the Iceberg table DIR/events written, appended to, deleted from and overwritten; then,
+        for each snapshot, count(*) and sum(x) as pyiceberg reads it, and its time
     write.py changes --out DIR --answers FILE [--commits 8] [--pause-ms 300]
         the Delta table DIR/events changed commit after commit (appends, overwrites, deletes:
         CHANGES) up to version COMMITS - 1, continuing from its current version; then, for each
@@ -86,6 +92,49 @@ def answer(table, version):
     return [rows.num_rows, pc.sum(rows["x"]).as_py()]
 
 
+def iceberg_catalog(out):
+    """pyiceberg's SQL catalog, on SQLite in OUT, with tables under OUT/<name>/."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    os.makedirs(out, exist_ok=True)
+    catalog = SqlCatalog("flotilla", uri=f"sqlite:///{out}/catalog.db", warehouse=f"file://{out}")
+    catalog.create_namespace_if_not_exists("lake")
+    return catalog
+
+
+def write_iceberg(args):
+    catalog = iceberg_catalog(args.out)
+    for name, table in tables(args.parquet):
+        created = catalog.create_table(f"lake.{name}", schema=table.schema,
+                                       location=f"file://{args.out}/{name}")
+        if name == "orders":
+            with created.update_spec() as spec:
+                spec.add_identity("o_orderstatus")
+        created.append(table)
+
+
+def write_iceberg_changes(args):
+    from pyiceberg.expressions import EqualTo, GreaterThanOrEqual
+
+    catalog = iceberg_catalog(args.out)
+    table = catalog.create_table("lake.events", schema=events(0, 1).schema,
+                                 location=f"file://{args.out}/events")
+    table.append(events(0, 1000))
+    table.append(events(1000, 500))
+    table.delete(GreaterThanOrEqual("x", 1200))
+    table.delete(EqualTo("k", "2"))
+    table.overwrite(events(7000, 200))
+    table.append(events(9000, 100))
+    table = catalog.load_table("lake.events")
+    answers = []
+    for snapshot in table.snapshots():
+        rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow()
+        answers.append({"version": snapshot.snapshot_id, "timestamp_ms": snapshot.timestamp_ms,
+                        "answer": [rows.num_rows, pc.sum(rows["x"]).as_py() or 0]})
+    with open(args.answers, "w") as out:
+        json.dump(answers, out)
+
+
 def write_changes(args):
     table = os.path.join(args.out, "events")
     start = deltalake.DeltaTable(table).version() + 1 if os.path.isdir(table) else 0
@@ -102,17 +151,17 @@ def write_changes(args):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["orc", "delta", "changes"])
+    parser.add_argument("mode", choices=["orc", "delta", "iceberg", "changes", "iceberg-changes"])
     parser.add_argument("--parquet")
     parser.add_argument("--out", required=True)
     parser.add_argument("--answers")
     parser.add_argument("--commits", type=int, default=len(CHANGES))
     parser.add_argument("--pause-ms", type=int, default=300)
     args = parser.parse_args()
-    if args.mode == "changes":
-        write_changes(args)
+    if args.mode in ("changes", "iceberg-changes"):
+        {"changes": write_changes, "iceberg-changes": write_iceberg_changes}[args.mode](args)
         return
-    {"orc": write_orc, "delta": write_delta}[args.mode](args)
+    {"orc": write_orc, "delta": write_delta, "iceberg": write_iceberg}[args.mode](args)
     open(os.path.join(args.out, "_DONE"), "w").close()
 
 

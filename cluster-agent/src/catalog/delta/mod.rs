@@ -9,8 +9,9 @@
 mod history;
 mod snapshot;
 
-pub(crate) use snapshot::DeltaSnapshotTable;
-
+use super::lake::VersionedTable;
+use super::snapshot::{Recent, SnapshotTable};
+use super::versions::LatestCommit;
 use chrono::{DateTime, Utc};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{DataFusionError, Result};
@@ -19,10 +20,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use deltalake_core::{DeltaTable, DeltaTableBuilder};
 use object_store::path::Path;
-use std::sync::{Arc, Mutex};
-
-/// Older versions kept planned per table (time travel to a recent version reads its log once).
-const PINNED_VERSIONS: usize = 8;
+use std::sync::Arc;
 
 /// One Delta table's log, and the snapshots read from it.
 #[derive(Debug)]
@@ -34,10 +32,8 @@ pub(crate) struct DeltaLog {
     object_store: Arc<dyn object_store::ObjectStore>,
     /// The table at its latest version read; updated before every use.
     table: tokio::sync::Mutex<DeltaTable>,
-    /// The latest version's snapshot, while it is the latest.
-    latest: Mutex<Option<Arc<DeltaSnapshotTable>>>,
-    /// Older versions asked for, most recent use last.
-    pinned: Mutex<Vec<Arc<DeltaSnapshotTable>>>,
+    /// The versions last planned (the latest among them).
+    recent: Recent,
 }
 
 impl DeltaLog {
@@ -63,8 +59,7 @@ impl DeltaLog {
             root,
             object_store,
             table: tokio::sync::Mutex::new(table),
-            latest: Mutex::new(None),
-            pinned: Mutex::new(Vec::new()),
+            recent: Recent::default(),
         })
     }
 
@@ -77,32 +72,32 @@ impl DeltaLog {
             .map_err(|error| delta_error(&self.name, error))
     }
 
+    fn snapshot_of(&self, table: &DeltaTable) -> Result<SnapshotTable> {
+        let state = table
+            .snapshot()
+            .map_err(|error| delta_error(&self.name, error))?;
+        snapshot::snapshot_table(&self.name, state.snapshot(), self.store.clone(), &self.root)
+    }
+}
+
+#[async_trait::async_trait]
+impl VersionedTable for DeltaLog {
     /// The latest version, read from the log now: what a query that names the table reads.
-    pub(crate) async fn latest(&self) -> Result<Arc<DeltaSnapshotTable>> {
+    async fn latest(&self) -> Result<Arc<SnapshotTable>> {
         let mut table = self.table.lock().await;
         table
             .update_incremental(None)
             .await
             .map_err(|error| delta_error(&self.name, error))?;
         let version = table.version().unwrap_or_default();
-        let mut latest = self
-            .latest
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(snapshot) = latest
-            .as_ref()
-            .filter(|snapshot| snapshot.version == version)
-        {
-            return Ok(Arc::clone(snapshot));
+        match self.recent.get(version) {
+            Some(snapshot) => Ok(snapshot),
+            None => Ok(self.recent.keep(self.snapshot_of(&table)?)),
         }
-        let snapshot = Arc::new(self.snapshot_of(&table)?);
-        *latest = Some(Arc::clone(&snapshot));
-        Ok(snapshot)
     }
 
-    /// Version `version` (time travel), or an error naming the versions there are.
-    pub(crate) async fn at_version(&self, version: u64) -> Result<Arc<DeltaSnapshotTable>> {
-        if let Some(snapshot) = self.pinned(|snapshot| snapshot.version == version) {
+    async fn at_version(&self, version: u64) -> Result<Arc<SnapshotTable>> {
+        if let Some(snapshot) = self.recent.get(version) {
             return Ok(snapshot);
         }
         let latest = self.latest_version().await?;
@@ -120,11 +115,11 @@ impl DeltaLog {
             .load_version(version)
             .await
             .map_err(|error| delta_error(&self.name, error))?;
-        self.pin(self.snapshot_of(&table)?)
+        Ok(self.recent.keep(self.snapshot_of(&table)?))
     }
 
     /// The version that was the latest at `time` (time travel).
-    pub(crate) async fn at_time(&self, time: DateTime<Utc>) -> Result<Arc<DeltaSnapshotTable>> {
+    async fn at_time(&self, time: DateTime<Utc>) -> Result<Arc<SnapshotTable>> {
         let mut table = builder(&self.url, &self.object_store)?
             .build()
             .map_err(|error| delta_error(&self.name, error))?;
@@ -135,54 +130,20 @@ impl DeltaLog {
             ))
         })?;
         let version = table.version().unwrap_or_default();
-        match self.pinned(|snapshot| snapshot.version == version) {
+        match self.recent.get(version) {
             Some(snapshot) => Ok(snapshot),
-            None => self.pin(self.snapshot_of(&table)?),
+            None => Ok(self.recent.keep(self.snapshot_of(&table)?)),
         }
     }
 
     /// The table's commits, newest first, as a table.
-    pub(crate) async fn history(&self) -> Result<Arc<dyn TableProvider>> {
+    async fn history(&self) -> Result<Arc<dyn TableProvider>> {
         let mut table = self.table.lock().await;
         table
             .update_incremental(None)
             .await
             .map_err(|error| delta_error(&self.name, error))?;
         history::table(&self.name, &table).await
-    }
-
-    fn snapshot_of(&self, table: &DeltaTable) -> Result<DeltaSnapshotTable> {
-        let state = table
-            .snapshot()
-            .map_err(|error| delta_error(&self.name, error))?;
-        DeltaSnapshotTable::try_new(&self.name, state.snapshot(), self.store.clone(), &self.root)
-    }
-
-    fn pinned(
-        &self,
-        wanted: impl Fn(&DeltaSnapshotTable) -> bool,
-    ) -> Option<Arc<DeltaSnapshotTable>> {
-        let mut pinned = self
-            .pinned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let index = pinned.iter().position(|snapshot| wanted(snapshot))?;
-        let snapshot = pinned.remove(index);
-        pinned.push(Arc::clone(&snapshot));
-        Some(snapshot)
-    }
-
-    fn pin(&self, snapshot: DeltaSnapshotTable) -> Result<Arc<DeltaSnapshotTable>> {
-        let snapshot = Arc::new(snapshot);
-        let mut pinned = self
-            .pinned
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if pinned.len() >= PINNED_VERSIONS {
-            pinned.remove(0);
-        }
-        pinned.push(Arc::clone(&snapshot));
-        Ok(snapshot)
     }
 }
 
@@ -204,9 +165,12 @@ impl LatestVersion {
             seen: std::sync::atomic::AtomicU64::new(0),
         })
     }
+}
 
+#[async_trait::async_trait]
+impl LatestCommit for LatestVersion {
     /// Reads the latest commit number now (one listing of `_delta_log/` from the last seen).
-    pub(crate) async fn read(&self) -> anyhow::Result<u64> {
+    async fn read(&self) -> anyhow::Result<u64> {
         use std::sync::atomic::Ordering;
         let version = self
             .log
