@@ -13,8 +13,13 @@
 
 use super::snapshot::SnapshotTable;
 use chrono::{DateTime, NaiveDateTime, Utc};
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -87,6 +92,61 @@ pub(crate) trait VersionedTable: std::fmt::Debug + Send + Sync {
     async fn at_time(&self, time: DateTime<Utc>) -> Result<Arc<SnapshotTable>>;
     /// The versions, newest first, as a table (`name$history`).
     async fn history(&self) -> Result<Arc<dyn TableProvider>>;
+}
+
+/// One version in a table's history (`name$history`): the same columns for every format.
+pub(crate) struct HistoryEntry {
+    /// A Delta commit number, an Iceberg snapshot id.
+    pub(crate) version: i64,
+    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) operation: Option<String>,
+    /// What the operation was given (Delta) or what it did (Iceberg's summary), as JSON.
+    pub(crate) parameters: Option<String>,
+    /// The version it was based on.
+    pub(crate) read_version: Option<i64>,
+    pub(crate) engine: Option<String>,
+}
+
+/// A history as a table, in the order given (newest first).
+pub(crate) fn history_table(entries: &[HistoryEntry]) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("version", DataType::Int64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("operation", DataType::Utf8, true),
+        Field::new("operation_parameters", DataType::Utf8, true),
+        Field::new("read_version", DataType::Int64, true),
+        Field::new("engine_info", DataType::Utf8, true),
+    ]));
+    let text = |value: fn(&HistoryEntry) -> Option<&str>| -> ArrayRef {
+        Arc::new(entries.iter().map(value).collect::<StringArray>())
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            entries.iter().map(|entry| entry.version),
+        )),
+        Arc::new(
+            entries
+                .iter()
+                .map(|entry| entry.timestamp_ms)
+                .collect::<TimestampMillisecondArray>()
+                .with_timezone("UTC"),
+        ),
+        text(|entry| entry.operation.as_deref()),
+        text(|entry| entry.parameters.as_deref()),
+        Arc::new(
+            entries
+                .iter()
+                .map(|entry| entry.read_version)
+                .collect::<Int64Array>(),
+        ),
+        text(|entry| entry.engine.as_deref()),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
 /// The default schema, with the versioned tables beside the others.

@@ -119,13 +119,22 @@ async fn adbc_and_pyarrow_flight_get_what_http_clients_get() {
         report["info"]
     );
 
-    // Metadata: every table with its columns, as DataFusion sees the same files.
+    // Metadata: every table with its columns, as DataFusion sees the same files, and Flotilla's
+    // own view of them (`system.tables`).
     let reference = reference_context().await;
-    let objects = report["objects"].as_array().unwrap();
+    let (views, objects): (Vec<&Value>, Vec<&Value>) = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|object| object["schema"] == "system");
     assert_eq!(
         objects.len(),
         cluster_agent::TPCH_TABLES.len(),
         "{objects:?}"
+    );
+    assert!(
+        views.len() == 1 && views[0]["table"] == "tables" && views[0]["type"] == "VIEW",
+        "{views:?}"
     );
     for table in cluster_agent::TPCH_TABLES {
         let listed = objects

@@ -19,16 +19,13 @@ mod pointer;
 pub(crate) use pointer::IcebergHead;
 use pointer::Pointer;
 
-use super::lake::VersionedTable;
+use super::lake::{HistoryEntry, VersionedTable, history_table};
 use super::snapshot::{Columns, Recent, SnapshotTable, exact_bounds};
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::TimestampMillisecondArray;
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, DataFusionError, Result, ScalarValue, Statistics};
-use datafusion::datasource::MemTable;
 use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -263,54 +260,19 @@ impl VersionedTable for IcebergTable {
         let metadata = self.pointer.current().await?;
         let mut snapshots: Vec<&Snapshot> = metadata.snapshots.iter().collect();
         snapshots.sort_by_key(|snapshot| std::cmp::Reverse(snapshot.timestamp_ms));
-        history(&snapshots)
+        let entries: Vec<HistoryEntry> = snapshots
+            .into_iter()
+            .map(|snapshot| HistoryEntry {
+                version: snapshot.snapshot_id,
+                timestamp_ms: Some(snapshot.timestamp_ms),
+                operation: snapshot.summary.get("operation").cloned(),
+                parameters: serde_json::to_string(&snapshot.summary).ok(),
+                read_version: snapshot.parent_snapshot_id,
+                engine: snapshot.summary.get("engine-name").cloned(),
+            })
+            .collect();
+        history_table(&entries)
     }
-}
-
-/// The snapshots as a table, with the columns of a Delta table's history.
-fn history(snapshots: &[&Snapshot]) -> Result<Arc<dyn TableProvider>> {
-    let schema: SchemaRef = Arc::new(Schema::new(vec![
-        Field::new("version", DataType::Int64, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            true,
-        ),
-        Field::new("operation", DataType::Utf8, true),
-        Field::new("operation_parameters", DataType::Utf8, true),
-        Field::new("read_version", DataType::Int64, true),
-        Field::new("engine_info", DataType::Utf8, true),
-    ]));
-    let summary = |key: &str| -> StringArray {
-        snapshots
-            .iter()
-            .map(|snapshot| snapshot.summary.get(key).cloned())
-            .collect()
-    };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(
-            snapshots.iter().map(|snapshot| snapshot.snapshot_id),
-        )),
-        Arc::new(
-            TimestampMillisecondArray::from_iter_values(
-                snapshots.iter().map(|snapshot| snapshot.timestamp_ms),
-            )
-            .with_timezone("UTC"),
-        ),
-        Arc::new(summary("operation")),
-        Arc::new(StringArray::from_iter_values(snapshots.iter().map(
-            |snapshot| serde_json::to_string(&snapshot.summary).unwrap_or_default(),
-        ))),
-        Arc::new(
-            snapshots
-                .iter()
-                .map(|snapshot| snapshot.parent_snapshot_id)
-                .collect::<Int64Array>(),
-        ),
-        Arc::new(summary("engine-name")),
-    ];
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
 }
 
 #[cfg(test)]
