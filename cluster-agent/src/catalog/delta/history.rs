@@ -10,6 +10,31 @@ use std::sync::Arc;
 
 /// The history of `table` (loaded at its latest version).
 pub(super) async fn table(name: &str, table: &DeltaTable) -> Result<Arc<dyn TableProvider>> {
+    history_table(&entries(name, table).await?)
+}
+
+/// The version that was the latest at `time_ms`, as the history tells the commits' times: the
+/// newest commit at or before it. (deltalake-core's own `load_with_datetime` goes by the log
+/// files' modification times, which come a little after the commit times the history shows, so
+/// a time copied from the history could read the version before.)
+pub(super) async fn version_at(name: &str, table: &DeltaTable, time_ms: i64) -> Result<u64> {
+    let entries = entries(name, table).await?;
+    entries
+        .iter()
+        .find(|entry| entry.timestamp_ms.is_some_and(|commit| commit <= time_ms))
+        .map(|entry| entry.version as u64)
+        .ok_or_else(|| {
+            let first = entries.last().and_then(|entry| entry.timestamp_ms);
+            DataFusionError::Plan(format!(
+                "Delta table `{name}` has no version at that time: its first commit kept in \
+                 the log is at {} (ms since 1970)",
+                first.map_or("an unknown time".to_string(), |first| first.to_string())
+            ))
+        })
+}
+
+/// The commits, newest first.
+async fn entries(name: &str, table: &DeltaTable) -> Result<Vec<HistoryEntry>> {
     let commits: Vec<_> = table
         .history(None)
         .try_collect()
@@ -32,5 +57,5 @@ pub(super) async fn table(name: &str, table: &DeltaTable) -> Result<Arc<dyn Tabl
             engine: commit.engine_info,
         })
         .collect();
-    history_table(&entries)
+    Ok(entries)
 }

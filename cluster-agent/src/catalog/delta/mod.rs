@@ -118,22 +118,18 @@ impl VersionedTable for DeltaLog {
         Ok(self.recent.keep(self.snapshot_of(&table)?))
     }
 
-    /// The version that was the latest at `time` (time travel).
+    /// The version that was the latest at `time` (time travel), by the commit times the
+    /// history shows.
     async fn at_time(&self, time: DateTime<Utc>) -> Result<Arc<SnapshotTable>> {
-        let mut table = builder(&self.url, &self.object_store)?
-            .build()
-            .map_err(|error| delta_error(&self.name, error))?;
-        table.load_with_datetime(time).await.map_err(|error| {
-            DataFusionError::Plan(format!(
-                "Delta table `{}` has no version at {time}: {error}",
-                self.name
-            ))
-        })?;
-        let version = table.version().unwrap_or_default();
-        match self.recent.get(version) {
-            Some(snapshot) => Ok(snapshot),
-            None => Ok(self.recent.keep(self.snapshot_of(&table)?)),
-        }
+        let version = {
+            let mut table = self.table.lock().await;
+            table
+                .update_incremental(None)
+                .await
+                .map_err(|error| delta_error(&self.name, error))?;
+            history::version_at(&self.name, &table, time.timestamp_millis()).await?
+        };
+        self.at_version(version).await
     }
 
     /// The table's commits, newest first, as a table.
